@@ -1,0 +1,98 @@
+/**
+ * Wire protocol of the key broker: routes, request/response schemas and the HPKE context
+ * strings of a key release. Shared by the broker (which enforces it) and the server's
+ * broker client (which speaks it), so the two cannot drift.
+ *
+ * All binary fields are base64url without padding.
+ */
+import { z } from 'zod';
+
+export const ROUTES = {
+  challenge: '/v1/attest/challenge',
+  attest: '/v1/attest',
+  release: (keyId: string) => `/v1/keys/${encodeURIComponent(keyId)}/release`,
+  jwks: '/.well-known/jwks.json',
+  health: '/healthz',
+  adminKeys: '/v1/admin/keys',
+  adminKey: (keyId: string) => `/v1/admin/keys/${encodeURIComponent(keyId)}`,
+  adminKeyPolicy: (keyId: string) => `/v1/admin/keys/${encodeURIComponent(keyId)}/policy`,
+} as const;
+
+/** Key ids: short, URL-safe, no path tricks. */
+export const KEY_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export const KeyIdSchema = z.string().regex(KEY_ID_RE, 'key id must be 1-128 chars of [A-Za-z0-9._-], starting alphanumeric');
+
+const b64url = (bytes?: number) =>
+  z
+    .string()
+    .regex(/^[A-Za-z0-9_-]*$/, 'must be base64url without padding')
+    .refine((s) => bytes === undefined || Buffer.from(s, 'base64url').length === bytes, {
+      message: bytes === undefined ? 'invalid' : `must decode to ${bytes} bytes`,
+    });
+
+export const ChallengeResponseSchema = z.strictObject({
+  nonce: b64url(32),
+  expiresAt: z.string(),
+});
+export type ChallengeResponse = z.infer<typeof ChallengeResponseSchema>;
+
+export const AttestRequestSchema = z.strictObject({
+  nonce: b64url(32),
+  /** TEE evidence (e.g. SnpEvidence); the verifier checks its shape. */
+  evidence: z.record(z.string(), z.unknown()),
+  /** Raw X25519 HPKE public key born inside the TEE. */
+  publicKey: b64url(32),
+});
+export type AttestRequest = z.infer<typeof AttestRequestSchema>;
+
+export const AttestResponseSchema = z.object({
+  token: z.string(),
+  expiresAt: z.string(),
+  claims: z.record(z.string(), z.unknown()),
+});
+export type AttestResponse = z.infer<typeof AttestResponseSchema>;
+
+export const ReleaseRequestSchema = z.strictObject({
+  /** Must hash to the key hash bound in the attestation token. */
+  publicKey: b64url(32),
+  /** Key version; the current version when absent. */
+  version: z.number().int().positive().optional(),
+});
+export type ReleaseRequest = z.infer<typeof ReleaseRequestSchema>;
+
+export const ReleaseResponseSchema = z.strictObject({
+  keyId: z.string(),
+  version: z.number().int().positive(),
+  suite: z.string(),
+  enc: b64url(32),
+  ciphertext: b64url(),
+});
+export type ReleaseResponse = z.infer<typeof ReleaseResponseSchema>;
+
+/** HPKE `info` for a released DEK. */
+export const RELEASE_HPKE_INFO = Buffer.from('cir/kms-broker/release/v1', 'utf8');
+
+/** HPKE `aad` for a released DEK: binds the key id and version so a DEK cannot be passed off as another. */
+export function releaseAad(keyId: string, version: number): Buffer {
+  return Buffer.from(`cir/kms-broker/release/v1\0${keyId}\0${version}`, 'utf8');
+}
+
+/** JWT audience of attestation-result tokens issued by the broker for key release. */
+export const TOKEN_AUDIENCE = 'cir-kms-broker/release';
+
+/** RFC 7807 problem document, as every broker error is returned. */
+export const ProblemSchema = z.object({
+  type: z.string(),
+  title: z.string(),
+  status: z.number(),
+  code: z.string(),
+  detail: z.string().optional(),
+  failures: z.array(z.object({ field: z.string(), expected: z.string(), observed: z.string() })).optional(),
+});
+export type Problem = z.infer<typeof ProblemSchema>;
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+export function problemType(code: string): string {
+  return `urn:cir:error:${code}`;
+}
