@@ -84,6 +84,19 @@ export interface SnpClaims {
   readonly firmware: { readonly current: string; readonly committed: string };
   /** Relaxations of default checks that were applied while producing these claims. */
   readonly relaxations: readonly string[];
+  // --- optional additions (attestation/snp, 2026): present when the report carries them ---
+  /** Product name exactly as in the VCEK/VLEK productName extension, e.g. "Milan-B0". */
+  readonly productName?: string;
+  /** CPUID family/model/stepping (report v3+). */
+  readonly cpuid?: { readonly family: number; readonly model: number; readonly stepping: number };
+  /** REPORT_ID_MA, lower-case hex. */
+  readonly reportIdMa?: string;
+  /** FLAGS bits 0-1: AUTHOR_KEY_EN, MASK_CHIP_KEY. */
+  readonly flags?: { readonly authorKeyEnabled: boolean; readonly maskChipKey: boolean };
+  /** LAUNCH_MIT_VECTOR / CURRENT_MIT_VECTOR as 16 lower-case hex digits (report v5+). */
+  readonly mitigationVectors?: { readonly launch: string; readonly current: string };
+  /** VLEK only: the cloud provider the VLEK was issued to (cspID extension). */
+  readonly cspId?: string;
 }
 
 export type Claims = SnpClaims;

@@ -96,3 +96,45 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 export function problemType(code: string): string {
   return `urn:cir:error:${code}`;
 }
+
+/** JWT `typ` header of attestation-result tokens (added by kms-broker). */
+export const ATTESTATION_TOKEN_TYPE = 'cir-attestation-result+jwt';
+
+/**
+ * Payload of an attestation-result token (added by kms-broker). ES256, signed by the
+ * broker's key published at `ROUTES.jwks`; `aud` is `TOKEN_AUDIENCE`, lifetime at most 5 min.
+ */
+export const AttestationTokenPayloadSchema = z.object({
+  iss: z.string(),
+  aud: z.union([z.string(), z.array(z.string())]),
+  iat: z.number().int(),
+  exp: z.number().int(),
+  jti: z.string().min(1),
+  /** The broker nonce the evidence was bound to. */
+  nonce: b64url(32),
+  /** SHA-256 of the raw HPKE public key bound in report_data. */
+  keyHash: b64url(32),
+  tee: z.literal('sev-snp'),
+  /** Verified claims (SnpClaims). */
+  claims: z.record(z.string(), z.unknown()),
+  /** Relaxations of default checks: the verifier's plus the attestation policy's. */
+  relaxations: z.array(z.string()),
+  /** SHA-256 (hex) of the broker attestation policy the evidence passed. */
+  policyHash: z.string(),
+});
+export type AttestationTokenPayload = z.infer<typeof AttestationTokenPayloadSchema>;
+
+/** `POST ROUTES.adminKeys` body (added by kms-broker). `policy` is an SEV-SNP policy (SnpPolicySchema). */
+export const AdminCreateKeyRequestSchema = z.strictObject({
+  keyId: KeyIdSchema,
+  /** The 32-byte data-encryption key. */
+  dek: b64url(32),
+  policy: z.unknown(),
+});
+export type AdminCreateKeyRequest = z.infer<typeof AdminCreateKeyRequestSchema>;
+
+/** `PUT ROUTES.adminKeyPolicy` body (added by kms-broker). */
+export const AdminSetPolicyRequestSchema = z.strictObject({
+  policy: z.unknown(),
+});
+export type AdminSetPolicyRequest = z.infer<typeof AdminSetPolicyRequestSchema>;

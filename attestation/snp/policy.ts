@@ -1,0 +1,122 @@
+import { z } from 'zod';
+import { AttestationError } from '../codes.js';
+
+/**
+ * SEV-SNP appraisal policy: what a relying party accepts, decided on claims only.
+ * Defaults are strict; every relaxation is an explicit knob and is listed by
+ * relaxationsFor() so it can be recorded next to the claims.
+ */
+
+const MAX_LIST = 1024;
+
+const hexOf = (bytes: number) =>
+  z
+    .string()
+    .regex(new RegExp(`^[0-9a-fA-F]{${bytes * 2}}$`), `must be ${bytes * 2} hex digits`)
+    .transform((s) => s.toLowerCase());
+
+const allowList = (bytes: number) => z.array(hexOf(bytes)).min(1).max(MAX_LIST);
+
+const u8 = z.number().int().min(0).max(255);
+
+export const SnpMinTcbSchema = z.strictObject({
+  bootloader: u8,
+  tee: u8,
+  snp: u8,
+  microcode: u8,
+  /** Turin only; ignored for products whose TCB has no FMC component. */
+  fmc: u8.optional(),
+});
+
+const FIRMWARE_RE = /^(\d{1,3})\.(\d{1,3})(?:\.(\d{1,3}))?$/;
+
+const firmwareVersion = z
+  .string()
+  .regex(FIRMWARE_RE, 'must be "major.minor" or "major.minor.build"')
+  .refine((s) => s.split('.').every((p) => Number(p) <= 255), 'components must be 0..255');
+
+export const SnpPolicySchema = z
+  .strictObject({
+    /** Accept evidence chaining to the configured simulated root. Never in production. */
+    allowSimulated: z.boolean().default(false),
+    /** Accept guests whose policy allows debugging (host can read guest memory). */
+    allowDebug: z.boolean().default(false),
+    /** Accept guests whose policy allows a migration agent. */
+    allowMigrationAgent: z.boolean().default(false),
+    /** When false, the platform must report SMT disabled (PLATFORM_INFO.SMT_EN = 0). */
+    allowSmt: z.boolean().default(true),
+    /** Exact VMPL the report must come from. */
+    vmpl: z.number().int().min(0).max(3).optional(),
+    /** Allowed launch measurements (48 bytes, hex). Required unless anyMeasurement. */
+    measurements: allowList(48).optional(),
+    /** Relaxation: accept any measurement. */
+    anyMeasurement: z.boolean().default(false),
+    hostData: allowList(32).optional(),
+    idKeyDigests: allowList(48).optional(),
+    authorKeyDigests: allowList(48).optional(),
+    familyId: allowList(16).optional(),
+    imageId: allowList(16).optional(),
+    chipIds: allowList(64).optional(),
+    /** Minimum TCB, applied to reported, committed and launch TCB. */
+    minTcb: SnpMinTcbSchema.optional(),
+    minGuestSvn: z.number().int().min(0).max(0xffffffff).optional(),
+    /** Minimum current firmware, "major.minor" or "major.minor.build". */
+    minFirmware: firmwareVersion.optional(),
+    /** Relaxation: accept committed TCB/firmware older than current (not yet committed). */
+    allowProvisionalFirmware: z.boolean().default(false),
+    /** Exact report_data (64 bytes, hex). Normally bound by the verifier instead. */
+    reportData: hexOf(64).optional(),
+  })
+  .superRefine((p, ctx) => {
+    // SECURITY: no silent "accept any image": either list measurements or say so.
+    if (!p.anyMeasurement && p.measurements === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['measurements'], message: 'required unless anyMeasurement is true' });
+    }
+    if (p.anyMeasurement && p.measurements !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['anyMeasurement'], message: 'contradicts measurements' });
+    }
+  });
+
+/** A parsed policy (defaults applied, hex lower-case). */
+export type SnpPolicy = z.infer<typeof SnpPolicySchema>;
+/** What a configuration file may contain before defaults are applied. */
+export type SnpPolicyInput = z.input<typeof SnpPolicySchema>;
+
+/**
+ * Parses and freezes a policy. Throws ERR_ATT_SNP_BAD_POLICY naming the offending
+ * fields (never echoing values).
+ */
+export function parseSnpPolicy(input: unknown): SnpPolicy {
+  const r = SnpPolicySchema.safeParse(input);
+  if (!r.success) {
+    const detail = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new AttestationError('ERR_ATT_SNP_BAD_POLICY', { detail });
+  }
+  return deepFreeze(r.data);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** Relaxation names, recorded in claims by evaluateSnpEvidence. */
+export const POLICY_RELAXATIONS = {
+  allowSimulated: 'allow-simulated',
+  allowDebug: 'allow-debug',
+  allowMigrationAgent: 'allow-migration-agent',
+  anyMeasurement: 'any-measurement',
+  allowProvisionalFirmware: 'allow-provisional-firmware',
+} as const;
+
+/** Lists the relaxations a policy enables, in a fixed order. */
+export function relaxationsFor(policy: SnpPolicy): string[] {
+  const out: string[] = [];
+  for (const [k, name] of Object.entries(POLICY_RELAXATIONS)) {
+    if (policy[k as keyof typeof POLICY_RELAXATIONS] === true) out.push(name);
+  }
+  return out;
+}

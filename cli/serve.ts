@@ -1,0 +1,70 @@
+import type { Command } from 'commander';
+import { createLogger } from '../common/logger.js';
+import { overlay, readConfigFile } from '../common/config.js';
+import { SimulatedSnp } from '../attestation/sim/index.js';
+import { loadServerConfig } from '../server/config.js';
+import { startServer } from '../server/main.js';
+import { ServerError } from '../server/codes.js';
+import { ClientError } from '../client/codes.js';
+import { parseListen } from './listen.js';
+
+interface ServeFlags {
+  config?: string;
+  listen?: string;
+  model?: string[];
+  broker?: string;
+  simState?: string;
+  measurement?: string;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('run the attested gRPC model server (KServe v2 + cir.attestation.v1); NOT_READY until key release and model load succeed')
+    .option('--config <file>', 'server config (YAML or JSON); flags override it')
+    .option('--listen <host:port>', 'listen address (default 127.0.0.1:8443)')
+    .option('--model <name=path>', 'a sealed model to serve (repeatable)', collect)
+    .option('--broker <url>', 'key broker base URL')
+    .option('--sim-state <dir>', 'simulated TEE state directory (development)')
+    .option('--measurement <hex>', 'simulated launch measurement, 96 hex chars (development)')
+    .action(async (f: ServeFlags) => {
+      const file = f.config ? await readConfigFile(f.config) : {};
+      const listen = f.listen ? parseListen(f.listen) : undefined;
+      const models = f.model?.map((m) => {
+        const i = m.indexOf('=');
+        if (i <= 0) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: '--model must be NAME=PATH' });
+        return { name: m.slice(0, i), path: m.slice(i + 1) };
+      });
+      const config = loadServerConfig(
+        overlay(file, {
+          'listen.host': listen?.host,
+          'listen.port': listen?.port,
+          models,
+          'broker.url': f.broker,
+          'simulated.stateDir': f.simState,
+          'simulated.measurement': f.measurement,
+        }),
+      );
+      if (!config.simulated) {
+        // Real SEV-SNP evidence collection (configfs-tsm / /dev/sev-guest) plugs in here.
+        throw new ServerError('ERR_SRV_CONFIG', {
+          detail: 'simulated: no evidence provider for this machine; set simulated.stateDir and simulated.measurement (development)',
+        });
+      }
+      const sim = await SimulatedSnp.open(config.simulated.stateDir);
+      const logger = createLogger({ level: (program.opts() as { logLevel: string }).logLevel, name: 'cir-server' });
+      const { server, port } = await startServer(config, {
+        provider: sim.provider({ measurement: Buffer.from(config.simulated.measurement, 'hex') }),
+        logger,
+      });
+      process.stdout.write(`${JSON.stringify({ server: `${config.listen.host}:${port}`, tlsSpkiSha256: Buffer.from(server.tlsSpkiSha256).toString('hex') })}\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+    });
+}

@@ -1,0 +1,29 @@
+import { errorFactory, type CodeTable } from '../common/errors.js';
+
+export type ClientErrorCode =
+  | 'ERR_CLI_BAD_TARGET'
+  | 'ERR_CLI_TLS_FETCH_FAILED'
+  | 'ERR_CLI_RPC_FAILED'
+  | 'ERR_CLI_TLS_BINDING_MISMATCH'
+  | 'ERR_CLI_NOT_VERIFIED'
+  | 'ERR_CLI_BAD_INPUT_FILE'
+  | 'ERR_CLI_BAD_ARGUMENT';
+
+export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
+  ERR_CLI_BAD_TARGET: { category: 'bad-input', message: 'server address must be HOST:PORT' },
+  ERR_CLI_TLS_FETCH_FAILED: { category: 'unavailable', message: 'could not complete a TLS handshake with the server' },
+  ERR_CLI_RPC_FAILED: { category: 'unavailable', message: 'gRPC call to the server failed' },
+  ERR_CLI_TLS_BINDING_MISMATCH: {
+    category: 'verification',
+    message: 'the TLS key the server presented is not the key its evidence binds',
+  },
+  ERR_CLI_NOT_VERIFIED: {
+    category: 'verification',
+    message: 'server attestation did not verify; refusing to send anything to it',
+  },
+  ERR_CLI_BAD_INPUT_FILE: { category: 'bad-input', message: 'invalid inference input file' },
+  ERR_CLI_BAD_ARGUMENT: { category: 'bad-input', message: 'invalid argument' },
+};
+
+export const ClientError = errorFactory(CLIENT_CODES, 'ClientError');
+export type ClientError = InstanceType<typeof ClientError>;

@@ -1,0 +1,54 @@
+/**
+ * `cir infer`: verify the server first, then call ModelInfer over the channel pinned to
+ * the attested TLS key. SECURITY: if verification fails nothing is sent; the inference
+ * request is never built into a call on an unverified channel.
+ */
+import { loadServiceClients } from '../server/proto.js';
+import { ClientError } from './codes.js';
+import { fromModelInferResponse, toModelInferRequest, type OutputTensorJson } from './tensor-json.js';
+import { verifyServer, type VerifyServerOptions, type VerifyServerResult } from './verify.js';
+import { parseTarget } from './pinned-tls.js';
+import { PINNED_CHANNEL_OPTIONS } from './pinned-tls.js';
+import type * as grpc from '@grpc/grpc-js';
+
+export interface InferOptions extends VerifyServerOptions {
+  readonly model: string;
+  /** Parsed JSON input file (see tensor-json.ts). */
+  readonly input: unknown;
+}
+
+export interface InferResult {
+  readonly verification: VerifyServerResult;
+  readonly model: string;
+  readonly outputs: OutputTensorJson[];
+}
+
+export async function inferVerified(opts: InferOptions): Promise<InferResult> {
+  // Build the request before connecting so a malformed input file fails locally.
+  const request = toModelInferRequest(opts.model, opts.input);
+  const verification = await verifyServer(opts);
+  if (!verification.ok || !verification.credentials) {
+    const failed = verification.checks.filter((c) => !c.ok).map((c) => c.name);
+    throw new ClientError('ERR_CLI_NOT_VERIFIED', { detail: `failed: ${failed.join(', ')}`, details: { checks: verification.checks } });
+  }
+  const { GRPCInferenceService } = loadServiceClients();
+  const t = parseTarget(opts.server);
+  const client = new GRPCInferenceService(`${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`, verification.credentials, PINNED_CHANNEL_OPTIONS);
+  try {
+    const res = await new Promise<Parameters<typeof fromModelInferResponse>[0]>((resolve, reject) => {
+      (client as unknown as Record<string, Function>).ModelInfer!.call(
+        client,
+        request,
+        { deadline: Date.now() + (opts.timeoutMs ?? 30_000) },
+        (err: grpc.ServiceError | null, r: Parameters<typeof fromModelInferResponse>[0]) => {
+          if (err) reject(new ClientError('ERR_CLI_RPC_FAILED', { detail: `ModelInfer: ${err.details || err.message}`, cause: err }));
+          else resolve(r);
+        },
+      );
+    });
+    const decoded = fromModelInferResponse(res);
+    return { verification, model: decoded.model, outputs: decoded.outputs };
+  } finally {
+    client.close();
+  }
+}

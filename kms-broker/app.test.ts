@@ -1,0 +1,307 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { generateHpkeKeyPair, hpkeOpen } from '../common/hpke.js';
+import { sha256 } from '../common/bytes.js';
+import {
+  ProblemSchema,
+  RELEASE_HPKE_INFO,
+  ReleaseResponseSchema,
+  TOKEN_AUDIENCE,
+  AttestResponseSchema,
+  releaseAad,
+  PROBLEM_CONTENT_TYPE,
+} from './protocol.js';
+import {
+  attest,
+  challenge,
+  createKeyViaApi,
+  makeHarness,
+  release,
+  MEASUREMENT_A,
+  MEASUREMENT_B,
+  fakeVerifier,
+  adminHeaders,
+  ADMIN_TOKEN,
+  type Harness,
+} from './testdata/harness.js';
+import { buildApp } from './app.js';
+import type { KeyStore } from './keystore.js';
+
+const DEK = Buffer.alloc(32, 7);
+const POLICY = { measurements: [MEASUREMENT_A] };
+
+function expectProblem(res: { statusCode: number; headers: Record<string, unknown>; json(): unknown }, status: number, code: string) {
+  expect(res.statusCode).toBe(status);
+  expect(String(res.headers['content-type'])).toContain(PROBLEM_CONTENT_TYPE);
+  const p = ProblemSchema.parse(res.json());
+  expect(p).toMatchObject({ status, code, type: `urn:cir:error:${code}` });
+  return p;
+}
+
+describe('kms-broker app', () => {
+  let h: Harness;
+  beforeEach(async () => {
+    h = await makeHarness();
+    expect((await createKeyViaApi(h.app, 'model-a', DEK, POLICY)).statusCode).toBe(201);
+  });
+  afterEach(async () => h.close());
+
+  describe('attest', () => {
+    it('issues an ES256 token bound to the public key, nonce and claims', async () => {
+      const { res, keyPair, nonce } = await attest(h.app);
+      expect(res.statusCode).toBe(200);
+      const body = AttestResponseSchema.parse(res.json());
+      expect(decodeProtectedHeader(body.token)).toMatchObject({ alg: 'ES256', kid: h.tokens.kid });
+      const p = decodeJwt(body.token);
+      expect(p.aud).toBe(TOKEN_AUDIENCE);
+      expect(p.iss).toBe('cir-kms-broker');
+      expect(p.nonce).toBe(nonce.toString('base64url'));
+      expect(p.keyHash).toBe(sha256(keyPair.publicKey).toString('base64url'));
+      expect(typeof p.jti).toBe('string');
+      expect(p.exp! - p.iat!).toBeLessThanOrEqual(300);
+      expect((p.claims as { measurement: string }).measurement).toBe(MEASUREMENT_A);
+      expect(p.relaxations).toContain('any-measurement');
+      expect(new Date(body.expiresAt).getTime()).toBe(p.exp! * 1000);
+    });
+
+    it('denies evidence whose report_data binds another public key (strict verifier)', async () => {
+      const other = await generateHpkeKeyPair();
+      const nonce = await challenge(h.app);
+      const { kmsReportData } = await import('../attestation/binding.js');
+      const { res } = await attest(h.app, { nonce, reportData: kmsReportData(nonce, other.publicKey) });
+      const p = expectProblem(res, 403, 'ERR_KMS_EVIDENCE_REJECTED');
+      expect(p.detail).toContain('ERR_ATT_FAKE_REPORT_DATA');
+    });
+
+    it('re-checks the binding itself when a verifier ignores expectedReportData', async () => {
+      await h.close();
+      h = await makeHarness({ verifier: fakeVerifier({ strict: false }) });
+      const { res } = await attest(h.app, { reportData: Buffer.alloc(64, 1) });
+      expectProblem(res, 403, 'ERR_KMS_BINDING_MISMATCH');
+    });
+
+    it('denies a replayed nonce', async () => {
+      const first = await attest(h.app);
+      expect(first.res.statusCode).toBe(200);
+      const again = await attest(h.app, { nonce: first.nonce, keyPair: first.keyPair });
+      const p = expectProblem(again.res, 403, 'ERR_KMS_NONCE_INVALID');
+      expect(p.detail).toBe('unknown or already used');
+    });
+
+    it('burns the nonce even when verification fails', async () => {
+      const nonce = await challenge(h.app);
+      const bad = await attest(h.app, { nonce, fail: 'verification' });
+      expectProblem(bad.res, 403, 'ERR_KMS_EVIDENCE_REJECTED');
+      const retry = await attest(h.app, { nonce });
+      expectProblem(retry.res, 403, 'ERR_KMS_NONCE_INVALID');
+    });
+
+    it('denies an expired nonce and an unknown one', async () => {
+      const nonce = await challenge(h.app);
+      h.clock.advance(60);
+      expectProblem((await attest(h.app, { nonce })).res, 403, 'ERR_KMS_NONCE_INVALID');
+      expectProblem((await attest(h.app, { nonce: Buffer.alloc(32, 9) })).res, 403, 'ERR_KMS_NONCE_INVALID');
+      expect(h.verifier.calls).toBe(0);
+    });
+
+    it('maps verifier bad-input to 400 and a verifier crash to a generic 500', async () => {
+      expectProblem((await attest(h.app, { fail: 'bad-input' })).res, 400, 'ERR_KMS_EVIDENCE_MALFORMED');
+      const crash = await attest(h.app, { fail: 'crash' });
+      const p = expectProblem(crash.res, 500, 'ERR_KMS_INTERNAL');
+      expect(p.detail).toBeUndefined();
+      expect(crash.res.body).not.toContain('shadow');
+      expect(crash.res.body).not.toContain('exploded');
+    });
+
+    it('refuses a debug guest under the default attestation policy', async () => {
+      const debug = { abiMajor: 1, abiMinor: 0, smt: true, migrationAgent: false, debug: true, singleSocket: false };
+      expectProblem((await attest(h.app, { claims: { policy: debug } })).res, 403, 'ERR_KMS_ATTESTATION_DENIED');
+    });
+
+    it('refuses simulated evidence unless attestation.allowSimulated', async () => {
+      const { res } = await attest(h.app, { claims: { simulated: true } });
+      const p = expectProblem(res, 403, 'ERR_KMS_ATTESTATION_DENIED');
+      expect(p.failures?.some((f) => f.field === 'simulated')).toBe(true);
+    });
+
+    it('applies the configured attestation policy', async () => {
+      await h.close();
+      h = await makeHarness({ config: { attestation: { policy: { measurements: [MEASUREMENT_B] } } } });
+      const { res } = await attest(h.app);
+      const p = expectProblem(res, 403, 'ERR_KMS_ATTESTATION_DENIED');
+      expect(p.failures?.length).toBeGreaterThan(0);
+      expect(JSON.stringify(p.failures)).toContain(MEASUREMENT_A);
+    });
+
+    it('names the bad field of a malformed request', async () => {
+      const res = await h.app.inject({ method: 'POST', url: '/v1/attest', payload: { nonce: 'short', evidence: {}, publicKey: 'x' } });
+      const p = expectProblem(res, 400, 'ERR_KMS_BAD_REQUEST');
+      expect(p.detail).toMatch(/nonce/);
+      expect(p.detail).toMatch(/publicKey/);
+    });
+  });
+
+  describe('release', () => {
+    async function token(claims?: Parameters<typeof attest>[1]) {
+      const a = await attest(h.app, claims);
+      expect(a.res.statusCode).toBe(200);
+      return { token: a.res.json().token as string, keyPair: a.keyPair };
+    }
+
+    it('seals the DEK to the bound key: HPKE open yields the DEK', async () => {
+      const t = await token();
+      const res = await release(h.app, 'model-a', t.token, t.keyPair.publicKey);
+      expect(res.statusCode).toBe(200);
+      const body = ReleaseResponseSchema.parse(res.json());
+      expect(body).toMatchObject({ keyId: 'model-a', version: 1 });
+      const dek = await hpkeOpen(
+        t.keyPair,
+        { enc: Buffer.from(body.enc, 'base64url'), ciphertext: Buffer.from(body.ciphertext, 'base64url') },
+        RELEASE_HPKE_INFO,
+        releaseAad('model-a', 1),
+      );
+      expect(Buffer.from(dek).equals(DEK)).toBe(true);
+      // Bound to key id and version: another AAD does not open.
+      await expect(
+        hpkeOpen(t.keyPair, { enc: Buffer.from(body.enc, 'base64url'), ciphertext: Buffer.from(body.ciphertext, 'base64url') }, RELEASE_HPKE_INFO, releaseAad('model-b', 1)),
+      ).rejects.toThrow();
+    });
+
+    it('releases an explicit version and 404s an unknown one', async () => {
+      const t = await token();
+      expect((await release(h.app, 'model-a', t.token, t.keyPair.publicKey, 1)).statusCode).toBe(200);
+      expectProblem(await release(h.app, 'model-a', t.token, t.keyPair.publicKey, 2), 404, 'ERR_KMS_KEY_VERSION_NOT_FOUND');
+      expectProblem(await release(h.app, 'nope', t.token, t.keyPair.publicKey), 404, 'ERR_KMS_KEY_NOT_FOUND');
+    });
+
+    it('denies a token presented with another public key', async () => {
+      const t = await token();
+      const thief = await generateHpkeKeyPair();
+      expectProblem(await release(h.app, 'model-a', t.token, thief.publicKey), 403, 'ERR_KMS_KEY_BINDING_MISMATCH');
+    });
+
+    it('denies by policy and lists each failing rule', async () => {
+      expect((await createKeyViaApi(h.app, 'model-strict', DEK, { measurements: [MEASUREMENT_A], minGuestSvn: 5 })).statusCode).toBe(201);
+      const t = await token({ claims: { measurement: MEASUREMENT_B, guestSvn: 1 } });
+      const p = expectProblem(await release(h.app, 'model-strict', t.token, t.keyPair.publicKey), 403, 'ERR_KMS_POLICY_DENIED');
+      expect(p.failures!.length).toBeGreaterThanOrEqual(2);
+      const text = JSON.stringify(p.failures);
+      expect(text).toContain(MEASUREMENT_B); // observed
+      expect(text).toContain(MEASUREMENT_A); // expected
+    });
+
+    it('follows a policy change made after the token was issued', async () => {
+      const t = await token();
+      const put = await h.app.inject({
+        method: 'PUT',
+        url: '/v1/admin/keys/model-a/policy',
+        headers: { authorization: 'Bearer test-admin-token-0123456789abcdef' },
+        payload: { policy: { measurements: [MEASUREMENT_B] } },
+      });
+      expect(put.statusCode).toBe(200);
+      expectProblem(await release(h.app, 'model-a', t.token, t.keyPair.publicKey), 403, 'ERR_KMS_POLICY_DENIED');
+    });
+
+    it('401s a missing, malformed, forged or expired token with WWW-Authenticate', async () => {
+      const t = await token();
+      const r1 = await release(h.app, 'model-a', undefined, t.keyPair.publicKey);
+      expectProblem(r1, 401, 'ERR_KMS_TOKEN_MISSING');
+      expect(r1.headers['www-authenticate']).toMatch(/^Bearer /);
+      const r2 = await release(h.app, 'model-a', 'not a token', t.keyPair.publicKey);
+      expectProblem(r2, 401, 'ERR_KMS_TOKEN_INVALID');
+      const [hd, pl] = t.token.split('.');
+      const forged = `${hd}.${pl}.${Buffer.alloc(64).toString('base64url')}`;
+      const r3 = await release(h.app, 'model-a', forged, t.keyPair.publicKey);
+      expectProblem(r3, 401, 'ERR_KMS_TOKEN_INVALID');
+      expect(r3.headers['www-authenticate']).toContain('invalid_token');
+      h.clock.advance(301);
+      expectProblem(await release(h.app, 'model-a', t.token, t.keyPair.publicKey), 401, 'ERR_KMS_TOKEN_INVALID');
+    });
+
+    it('rejects a path-traversal key id', async () => {
+      const t = await token();
+      expectProblem(await release(h.app, '../master', t.token, t.keyPair.publicKey), 400, 'ERR_KMS_BAD_KEY_ID');
+      expectProblem(await release(h.app, '.hidden', t.token, t.keyPair.publicKey), 400, 'ERR_KMS_BAD_KEY_ID');
+    });
+  });
+
+  describe('problem documents and misc routes', () => {
+    it('404s an unknown route as a problem', async () => {
+      expectProblem(await h.app.inject({ method: 'GET', url: '/nope' }), 404, 'ERR_KMS_NOT_FOUND');
+    });
+
+    it('400s malformed JSON without echoing it', async () => {
+      const res = await h.app.inject({
+        method: 'POST',
+        url: '/v1/attest',
+        headers: { 'content-type': 'application/json' },
+        payload: '{"nonce": SECRETISH',
+      });
+      expectProblem(res, 400, 'ERR_KMS_BAD_REQUEST');
+      expect(res.body).not.toContain('SECRETISH');
+    });
+
+    it('413s an oversized body and 415s a non-JSON one', async () => {
+      const big = { nonce: 'a', evidence: { x: 'y'.repeat(1024 * 1024) }, publicKey: 'a' };
+      expectProblem(await h.app.inject({ method: 'POST', url: '/v1/attest', payload: big }), 413, 'ERR_KMS_BODY_TOO_LARGE');
+      expectProblem(
+        await h.app.inject({ method: 'POST', url: '/v1/attest', headers: { 'content-type': 'text/plain' }, payload: 'hi' }),
+        415,
+        'ERR_KMS_UNSUPPORTED_MEDIA_TYPE',
+      );
+    });
+
+    it('accepts an empty JSON object or no body for a challenge', async () => {
+      const a = await h.app.inject({ method: 'POST', url: '/v1/attest/challenge', payload: {} });
+      expect(a.statusCode).toBe(200);
+      const nonce = Buffer.from(a.json().nonce, 'base64url');
+      expect(nonce).toHaveLength(32);
+      expect(new Date(a.json().expiresAt).getTime()).toBe(h.clock.now().getTime() + 60_000);
+    });
+
+    it('publishes the token key as a JWKS with an RFC 7638 kid', async () => {
+      const res = await h.app.inject({ method: 'GET', url: '/.well-known/jwks.json' });
+      expect(res.statusCode).toBe(200);
+      const { keys } = res.json();
+      expect(keys).toHaveLength(1);
+      expect(keys[0]).toMatchObject({ kty: 'EC', crv: 'P-256', kid: h.tokens.kid, alg: 'ES256', use: 'sig' });
+      expect(keys[0].d).toBeUndefined();
+      const { calculateJwkThumbprint } = await import('jose');
+      expect(await calculateJwkThumbprint({ kty: 'EC', crv: 'P-256', x: keys[0].x, y: keys[0].y })).toBe(keys[0].kid);
+    });
+
+    it('answers /healthz', async () => {
+      const res = await h.app.inject({ method: 'GET', url: '/healthz' });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toEqual({ status: 'ok' });
+    });
+
+    it('turns a thrown internal error into a generic 500', async () => {
+      const broken = {
+        ...h.store,
+        list: async () => {
+          throw new Error('db password is hunter2');
+        },
+      } as unknown as KeyStore;
+      const app = buildApp(h.config, { logger: h.logs.logger, verifier: h.verifier, keyStore: broken, tokens: h.tokens, adminToken: ADMIN_TOKEN, env: {} });
+      try {
+        const res = await app.inject({ method: 'GET', url: '/v1/admin/keys', headers: adminHeaders() });
+        const p = expectProblem(res, 500, 'ERR_KMS_INTERNAL');
+        expect(p.title).toBe('internal error');
+        expect(res.body).not.toContain('hunter2');
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('does not leak the detail of a non-public KmsError (corrupt store) to the caller', async () => {
+      const { writeFile } = await import('node:fs/promises');
+      const path = await import('node:path');
+      await writeFile(path.join(h.dir, 'keys', 'model-a.json'), '{"half":');
+      const res = await h.app.inject({ method: 'GET', url: '/v1/admin/keys/model-a', headers: adminHeaders() });
+      const p = expectProblem(res, 500, 'ERR_KMS_INTERNAL');
+      expect(p.detail).toBeUndefined();
+      expect(h.logs.text()).toContain('ERR_KMS_STORE_CORRUPT');
+    });
+  });
+});

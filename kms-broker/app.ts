@@ -1,0 +1,296 @@
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import { kmsReportData } from '../attestation/binding.js';
+import type { Claims } from '../attestation/types.js';
+import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/bytes.js';
+import { isCirError } from '../common/errors.js';
+import { HPKE_SUITE_ID, hpkeSeal } from '../common/hpke.js';
+import type { Logger } from '../common/logger.js';
+import { adminRoutes } from './admin.js';
+import { ChallengeStore } from './challenges.js';
+import { KmsError } from './codes.js';
+import { isProduction, type BrokerConfig } from './config.js';
+import { assertKeyId, type KeyStore } from './keystore.js';
+import { allowsSimulated, evaluatePolicy, parseReleasePolicy, type PolicyDecision, type ReleasePolicy } from './policy.js';
+import { notFoundHandler, parseBody, problemErrorHandler } from './problem.js';
+import {
+  AttestRequestSchema,
+  RELEASE_HPKE_INFO,
+  ReleaseRequestSchema,
+  ROUTES,
+  releaseAad,
+  type AttestResponse,
+  type ChallengeResponse,
+  type ReleaseResponse,
+} from './protocol.js';
+import type { TokenService } from './tokens.js';
+
+/**
+ * Turns TEE evidence into verified claims. Must check the evidence's signature chain to a
+ * trusted root, and that its report_data equals `expectedReportData`; throws a `CirError`
+ * of category 'verification' or 'bad-input' otherwise.
+ */
+export interface EvidenceVerifier {
+  verify(evidence: unknown, opts: { now: Date; expectedReportData: Uint8Array }): Promise<Claims>;
+}
+
+export interface BrokerDeps {
+  /** The one root logger. */
+  readonly logger: Logger;
+  readonly verifier: EvidenceVerifier;
+  readonly keyStore: KeyStore;
+  readonly tokens: TokenService;
+  /** Admin bearer token; undefined disables the admin API. See `loadAdminToken`. */
+  readonly adminToken: string | undefined;
+  /** Clock; defaults to the system clock. */
+  readonly now?: () => Date;
+  /** Environment for NODE_ENV; defaults to `process.env`. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** TLS certificate and key (PEM), already read by main.ts; plain HTTP without. */
+  readonly https?: { readonly cert: Buffer; readonly key: Buffer };
+}
+
+/**
+ * Builds the broker's fastify app. Never listens: `main.ts` does that, tests use `inject()`.
+ *
+ * Routes: see `ROUTES` in protocol.ts. Every error is an RFC 7807 problem document.
+ * On ready, refuses (ERR_KMS_CONFIG_INVALID) to serve in production when the attestation
+ * policy or any stored key policy admits the simulated TEE.
+ */
+export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstance {
+  const now = deps.now ?? (() => new Date());
+  const production = isProduction(deps.env ?? process.env);
+  const policyOpts = { production };
+  const attestationPolicy = resolveAttestationPolicy(config, production);
+  const challenges = new ChallengeStore({
+    ttlMs: config.challengeTtlSeconds * 1000,
+    max: config.maxOutstandingChallenges,
+    now,
+  });
+
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: config.bodyLimit,
+    // SECURITY: ids come from us, never from a client header that could forge log lines.
+    requestIdHeader: false,
+    return503OnClosing: true,
+    ...(deps.https ? { https: { cert: deps.https.cert, key: deps.https.key } } : {}),
+  }) as unknown as FastifyInstance;
+
+  // JSON only: fastify also parses text/plain by default.
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler(problemErrorHandler);
+  app.setNotFoundHandler(notFoundHandler);
+
+  app.addHook('onReady', async () => {
+    if (!production) return;
+    const bad = (await deps.keyStore.list()).filter((k) => allowsSimulated(k.policy)).map((k) => k.keyId);
+    if (bad.length > 0) {
+      throw new KmsError('ERR_KMS_CONFIG_INVALID', {
+        detail: `keys ${bad.join(', ')} have policies that allow the simulated TEE; refused when NODE_ENV=production`,
+      });
+    }
+  });
+
+  app.get(ROUTES.health, async () => ({ status: 'ok' }));
+
+  app.get(ROUTES.jwks, async (_request, reply) => {
+    reply.header('cache-control', 'public, max-age=300');
+    return deps.tokens.jwks();
+  });
+
+  app.post(ROUTES.challenge, async (request): Promise<ChallengeResponse> => {
+    const c = challenges.issue();
+    request.log.debug({ event: 'challenge', ip: request.ip, outstanding: challenges.size }, 'challenge issued');
+    return { nonce: c.nonce.toString('base64url'), expiresAt: c.expiresAt.toISOString() };
+  });
+
+  app.post(ROUTES.attest, async (request): Promise<AttestResponse> => {
+    const body = parseBody(AttestRequestSchema, request.body);
+    const nonce = decodeFixed(body.nonce, 'nonce');
+    const publicKey = decodeFixed(body.publicKey, 'publicKey');
+    const evidenceJson = Buffer.from(JSON.stringify(body.evidence), 'utf8');
+    // Who and what decided, filled in as the request progresses; logged once at the end.
+    const who: Record<string, unknown> = {
+      ip: request.ip,
+      keyHash: sha256(publicKey).toString('base64url').slice(0, 12),
+      // SECURITY: evidence is logged as digest and size, never the blob.
+      evidenceSha256: sha256(evidenceJson).toString('hex'),
+      evidenceSize: evidenceJson.length,
+    };
+    const alog = request.log.child({ event: 'attest' });
+    try {
+      // Consumed first, whatever follows: a nonce buys exactly one attempt.
+      challenges.consume(nonce);
+      const at = now();
+      const expected = kmsReportData(nonce, publicKey);
+      const claims = await verifyEvidence(deps.verifier, body.evidence, at, expected);
+      who.measurement = claims.measurement;
+      who.simulated = claims.simulated;
+      // SECURITY: re-check the binding on the claims, so a verifier that forgot
+      // `expectedReportData` still cannot mint a token for someone else's nonce or key.
+      const observed = typeof claims.reportData === 'string' ? fromHex(claims.reportData) : undefined;
+      if (!observed || !constantTimeEqual(observed, expected)) {
+        throw new KmsError('ERR_KMS_BINDING_MISMATCH', { detail: 'report_data' });
+      }
+      const decision = evaluateAttestation(claims, attestationPolicy, config, policyOpts);
+      who.policyHash = decision.policyHash;
+      if (!decision.allowed) throw policyDenied('ERR_KMS_ATTESTATION_DENIED', decision);
+      const relaxations = [...new Set([...(claims.relaxations ?? []), ...decision.relaxations])];
+      const issued = await deps.tokens.issue(
+        {
+          nonce: body.nonce,
+          keyHash: sha256(publicKey).toString('base64url'),
+          tee: 'sev-snp',
+          claims: claims as unknown as Record<string, unknown>,
+          relaxations,
+          policyHash: decision.policyHash,
+        },
+        at,
+      );
+      alog.info({ ...who, decision: 'allow', rule: 'attestation-policy', jti: issued.jti, relaxations }, 'attestation token issued');
+      return { token: issued.token, expiresAt: issued.expiresAt.toISOString(), claims: claims as unknown as Record<string, unknown> };
+    } catch (e) {
+      alog.warn({ ...who, ...denial(e) }, 'attestation denied');
+      throw e;
+    }
+  });
+
+  app.post<{ Params: { keyId: string } }>('/v1/keys/:keyId/release', async (request): Promise<ReleaseResponse> => {
+    const keyId = request.params.keyId;
+    const rlog = request.log.child({ event: 'release' });
+    const who: Record<string, unknown> = { ip: request.ip, keyId: pathSafe(keyId) };
+    try {
+      const bearer = bearerToken(request);
+      assertKeyId(keyId);
+      const body = parseBody(ReleaseRequestSchema, request.body);
+      const publicKey = decodeFixed(body.publicKey, 'publicKey');
+      const at = now();
+      const token = await deps.tokens.verify(bearer, at);
+      const claims = token.claims as unknown as Claims;
+      who.jti = token.jti;
+      who.keyHash = token.keyHash.slice(0, 12);
+      who.measurement = claims.measurement;
+      who.simulated = claims.simulated;
+      // SECURITY: the DEK goes only to the key the evidence bound; compare digests in constant time.
+      const boundHash = fromBase64Url(token.keyHash);
+      if (!boundHash || !constantTimeEqual(sha256(publicKey), boundHash)) {
+        throw new KmsError('ERR_KMS_KEY_BINDING_MISMATCH', { detail: 'publicKey' });
+      }
+      const key = await deps.keyStore.unwrap(keyId, body.version);
+      try {
+        who.version = key.version;
+        const decision = evaluatePolicy(claims, key.metadata.policy, policyOpts);
+        who.policyHash = decision.policyHash;
+        if (!decision.allowed) throw policyDenied('ERR_KMS_POLICY_DENIED', decision);
+        const sealed = await hpkeSeal(publicKey, key.dek, RELEASE_HPKE_INFO, releaseAad(keyId, key.version));
+        rlog.info({ ...who, decision: 'allow', rule: 'release-policy', relaxations: decision.relaxations }, 'key released');
+        return {
+          keyId,
+          version: key.version,
+          suite: HPKE_SUITE_ID,
+          enc: Buffer.from(sealed.enc).toString('base64url'),
+          ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'),
+        };
+      } finally {
+        key.dek.fill(0);
+      }
+    } catch (e) {
+      rlog.warn({ ...who, ...denial(e) }, 'release denied');
+      throw e;
+    }
+  });
+
+  app.register(adminRoutes, { store: deps.keyStore, adminToken: deps.adminToken, policy: policyOpts });
+
+  return app;
+}
+
+function resolveAttestationPolicy(config: BrokerConfig, production: boolean): ReleasePolicy {
+  // Without an explicit policy the broker checks only what every release needs anyway
+  // (the schema's fail-closed defaults) and leaves measurements to the per-key policies.
+  const input = config.attestation.policy ?? { anyMeasurement: true, allowSimulated: config.attestation.allowSimulated };
+  try {
+    return parseReleasePolicy(input, { production });
+  } catch (cause) {
+    throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: `attestation.policy: ${(cause as KmsError).detail ?? 'invalid'}`, cause });
+  }
+}
+
+function evaluateAttestation(
+  claims: Claims,
+  policy: ReleasePolicy,
+  config: BrokerConfig,
+  opts: { production: boolean },
+): PolicyDecision {
+  const d = evaluatePolicy(claims, policy, opts);
+  // SECURITY: `attestation.allowSimulated` is the trust switch; a policy alone cannot turn it on.
+  if (claims.simulated && !config.attestation.allowSimulated && !d.failures.some((f) => f.field === 'simulated')) {
+    return Object.freeze({
+      ...d,
+      allowed: false,
+      failures: Object.freeze([...d.failures, { field: 'simulated', expected: 'false (attestation.allowSimulated is off)', observed: 'true' }]),
+    });
+  }
+  return d;
+}
+
+/** Runs the injected verifier, turning its errors into broker codes. */
+async function verifyEvidence(verifier: EvidenceVerifier, evidence: unknown, now: Date, expected: Uint8Array): Promise<Claims> {
+  let claims: Claims;
+  try {
+    claims = await verifier.verify(evidence, { now, expectedReportData: expected });
+  } catch (e) {
+    if (!isCirError(e)) throw e; // a verifier bug: 500, generic
+    const detail = e.detail ? `${e.code}: ${e.detail}` : e.code;
+    switch (e.category) {
+      case 'bad-input':
+        throw new KmsError('ERR_KMS_EVIDENCE_MALFORMED', { detail, cause: e });
+      case 'verification':
+        throw new KmsError('ERR_KMS_EVIDENCE_REJECTED', { detail, cause: e });
+      case 'policy':
+        throw new KmsError('ERR_KMS_ATTESTATION_DENIED', { detail, cause: e, ...(e.details?.failures ? { details: { failures: e.details.failures } } : {}) });
+      case 'unavailable':
+        throw new KmsError('ERR_KMS_VERIFIER_UNAVAILABLE', { detail, cause: e });
+      default:
+        throw e;
+    }
+  }
+  if (typeof claims !== 'object' || claims === null || claims.tee !== 'sev-snp') {
+    throw new KmsError('ERR_KMS_INTERNAL', { detail: 'verifier returned no SEV-SNP claims' });
+  }
+  return claims;
+}
+
+function policyDenied(code: 'ERR_KMS_ATTESTATION_DENIED' | 'ERR_KMS_POLICY_DENIED', d: PolicyDecision): KmsError {
+  return new KmsError(code, {
+    detail: d.failures.map((f) => f.field).join(', '),
+    details: { failures: d.failures },
+  });
+}
+
+/** Log fields of a denial: the deciding rule (error code) and, for policy, each failing rule. */
+function denial(e: unknown): Record<string, unknown> {
+  if (!isCirError(e)) return { decision: 'deny', rule: 'ERR_KMS_INTERNAL' };
+  const failures = e.details?.failures;
+  return { decision: 'deny', rule: e.code, reason: e.detail, ...(Array.isArray(failures) ? { failures } : {}) };
+}
+
+/** A key id fit for a log line even when it failed validation. */
+function pathSafe(s: string): string {
+  return s.length <= 128 && /^[\x21-\x7e]*$/.test(s) ? s : '(invalid)';
+}
+
+function decodeFixed(b64: string, field: string): Buffer {
+  const b = fromBase64Url(b64);
+  if (!b) throw new KmsError('ERR_KMS_BAD_REQUEST', { detail: `${field}: must be base64url` });
+  return b;
+}
+
+/** The token of an `Authorization: Bearer <token>` header (RFC 6750 section 2.1). */
+function bearerToken(request: FastifyRequest): string {
+  const h = request.headers.authorization;
+  if (h === undefined || h === '') throw new KmsError('ERR_KMS_TOKEN_MISSING');
+  const m = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(h);
+  if (!m?.[1]) throw new KmsError('ERR_KMS_TOKEN_INVALID', { detail: 'malformed Authorization header' });
+  return m[1];
+}

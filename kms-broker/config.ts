@@ -1,0 +1,139 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { SnpPolicySchema } from '../attestation/snp/policy.js';
+import { KmsError } from './codes.js';
+
+/**
+ * Broker configuration. Parsed once at start-up, then frozen and passed down explicitly.
+ *
+ * SECURITY: the configuration never holds a secret itself, only where to find one
+ * (`masterKeyFile` / `masterKeyEnv`, `adminTokenFile` / `adminTokenEnv`), so a config
+ * error or a logged config can never leak one.
+ */
+export const MAX_CHALLENGE_TTL_SECONDS = 60;
+export const MAX_TOKEN_TTL_SECONDS = 300;
+export const DEFAULT_MASTER_KEY_ENV = 'CIR_KMS_MASTER_KEY';
+export const DEFAULT_ADMIN_TOKEN_ENV = 'CIR_KMS_ADMIN_TOKEN';
+export const DEFAULT_ISSUER = 'cir-kms-broker';
+
+const FilePath = z.string().min(1).max(4096);
+const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
+export const BrokerConfigSchema = z.strictObject({
+  listen: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(8443),
+    })
+    .prefault({}),
+  /** Holds keys/, master.key (when generated), token-signing-key.pem. Created 0700. */
+  stateDir: FilePath,
+  /** Base64 file holding the 32-byte master key; default `<stateDir>/master.key`. Generated 0600 when absent. */
+  masterKeyFile: FilePath.optional(),
+  /** Environment variable holding the master key (base64). Wins over the file when set. */
+  masterKeyEnv: EnvName.default(DEFAULT_MASTER_KEY_ENV),
+  /** File holding the admin bearer token. Without a token from file or env, the admin API is off. */
+  adminTokenFile: FilePath.optional(),
+  adminTokenEnv: EnvName.default(DEFAULT_ADMIN_TOKEN_ENV),
+  /** `iss` of issued attestation-result tokens. */
+  issuer: z.string().min(1).max(256).default(DEFAULT_ISSUER),
+  maxOutstandingChallenges: z.number().int().min(1).max(1_000_000).default(10_000),
+  challengeTtlSeconds: z.number().int().min(1).max(MAX_CHALLENGE_TTL_SECONDS).default(MAX_CHALLENGE_TTL_SECONDS),
+  tokenTtlSeconds: z.number().int().min(1).max(MAX_TOKEN_TTL_SECONDS).default(MAX_TOKEN_TTL_SECONDS),
+  attestation: z
+    .strictObject({
+      /** PEM file with the simulated TEE's ARK; only read when `allowSimulated`. */
+      simulatedRootFile: FilePath.optional(),
+      /** Trust the simulated TEE root at all. Refused when NODE_ENV=production. */
+      allowSimulated: z.boolean().default(false),
+      /** Policy every attestation must pass before a token is issued (per-key release policies come on top). */
+      policy: SnpPolicySchema.optional(),
+    })
+    .prefault({}),
+  /** Largest accepted request body, bytes. */
+  bodyLimit: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
+  tls: z.strictObject({ certFile: FilePath, keyFile: FilePath }).optional(),
+});
+
+export type BrokerConfigInput = z.input<typeof BrokerConfigSchema>;
+export type BrokerConfig = DeepReadonly<z.output<typeof BrokerConfigSchema>>;
+
+type DeepReadonly<T> = T extends (infer E)[]
+  ? readonly DeepReadonly<E>[]
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+export interface LoadConfigOptions {
+  /** Environment to read NODE_ENV from; defaults to `process.env`. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+export function isProduction(env: Readonly<Record<string, string | undefined>>): boolean {
+  return env.NODE_ENV === 'production';
+}
+
+/**
+ * Validates and freezes a broker configuration.
+ *
+ * Throws `KmsError('ERR_KMS_CONFIG_INVALID')` whose detail names every bad field and why.
+ * SECURITY: the detail never echoes input values (zod messages here describe types and
+ * bounds, and `reportInput` is never enabled). In production (NODE_ENV=production) a
+ * configuration that trusts the simulated TEE is refused.
+ * Does not check that files exist; the components that read them do.
+ */
+export function loadBrokerConfig(input: unknown, options: LoadConfigOptions = {}): BrokerConfig {
+  const env = options.env ?? process.env;
+  const parsed = BrokerConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: formatIssues(parsed.error.issues) });
+  }
+  const cfg = parsed.data;
+  if (isProduction(env)) {
+    // SECURITY: the simulated TEE proves nothing; a production broker must never trust it.
+    const bad: string[] = [];
+    if (cfg.attestation.allowSimulated) bad.push('attestation.allowSimulated');
+    if (policyAllowsSimulated(cfg.attestation.policy)) bad.push('attestation.policy.allowSimulated');
+    if (bad.length > 0) {
+      throw new KmsError('ERR_KMS_CONFIG_INVALID', {
+        detail: `${bad.join(', ')}: the simulated TEE is refused when NODE_ENV=production`,
+      });
+    }
+  }
+  return deepFreeze(cfg) as BrokerConfig;
+}
+
+/** `<path>: <reason>` for each issue, joined; never the offending value. */
+export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
+  return issues
+    .map((i) => {
+      const where = i.path.length > 0 ? i.path.map(String).join('.') : '(root)';
+      return `${where}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+export function policyAllowsSimulated(policy: unknown): boolean {
+  return typeof policy === 'object' && policy !== null && (policy as { allowSimulated?: unknown }).allowSimulated === true;
+}
+
+/** Where the master key file lives for this config. */
+export function masterKeyPath(config: BrokerConfig): string {
+  return config.masterKeyFile ?? path.join(config.stateDir, 'master.key');
+}
+
+export function keysDir(config: BrokerConfig): string {
+  return path.join(config.stateDir, 'keys');
+}
+
+export function signingKeyPath(config: BrokerConfig): string {
+  return path.join(config.stateDir, 'token-signing-key.pem');
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

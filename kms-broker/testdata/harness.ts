@@ -1,0 +1,213 @@
+/**
+ * Test harness for kms-broker unit tests: a broker on a temp state dir with a fixed clock,
+ * an in-test evidence verifier and a log capture. Not part of the build (testdata/).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { REDACT_PATHS, type Logger } from '../../common/logger.js';
+import { CirError } from '../../common/errors.js';
+import { generateHpkeKeyPair, type HpkeKeyPair } from '../../common/hpke.js';
+import { kmsReportData } from '../../attestation/binding.js';
+import type { SnpClaims } from '../../attestation/types.js';
+import { buildApp, type EvidenceVerifier } from '../app.js';
+import { loadBrokerConfig, type BrokerConfigInput, type BrokerConfig } from '../config.js';
+import { openKeyStore, type FileKeyStore } from '../keystore.js';
+import { TokenService } from '../tokens.js';
+
+export const MEASUREMENT_A = 'a'.repeat(96);
+export const MEASUREMENT_B = 'b'.repeat(96);
+export const T0 = new Date('2030-01-01T00:00:00Z');
+export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
+
+export function makeClaims(over: Partial<SnpClaims> = {}): SnpClaims {
+  const tcb = { bootloader: 10, tee: 0, snp: 23, microcode: 213 };
+  return {
+    tee: 'sev-snp',
+    simulated: false,
+    product: 'Genoa',
+    reportVersion: 3,
+    signingKey: 'vcek',
+    measurement: MEASUREMENT_A,
+    reportData: '00'.repeat(64),
+    hostData: '00'.repeat(32),
+    idKeyDigest: '00'.repeat(48),
+    authorKeyDigest: '00'.repeat(48),
+    familyId: '00'.repeat(16),
+    imageId: '00'.repeat(16),
+    reportId: '00'.repeat(32),
+    chipId: '00'.repeat(64),
+    guestSvn: 1,
+    vmpl: 0,
+    policy: { abiMajor: 1, abiMinor: 0, smt: true, migrationAgent: false, debug: false, singleSocket: false },
+    platform: { smtEnabled: true, tsmeEnabled: false },
+    currentTcb: tcb,
+    reportedTcb: tcb,
+    committedTcb: tcb,
+    launchTcb: tcb,
+    firmware: { current: '1.55.23', committed: '1.55.23' },
+    relaxations: [],
+    ...over,
+  };
+}
+
+/** What the fake TEE puts in "evidence": the report_data it was asked for plus claim overrides. */
+export interface FakeEvidence {
+  reportData: string;
+  claims?: Partial<SnpClaims>;
+  fail?: 'verification' | 'bad-input' | 'crash';
+}
+
+/**
+ * In-test verifier. `strict` (default) checks report_data against `expectedReportData`
+ * like a real verifier; non-strict returns whatever the evidence says, to exercise the
+ * broker's own binding re-check.
+ */
+export function fakeVerifier(opts: { strict?: boolean } = {}): EvidenceVerifier & { calls: number } {
+  const v = {
+    calls: 0,
+    async verify(evidence: unknown, o: { now: Date; expectedReportData: Uint8Array }): Promise<SnpClaims> {
+      v.calls++;
+      const e = evidence as FakeEvidence;
+      if (e.fail === 'verification') throw new CirError('ERR_ATT_FAKE_BAD_SIGNATURE', { category: 'verification', message: 'bad signature' });
+      if (e.fail === 'bad-input') throw new CirError('ERR_ATT_FAKE_PARSE', { category: 'bad-input', message: 'bad report' });
+      if (e.fail === 'crash') throw new Error('verifier exploded with internal secret /etc/shadow');
+      if (typeof e.reportData !== 'string') throw new CirError('ERR_ATT_FAKE_PARSE', { category: 'bad-input', message: 'bad report' });
+      if ((opts.strict ?? true) && e.reportData !== Buffer.from(o.expectedReportData).toString('hex')) {
+        throw new CirError('ERR_ATT_FAKE_REPORT_DATA', { category: 'verification', message: 'report_data mismatch' });
+      }
+      return makeClaims({ ...e.claims, reportData: e.reportData });
+    },
+  };
+  return v;
+}
+
+export interface LogCapture {
+  readonly logger: Logger;
+  readonly lines: string[];
+  text(): string;
+}
+
+/** A pino logger with the production redaction list, writing into memory. */
+export function captureLogs(): LogCapture {
+  const lines: string[] = [];
+  const dest = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(...chunk.toString('utf8').split('\n').filter((l: string) => l.length > 0));
+      cb();
+    },
+  });
+  const logger = pino({ level: 'trace', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, dest);
+  return { logger, lines, text: () => lines.join('\n') };
+}
+
+export class Clock {
+  t: number;
+  constructor(start: Date = T0) {
+    this.t = start.getTime();
+  }
+  now = (): Date => new Date(this.t);
+  advance(seconds: number): void {
+    this.t += seconds * 1000;
+  }
+}
+
+export interface Harness {
+  app: FastifyInstance;
+  config: BrokerConfig;
+  store: FileKeyStore;
+  tokens: TokenService;
+  verifier: ReturnType<typeof fakeVerifier>;
+  clock: Clock;
+  logs: LogCapture;
+  dir: string;
+  close(): Promise<void>;
+}
+
+export async function tempDir(): Promise<string> {
+  return mkdtemp(path.join(tmpdir(), 'cir-kms-test-'));
+}
+
+export async function makeHarness(
+  opts: {
+    config?: Partial<BrokerConfigInput>;
+    env?: Record<string, string | undefined>;
+    adminToken?: string | undefined;
+    verifier?: ReturnType<typeof fakeVerifier>;
+  } = {},
+): Promise<Harness> {
+  const dir = await tempDir();
+  const env = { NODE_ENV: 'test', CIR_KMS_MASTER_KEY: undefined, ...opts.env };
+  const config = loadBrokerConfig({ stateDir: dir, ...opts.config }, { env });
+  const clock = new Clock();
+  const logs = captureLogs();
+  const store = await openKeyStore(config, { env, now: clock.now });
+  const tokens = await TokenService.generate({ issuer: config.issuer, ttlSeconds: config.tokenTtlSeconds });
+  const verifier = opts.verifier ?? fakeVerifier();
+  const app = buildApp(config, {
+    logger: logs.logger,
+    verifier,
+    keyStore: store,
+    tokens,
+    adminToken: 'adminToken' in opts ? opts.adminToken : ADMIN_TOKEN,
+    now: clock.now,
+    env,
+  });
+  await app.ready();
+  return {
+    app,
+    config,
+    store,
+    tokens,
+    verifier,
+    clock,
+    logs,
+    dir,
+    close: async () => {
+      await app.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function challenge(app: FastifyInstance): Promise<Buffer> {
+  const res = await app.inject({ method: 'POST', url: '/v1/attest/challenge' });
+  if (res.statusCode !== 200) throw new Error(`challenge: ${res.statusCode} ${res.body}`);
+  return Buffer.from(res.json().nonce, 'base64url');
+}
+
+export async function attest(
+  app: FastifyInstance,
+  opts: { keyPair?: HpkeKeyPair; nonce?: Buffer; claims?: Partial<SnpClaims>; reportData?: Buffer; fail?: FakeEvidence['fail'] } = {},
+) {
+  const keyPair = opts.keyPair ?? (await generateHpkeKeyPair());
+  const nonce = opts.nonce ?? (await challenge(app));
+  const reportData = opts.reportData ?? kmsReportData(nonce, keyPair.publicKey);
+  const evidence: FakeEvidence = { reportData: reportData.toString('hex'), ...(opts.claims ? { claims: opts.claims } : {}), ...(opts.fail ? { fail: opts.fail } : {}) };
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/attest',
+    payload: { nonce: nonce.toString('base64url'), evidence, publicKey: Buffer.from(keyPair.publicKey).toString('base64url') },
+  });
+  return { res, keyPair, nonce };
+}
+
+export async function release(app: FastifyInstance, keyId: string, token: string | undefined, publicKey: Uint8Array, version?: number) {
+  return app.inject({
+    method: 'POST',
+    url: `/v1/keys/${encodeURIComponent(keyId)}/release`,
+    headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+    payload: { publicKey: Buffer.from(publicKey).toString('base64url'), ...(version !== undefined ? { version } : {}) },
+  });
+}
+
+export function adminHeaders(token = ADMIN_TOKEN): Record<string, string> {
+  return { authorization: `Bearer ${token}` };
+}
+
+export async function createKeyViaApi(app: FastifyInstance, keyId: string, dek: Buffer, policy: unknown) {
+  return app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders(), payload: { keyId, dek: dek.toString('base64url'), policy } });
+}

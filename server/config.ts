@@ -1,0 +1,135 @@
+/**
+ * Server configuration: one zod strictObject, parsed once at start-up, then frozen and
+ * passed down. Unknown keys are errors (a typo must not silently fall back to a default).
+ * Errors name the field and the rule, never the value.
+ */
+import { z } from 'zod';
+import { ServerError } from './codes.js';
+
+const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const MiB = 1 << 20;
+
+export const ModelEntrySchema = z.strictObject({
+  name: z.string().regex(MODEL_NAME_RE, 'must be 1-128 chars of [A-Za-z0-9._-], starting alphanumeric'),
+  /** Sealed model file (plain ONNX only with `plaintext: true` and `allowPlaintextModels`). */
+  path: z.string().min(1),
+  version: z.string().regex(MODEL_NAME_RE, 'must be 1-128 chars of [A-Za-z0-9._-]').optional(),
+  plaintext: z.boolean().default(false),
+});
+
+export const ServerConfigSchema = z
+  .strictObject({
+    listen: z
+      .strictObject({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8443),
+      })
+      .prefault({}),
+    models: z.array(ModelEntrySchema).min(1, 'at least one model is required'),
+    broker: z
+      .strictObject({
+        url: z.url({ protocol: /^https?$/ }),
+        timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+        /** PEM CA for an https broker with a private CA. */
+        caFile: z.string().min(1).optional(),
+      })
+      .optional(),
+    tls: z
+      .strictObject({
+        certFile: z.string().min(1).optional(),
+        keyFile: z.string().min(1).optional(),
+        /** Lifetime of a generated self-signed certificate. */
+        validityDays: z.number().int().min(1).max(397).default(30),
+      })
+      .prefault({}),
+    maxMessageBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(1024 * MiB)
+      .default(16 * MiB),
+    maxTensorElements: z
+      .number()
+      .int()
+      .min(1)
+      .max(2 ** 31 - 1)
+      .default(1 << 24),
+    /** Concurrent ModelInfer calls before RESOURCE_EXHAUSTED. */
+    maxConcurrentInfers: z.number().int().min(1).max(65_536).default(64),
+    /** Concurrent GetEvidence calls before RESOURCE_EXHAUSTED. */
+    maxConcurrentEvidence: z.number().int().min(1).max(1024).default(8),
+    retry: z
+      .strictObject({
+        initialMs: z.number().int().min(1).max(600_000).default(500),
+        maxMs: z.number().int().min(1).max(3_600_000).default(30_000),
+        maxAttempts: z.number().int().min(1).optional(),
+      })
+      .prefault({}),
+    /** onnxruntime intra-op threads; 0 lets onnxruntime choose. */
+    intraOpThreads: z.number().int().min(0).max(1024).default(0),
+    interOpThreads: z.number().int().min(0).max(1024).default(0),
+    /** Dev/bench only: plaintext gRPC without TLS. */
+    insecure: z.boolean().default(false),
+    /** Dev only: allow models marked `plaintext: true`. */
+    allowPlaintextModels: z.boolean().default(false),
+    /** Settings of the simulated TEE (development; never accepted by a production broker policy). */
+    simulated: z
+      .strictObject({
+        stateDir: z.string().min(1),
+        measurement: z.string().regex(/^[0-9a-fA-F]{96}$/, 'must be 96 hex characters (48 bytes)'),
+      })
+      .optional(),
+  })
+  .superRefine((c, ctx) => {
+    const names = new Set<string>();
+    c.models.forEach((m, i) => {
+      if (names.has(m.name)) ctx.addIssue({ code: 'custom', path: ['models', i, 'name'], message: 'duplicate model name' });
+      names.add(m.name);
+      if (m.plaintext && !c.allowPlaintextModels) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', i, 'plaintext'],
+          message: 'plaintext models require allowPlaintextModels: true',
+        });
+      }
+    });
+    if (c.models.some((m) => !m.plaintext) && !c.broker) {
+      ctx.addIssue({ code: 'custom', path: ['broker'], message: 'required when any model is sealed' });
+    }
+    if (c.broker?.caFile !== undefined && !c.broker.url.startsWith('https:')) {
+      ctx.addIssue({ code: 'custom', path: ['broker', 'caFile'], message: 'needs an https broker.url' });
+    }
+    if ((c.tls.certFile === undefined) !== (c.tls.keyFile === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'certFile and keyFile must be given together' });
+    }
+    if (c.retry.maxMs < c.retry.initialMs) {
+      ctx.addIssue({ code: 'custom', path: ['retry', 'maxMs'], message: 'must be >= retry.initialMs' });
+    }
+  });
+
+export type ServerConfig = Readonly<z.output<typeof ServerConfigSchema>>;
+export type ServerConfigInput = z.input<typeof ServerConfigSchema>;
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/**
+ * Parses and freezes a server configuration. Throws ERR_SRV_CONFIG whose detail lists
+ * every problem as `path: rule` (e.g. `models.0.name: duplicate model name`); values are
+ * never echoed.
+ */
+export function loadServerConfig(obj: unknown): ServerConfig {
+  const r = ServerConfigSchema.safeParse(obj);
+  if (!r.success) {
+    const detail = r.error.issues
+      .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
+      .join('; ');
+    throw new ServerError('ERR_SRV_CONFIG', { detail, details: { fields: r.error.issues.map((i) => i.path.join('.')) } });
+  }
+  return deepFreeze(r.data);
+}

@@ -1,0 +1,103 @@
+/**
+ * Test doubles for the server: an evidence provider that records report_data, and an
+ * in-memory key broker that speaks the BrokerClient interface with real HPKE, so boot's
+ * success path runs without a broker process or a TEE. Development and tests only;
+ * nothing in the server imports this module.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Evidence, EvidenceProvider } from '../attestation/types.js';
+import { hpkeSeal, HPKE_SUITE_ID } from '../common/hpke.js';
+import {
+  RELEASE_HPKE_INFO,
+  releaseAad,
+  type AttestRequest,
+  type AttestResponse,
+  type ChallengeResponse,
+  type ReleaseResponse,
+} from '../kms-broker/protocol.js';
+import type { BrokerClient, ReleaseParams } from './broker-client.js';
+
+/** Evidence provider whose "report" is just the report_data (base64). Not verifiable. */
+export class RecordingEvidenceProvider implements EvidenceProvider {
+  readonly tee = 'sev-snp' as const;
+  readonly simulated = true;
+  readonly calls: Uint8Array[] = [];
+  fail = false;
+
+  async collect(reportData: Uint8Array): Promise<Evidence> {
+    if (this.fail) throw new Error('fake TEE failure');
+    this.calls.push(Uint8Array.from(reportData));
+    return { tee: 'sev-snp', report: Buffer.from(reportData).toString('base64') };
+  }
+}
+
+export interface FakeBrokerCall {
+  readonly op: 'challenge' | 'attest' | 'release';
+  readonly keyId?: string;
+}
+
+/**
+ * In-memory broker. `keys` maps `keyId` -> version -> 32-byte DEK. `failNext(op, error)`
+ * queues failures; `token` is the attestation token it issues.
+ */
+export class FakeBroker implements BrokerClient {
+  readonly calls: FakeBrokerCall[] = [];
+  readonly token: string;
+  readonly #keys: Map<string, Map<number, Uint8Array>>;
+  readonly #nonces = new Set<string>();
+  readonly #failures: { op: FakeBrokerCall['op']; error: unknown }[] = [];
+  /** When set, every call of this op fails with this error. */
+  always: { op: FakeBrokerCall['op']; error: unknown } | undefined;
+  /** When set, release seals to this public key instead of the requester's. */
+  sealTo: Uint8Array | undefined;
+
+  constructor(keys: Map<string, Map<number, Uint8Array>>, token = `tok-${randomBytes(8).toString('hex')}`) {
+    this.#keys = keys;
+    this.token = token;
+  }
+
+  failNext(op: FakeBrokerCall['op'], error: unknown, times = 1): void {
+    for (let i = 0; i < times; i++) this.#failures.push({ op, error });
+  }
+
+  #maybeFail(op: FakeBrokerCall['op']): void {
+    this.calls.push({ op });
+    if (this.always?.op === op) throw this.always.error;
+    const i = this.#failures.findIndex((f) => f.op === op);
+    if (i >= 0) {
+      const [f] = this.#failures.splice(i, 1);
+      throw f!.error;
+    }
+  }
+
+  async challenge(): Promise<ChallengeResponse> {
+    this.#maybeFail('challenge');
+    const nonce = randomBytes(32).toString('base64url');
+    this.#nonces.add(nonce);
+    return { nonce, expiresAt: new Date(Date.now() + 60_000).toISOString() };
+  }
+
+  async attest(req: AttestRequest): Promise<AttestResponse> {
+    this.#maybeFail('attest');
+    if (!this.#nonces.delete(req.nonce)) throw new Error('fake broker: unknown nonce');
+    return { token: this.token, expiresAt: new Date(Date.now() + 60_000).toISOString(), claims: { simulated: true } };
+  }
+
+  async release(keyId: string, params: ReleaseParams): Promise<ReleaseResponse> {
+    this.#maybeFail('release');
+    if (params.token !== this.token) throw new Error('fake broker: bad token');
+    const versions = this.#keys.get(keyId);
+    const version = params.version ?? Math.max(...(versions?.keys() ?? [0]));
+    const dek = versions?.get(version);
+    if (!dek) throw new Error('fake broker: no such key');
+    const to = this.sealTo ?? Buffer.from(params.publicKey, 'base64url');
+    const sealed = await hpkeSeal(to, dek, RELEASE_HPKE_INFO, releaseAad(keyId, version));
+    return {
+      keyId,
+      version,
+      suite: HPKE_SUITE_ID,
+      enc: Buffer.from(sealed.enc).toString('base64url'),
+      ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'),
+    };
+  }
+}
