@@ -38,7 +38,9 @@ export function buildProgram(): Command {
     .description('cir, the confidential inference runtime: attested ONNX model serving with attestation-gated key release')
     .version(version())
     .showHelpAfterError('(run with --help for usage)')
-    .addOption(new Option('--log-level <level>', 'log level for service logs (stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'));
+    .addOption(new Option('--log-level <level>', 'log level for service logs (stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    // Set before subcommands are added so they inherit it: usage errors throw to main().
+    .exitOverride();
   registerBrokerCommands(program);
   registerServeCommand(program);
   registerSealCommand(program);
@@ -49,7 +51,6 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { sha256 } from '../common/bytes.js';
 import { isCirError } from '../common/errors.js';
 import { certSpkiSha256, createSelfSignedTls, tlsFromPem } from './tls.js';
-import { x509 } from './x509.js';
+import { x509 } from '../common/x509.js';
 
 describe('tls', () => {
   it('creates a P-256 self-signed certificate with SANs, short validity, and the key SPKI hash', async () => {

@@ -16,7 +16,7 @@ import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:
 import { readFile } from 'node:fs/promises';
 import { sha256 } from '../common/bytes.js';
 import { ServerError } from './codes.js';
-import { x509 } from './x509.js';
+import { x509 } from '../common/x509.js';
 
 export interface TlsMaterial {
   /** PEM certificate (self-signed, or the operator's chain as given). */

@@ -1,5 +1,5 @@
 import { randomBytes, webcrypto } from 'node:crypto';
-import { x509 } from '../x509.js';
+import { x509 } from '../../common/x509.js';
 import { encodeIa5String, encodeUint } from '../der.js';
 import {
   OID_BL_SPL,

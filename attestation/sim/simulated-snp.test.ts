@@ -11,7 +11,7 @@ import { validateSnpClaims } from '../snp/validate.js';
 import { parseSnpPolicy } from '../snp/policy.js';
 import { isAttestationError, type AttestationErrorCode } from '../codes.js';
 import { toHex } from '../../common/bytes.js';
-import { x509 } from '../x509.js';
+import { x509 } from '../../common/x509.js';
 
 // Certificates are created "now" = CREATED and checked at NOW; no test reads the clock.
 const CREATED = new Date('2026-05-01T00:00:00Z');

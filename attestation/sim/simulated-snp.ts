@@ -8,7 +8,7 @@ import { AttestationError } from '../codes.js';
 import type { EvidenceProvider, SnpEvidence, SnpTcb } from '../types.js';
 import { parseCertificate, readSnpKeyCertInfo } from '../snp/certs.js';
 import type { SnpTrustOptions } from '../snp/verify.js';
-import { x509 } from '../x509.js';
+import { x509 } from '../../common/x509.js';
 import { generateVcekKeys, mintIntermediateCa, mintRootCa, mintVcek, SIM_NAMES } from './pki.js';
 import { encodeSnpReport, encodeTcb, signSnpReport, type SnpReportFields } from './report.js';
 

@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { AttestationError } from '../codes.js';
 import { splitCertificate, decodeSmallUint, decodeIa5String, decodeSingle, TAG_OCTET_STRING, type CertificateParts } from '../der.js';
 import { sha256, toHex } from '../../common/bytes.js';
-import { x509 } from '../x509.js';
+import { x509 } from '../../common/x509.js';
 import type { SnpProduct } from './abi.js';
 
 /**

@@ -1,6 +1,6 @@
 import { constants, verify as cryptoVerify } from 'node:crypto';
 import { AttestationError, type AttestationErrorCode } from '../codes.js';
-import { x509 } from '../x509.js';
+import { x509 } from '../../common/x509.js';
 import { OID_BASIC_CONSTRAINTS, OID_KEY_USAGE, type ParsedCert } from './certs.js';
 
 /**

@@ -1,7 +1,7 @@
 import { AMD_BUNDLES } from './trust/bundles.js';
 import type { SnpProduct, SnpSigningKey } from './abi.js';
 import { parseCertificate, type ParsedCert } from './certs.js';
-import { x509 } from '../x509.js';
+import { x509 } from '../../common/x509.js';
 
 /**
  * Pinned AMD Root Keys (ARK), one per product.

@@ -1,0 +1,134 @@
+/**
+ * The `cir` command line as a user runs it: the compiled entry point in a child process.
+ * `npm test` builds first, so dist/ is current.
+ */
+import { describe, it, expect, beforeAll } from 'vitest';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLI = path.join(root, 'dist', 'cli', 'main.js');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cir(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: root,
+      env: { ...process.env, NO_COLOR: '1', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const STACK_TRACE = /\n\s+at .+\(.*:\d+:\d+\)/;
+
+beforeAll(() => {
+  if (!existsSync(CLI)) throw new Error('dist/cli/main.js missing: run `npm run build` (npm test does)');
+});
+
+describe('cir command line', () => {
+  const commands = [[], ['broker'], ['broker', 'keys'], ['broker', 'keys', 'create'], ['serve'], ['seal'], ['verify'], ['infer'], ['demo']];
+  it.each(commands.map((c) => [c.join(' '), c] as const))(
+    'cir %s --help',
+    async (_name, cmd) => {
+      const r = await cir([...cmd, '--help']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^Usage: cir/);
+    },
+  );
+
+  it('lists every subcommand', async () => {
+    const r = await cir(['--help']);
+    for (const c of ['broker', 'serve', 'seal', 'verify', 'infer', 'demo']) expect(r.stdout).toContain(c);
+  });
+
+  it('a bad config names the field and the reason, exits non-zero, and prints no stack trace', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cir-cli-'));
+    const file = path.join(dir, 'server.yaml');
+    await writeFile(file, 'listen:\n  port: 99999\nmodels: []\nbogus: 1\n');
+    const r = await cir(['serve', '--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/ERR_SRV_CONFIG/);
+    expect(r.stderr).toMatch(/listen\.port: /);
+    expect(r.stderr).toMatch(/models: /);
+    expect(r.stderr).toMatch(/bogus/);
+    expect(r.stderr).not.toMatch(STACK_TRACE);
+  });
+
+  it('a broker config that is not YAML is reported as such', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cir-cli-'));
+    const file = path.join(dir, 'broker.yaml');
+    await writeFile(file, 'listen: [unclosed\n');
+    const r = await cir(['broker', '--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/ERR_CFG_SYNTAX/);
+    expect(r.stderr).not.toMatch(STACK_TRACE);
+  });
+
+  it('a broker config with a bad field names it', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cir-cli-'));
+    const file = path.join(dir, 'broker.json');
+    await writeFile(file, JSON.stringify({ stateDir: dir, challengeTtlSeconds: 600 }));
+    const r = await cir(['broker', '--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/challengeTtlSeconds/);
+    expect(r.stderr).not.toMatch(STACK_TRACE);
+  });
+
+  it('verify rejects a malformed measurement before connecting', async () => {
+    const r = await cir(['verify', '--server', '127.0.0.1:1', '--expect-measurement', 'zz']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--expect-measurement must be 96 hex/);
+  });
+
+  it('verify against nothing listening fails cleanly', async () => {
+    const r = await cir(['verify', '--server', '127.0.0.1:1', '--expect-measurement', 'ab'.repeat(48)]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/ERR_CLI_TLS_FETCH_FAILED/);
+    expect(r.stderr).not.toMatch(STACK_TRACE);
+  });
+
+  it('an unknown option is a usage error', async () => {
+    const r = await cir(['demo', '--no-such-flag']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown option/);
+  });
+
+  it('cir demo --json prints exactly one JSON object with ok, steps and output', async () => {
+    const r = await cir(['demo', '--json']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const out = JSON.parse(lines[0]!) as { ok: boolean; steps: { name: string; ok: boolean; ms: number }[]; output: { speechProbability: number } };
+    expect(out.ok).toBe(true);
+    const names = out.steps.map((s) => s.name);
+    for (const n of ['challenge', 'evidence', 'broker-verification', 'key-release', 'model-decryption', 'client-verification', 'inference']) {
+      expect(names).toContain(n);
+    }
+    for (const s of out.steps) {
+      expect(s.ok).toBe(true);
+      expect(typeof s.ms).toBe('number');
+    }
+    expect(out.output.speechProbability).toBeGreaterThanOrEqual(0);
+    expect(out.output.speechProbability).toBeLessThanOrEqual(1);
+  });
+});
