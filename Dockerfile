@@ -27,7 +27,6 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY --from=build /src/proto ./proto
-COPY attestation/snp/trust ./attestation/snp/trust
 USER node
 EXPOSE 8443
 ENTRYPOINT ["node", "dist/cli/main.js"]

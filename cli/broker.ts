@@ -73,7 +73,9 @@ export function registerBrokerCommands(program: Command): void {
       .option('--listen <host:port>', 'listen address (default 127.0.0.1:8443)')
       .option('--simulated-root <file>', 'PEM of the simulated TEE ARK to trust (development only)')
       .option('--allow-simulated', 'trust the simulated TEE root (refused when NODE_ENV=production)'),
-  ).action(async (f: BrokerFlags) => {
+  )
+    .enablePositionalOptions()
+    .action(async (f: BrokerFlags) => {
     const config = await brokerConfigFrom(f);
     const logger = createLogger({ level: (program.opts() as { logLevel: string }).logLevel, name: 'cir-broker' });
     const running = await startBroker(config, { logger, handleSignals: true });

@@ -19,6 +19,8 @@ import { registerServeCommand } from './serve.js';
 import { registerSealCommand } from './seal.js';
 import { registerClientCommands } from './client.js';
 import { registerDemoCommand } from './demo-command.js';
+import { registerSimCommand } from './sim.js';
+import { errorTableMarkdown, errorCatalog } from './error-catalog.js';
 
 function version(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
@@ -40,12 +42,22 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .addOption(new Option('--log-level <level>', 'log level for service logs (stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     // Set before subcommands are added so they inherit it: usage errors throw to main().
-    .exitOverride();
+    .exitOverride()
+    // Options after a subcommand belong to it (`broker` and `broker keys create` share flags).
+    .enablePositionalOptions();
   registerBrokerCommands(program);
   registerServeCommand(program);
   registerSealCommand(program);
   registerClientCommands(program);
   registerDemoCommand(program);
+  registerSimCommand(program);
+  program
+    .command('errors')
+    .description('list every error code with its category, HTTP status, gRPC status and CLI exit code')
+    .option('--markdown', 'print the Markdown table used in the README')
+    .action((f: { markdown?: boolean }) => {
+      process.stdout.write(f.markdown ? `${errorTableMarkdown()}\n` : `${JSON.stringify(errorCatalog(), null, 2)}\n`);
+    });
   return program;
 }
 

@@ -7,7 +7,10 @@ export type ClientErrorCode =
   | 'ERR_CLI_TLS_BINDING_MISMATCH'
   | 'ERR_CLI_NOT_VERIFIED'
   | 'ERR_CLI_BAD_INPUT_FILE'
-  | 'ERR_CLI_BAD_ARGUMENT';
+  | 'ERR_CLI_BAD_ARGUMENT'
+  | 'ERR_CLI_SERVER_REJECTED_INPUT'
+  | 'ERR_CLI_SERVER_MODEL_NOT_FOUND'
+  | 'ERR_CLI_SERVER_OVERLOADED';
 
 export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
   ERR_CLI_BAD_TARGET: { category: 'bad-input', message: 'server address must be HOST:PORT' },
@@ -23,6 +26,9 @@ export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
   },
   ERR_CLI_BAD_INPUT_FILE: { category: 'bad-input', message: 'invalid inference input file' },
   ERR_CLI_BAD_ARGUMENT: { category: 'bad-input', message: 'invalid argument' },
+  ERR_CLI_SERVER_REJECTED_INPUT: { category: 'bad-input', message: 'the server rejected the request as invalid' },
+  ERR_CLI_SERVER_MODEL_NOT_FOUND: { category: 'not-found', message: 'the server has no such model' },
+  ERR_CLI_SERVER_OVERLOADED: { category: 'overload', message: 'the server refused the request: a limit was reached' },
 };
 
 export const ClientError = errorFactory(CLIENT_CODES, 'ClientError');

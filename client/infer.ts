@@ -10,6 +10,22 @@ import { verifyServer, type VerifyServerOptions, type VerifyServerResult } from 
 import { parseTarget } from './pinned-tls.js';
 import { PINNED_CHANNEL_OPTIONS } from './pinned-tls.js';
 import type * as grpc from '@grpc/grpc-js';
+import { status as grpcStatus } from '@grpc/grpc-js';
+
+/** Maps a ModelInfer status to a typed error; the server's message is public by design. */
+function inferError(err: grpc.ServiceError): ClientError {
+  const detail = `ModelInfer: ${err.details || err.message}`;
+  switch (err.code) {
+    case grpcStatus.INVALID_ARGUMENT:
+      return new ClientError('ERR_CLI_SERVER_REJECTED_INPUT', { detail, cause: err });
+    case grpcStatus.NOT_FOUND:
+      return new ClientError('ERR_CLI_SERVER_MODEL_NOT_FOUND', { detail, cause: err });
+    case grpcStatus.RESOURCE_EXHAUSTED:
+      return new ClientError('ERR_CLI_SERVER_OVERLOADED', { detail, cause: err });
+    default:
+      return new ClientError('ERR_CLI_RPC_FAILED', { detail, cause: err });
+  }
+}
 
 export interface InferOptions extends VerifyServerOptions {
   readonly model: string;
@@ -41,7 +57,7 @@ export async function inferVerified(opts: InferOptions): Promise<InferResult> {
         request,
         { deadline: Date.now() + (opts.timeoutMs ?? 30_000) },
         (err: grpc.ServiceError | null, r: Parameters<typeof fromModelInferResponse>[0]) => {
-          if (err) reject(new ClientError('ERR_CLI_RPC_FAILED', { detail: `ModelInfer: ${err.details || err.message}`, cause: err }));
+          if (err) reject(inferError(err));
           else resolve(r);
         },
       );

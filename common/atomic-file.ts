@@ -32,7 +32,8 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
   await fsyncDir(dir);
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+/** fsyncs a directory so a rename or link in it is durable; a no-op where the filesystem refuses. */
+export async function fsyncDir(dir: string): Promise<void> {
   let dh;
   try {
     dh = await open(dir, 'r');

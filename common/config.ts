@@ -47,6 +47,11 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   });
 }
 
+/** All issues as one public detail string: "a.b: reason; c: reason". */
+export function issuesDetail(issues: readonly z.core.$ZodIssue[]): string {
+  return formatIssues(issues).join('; ');
+}
+
 /** Validates `input` against `schema`; returns a deep-frozen result or throws ConfigError. */
 export function parseConfig<S extends z.ZodType>(schema: S, input: unknown, source = 'config'): Readonly<z.output<S>> {
   const r = schema.safeParse(input);

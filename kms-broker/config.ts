@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { deepFreeze, issuesDetail } from '../common/config.js';
 import { SnpPolicySchema } from '../attestation/snp/policy.js';
 import { KmsError } from './codes.js';
 
@@ -86,7 +87,7 @@ export function loadBrokerConfig(input: unknown, options: LoadConfigOptions = {}
   const env = options.env ?? process.env;
   const parsed = BrokerConfigSchema.safeParse(input);
   if (!parsed.success) {
-    throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: formatIssues(parsed.error.issues) });
+    throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: issuesDetail(parsed.error.issues) });
   }
   const cfg = parsed.data;
   if (isProduction(env)) {
@@ -101,16 +102,6 @@ export function loadBrokerConfig(input: unknown, options: LoadConfigOptions = {}
     }
   }
   return deepFreeze(cfg) as BrokerConfig;
-}
-
-/** `<path>: <reason>` for each issue, joined; never the offending value. */
-export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
-  return issues
-    .map((i) => {
-      const where = i.path.length > 0 ? i.path.map(String).join('.') : '(root)';
-      return `${where}: ${i.message}`;
-    })
-    .join('; ');
 }
 
 export function policyAllowsSimulated(policy: unknown): boolean {
@@ -130,10 +121,3 @@ export function signingKeyPath(config: BrokerConfig): string {
   return path.join(config.stateDir, 'token-signing-key.pem');
 }
 
-function deepFreeze<T>(o: T): T {
-  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) deepFreeze(v);
-  }
-  return o;
-}

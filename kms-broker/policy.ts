@@ -4,7 +4,7 @@ import { validateSnpClaims } from '../attestation/snp/validate.js';
 import type { Claims, PolicyFailure } from '../attestation/types.js';
 import { sha256 } from '../common/bytes.js';
 import { KmsError } from './codes.js';
-import { formatIssues } from './config.js';
+import { issuesDetail } from '../common/config.js';
 
 /**
  * Release and attestation policies of the broker. A policy is data: the SEV-SNP policy of
@@ -27,7 +27,7 @@ export interface PolicyOptions {
 export function parseReleasePolicy(input: unknown, opts: PolicyOptions): ReleasePolicy {
   const parsed = SnpPolicySchema.safeParse(input);
   if (!parsed.success) {
-    throw new KmsError('ERR_KMS_POLICY_INVALID', { detail: formatIssues(parsed.error.issues) });
+    throw new KmsError('ERR_KMS_POLICY_INVALID', { detail: issuesDetail(parsed.error.issues) });
   }
   if (opts.production && allowsSimulated(parsed.data)) {
     // SECURITY: the simulated TEE's root key is not secret; trusting it in production gives keys away.

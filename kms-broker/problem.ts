@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { httpStatusFor, isCirError, isPublicCategory, type CirError } from '../common/errors.js';
-import { formatIssues } from './config.js';
+import { issuesDetail } from '../common/config.js';
 import { HTTP_STATUS_OVERRIDES, KMS_CODES, KmsError, type KmsCode } from './codes.js';
 import { PROBLEM_CONTENT_TYPE, problemType, type Problem } from './protocol.js';
 
@@ -118,6 +118,6 @@ function pathOnly(url: string): string {
 /** Parses a request body with a zod schema; `ERR_KMS_BAD_REQUEST` naming each bad field. */
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
   const r = schema.safeParse(body);
-  if (!r.success) throw new KmsError('ERR_KMS_BAD_REQUEST', { detail: formatIssues(r.error.issues) });
+  if (!r.success) throw new KmsError('ERR_KMS_BAD_REQUEST', { detail: issuesDetail(r.error.issues) });
   return r.data;
 }

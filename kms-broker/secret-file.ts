@@ -1,6 +1,7 @@
 import { link, lstat, mkdir, open, readFile, unlink, chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { fsyncDir } from '../common/atomic-file.js';
 
 /**
  * Internal helpers for the broker's secret files (master key, token signing key).
@@ -82,14 +83,3 @@ export async function readSecretFile(file: string): Promise<SecretFileRead> {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  let dh;
-  try {
-    dh = await open(dir, 'r');
-    await dh.sync();
-  } catch {
-    // Some filesystems refuse fsync on a directory; the link is still atomic.
-  } finally {
-    await dh?.close().catch(() => undefined);
-  }
-}

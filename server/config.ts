@@ -4,6 +4,7 @@
  * Errors name the field and the rule, never the value.
  */
 import { z } from 'zod';
+import { deepFreeze, issuesDetail } from '../common/config.js';
 import { ServerError } from './codes.js';
 
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -110,13 +111,6 @@ export const ServerConfigSchema = z
 export type ServerConfig = Readonly<z.output<typeof ServerConfigSchema>>;
 export type ServerConfigInput = z.input<typeof ServerConfigSchema>;
 
-function deepFreeze<T>(o: T): T {
-  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) deepFreeze(v);
-  }
-  return o;
-}
 
 /**
  * Parses and freezes a server configuration. Throws ERR_SRV_CONFIG whose detail lists
@@ -126,9 +120,7 @@ function deepFreeze<T>(o: T): T {
 export function loadServerConfig(obj: unknown): ServerConfig {
   const r = ServerConfigSchema.safeParse(obj);
   if (!r.success) {
-    const detail = r.error.issues
-      .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-      .join('; ');
+    const detail = issuesDetail(r.error.issues);
     throw new ServerError('ERR_SRV_CONFIG', { detail, details: { fields: r.error.issues.map((i) => i.path.join('.')) } });
   }
   return deepFreeze(r.data);
