@@ -1,0 +1,39 @@
+/**
+ * Sealed-model throughput: how fast `cir seal` encrypts and the server decrypts a model,
+ * in GB/s, for a few sizes and chunk sizes. Prints figures; asserts nothing.
+ *
+ *   npm run build && node dist/bench/seal.js [--mb 100] [--reps 5]
+ */
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { sealModel, openSealedModel } from '../common/seal.js';
+
+const { values } = parseArgs({
+  options: { mb: { type: 'string', default: '64' }, reps: { type: 'string', default: '5' } },
+});
+const sizeMb = Number(values.mb);
+const reps = Number(values.reps);
+if (!(sizeMb > 0) || !(reps > 0)) throw new Error('--mb and --reps must be positive numbers');
+
+const plaintext = randomBytes(sizeMb * 1024 * 1024);
+const dek = randomBytes(32);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+console.log(`sealed-model throughput, ${sizeMb} MiB model, median of ${reps} runs (node ${process.version})`);
+console.log('chunk      seal GB/s   open GB/s');
+for (const chunkSize of [64 * 1024, 1024 * 1024, 4 * 1024 * 1024]) {
+  const sealT: number[] = [];
+  const openT: number[] = [];
+  let sealed = sealModel(plaintext, dek, { keyId: 'bench', keyVersion: 1 }, { chunkSize });
+  openSealedModel(sealed, dek); // warm-up
+  for (let i = 0; i < reps; i++) {
+    let t = performance.now();
+    sealed = sealModel(plaintext, dek, { keyId: 'bench', keyVersion: 1 }, { chunkSize });
+    sealT.push(performance.now() - t);
+    t = performance.now();
+    openSealedModel(sealed, dek);
+    openT.push(performance.now() - t);
+  }
+  const gbps = (ms: number) => (plaintext.length / 1e9 / (ms / 1000)).toFixed(2);
+  console.log(`${String(chunkSize / 1024).padStart(5)} KiB  ${gbps(median(sealT)).padStart(9)}   ${gbps(median(openT)).padStart(9)}`);
+}
