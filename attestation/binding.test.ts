@@ -23,6 +23,12 @@ describe('report_data binding', () => {
     expect(KMS_BINDING_LABEL.equals(SERVER_BINDING_LABEL)).toBe(false);
   });
 
+  it('binds where the TLS key came from', () => {
+    const [n, s, k] = [randomBytes(32), randomBytes(32), randomBytes(32)];
+    expect(serverReportData(n, s, k).equals(serverReportData(n, s, k, 'tee'))).toBe(true);
+    expect(serverReportData(n, s, k, 'imported').equals(serverReportData(n, s, k, 'tee'))).toBe(false);
+  });
+
   it('rejects fields of the wrong length', () => {
     expect(() => kmsReportData(randomBytes(31), randomBytes(32))).toThrow(RangeError);
     expect(() => kmsReportData(randomBytes(32), randomBytes(33))).toThrow(RangeError);

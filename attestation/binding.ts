@@ -21,6 +21,17 @@ export const KMS_BINDING_LABEL = Buffer.from('cir/kms-broker/attest/v1\0', 'utf8
  */
 export const SERVER_BINDING_LABEL = Buffer.from('cir/server/evidence/v1\0', 'utf8');
 
+/**
+ * Same fields, for a server whose TLS key was imported from outside the TEE (operator-
+ * supplied cert/key files). Such a key may exist elsewhere too, so a client must not treat
+ * it as TEE-born: a distinct label makes the two cases impossible to confuse, and clients
+ * refuse it unless told otherwise.
+ */
+export const SERVER_IMPORTED_TLS_BINDING_LABEL = Buffer.from('cir/server/evidence/imported-tls/v1\0', 'utf8');
+
+/** Where the server's TLS private key came from. */
+export type TlsKeyOrigin = 'tee' | 'imported';
+
 function checkLen(name: string, b: Uint8Array, n: number): void {
   if (b.length !== n) throw new RangeError(`${name} must be ${n} bytes, got ${b.length}`);
 }
@@ -31,9 +42,15 @@ export function kmsReportData(nonce: Uint8Array, hpkePublicKey: Uint8Array): Buf
   return sha512(KMS_BINDING_LABEL, nonce, hpkePublicKey);
 }
 
-export function serverReportData(clientNonce: Uint8Array, tlsSpkiSha256: Uint8Array, hpkePublicKey: Uint8Array): Buffer {
+export function serverReportData(
+  clientNonce: Uint8Array,
+  tlsSpkiSha256: Uint8Array,
+  hpkePublicKey: Uint8Array,
+  tlsKeyOrigin: TlsKeyOrigin = 'tee',
+): Buffer {
   checkLen('clientNonce', clientNonce, NONCE_LENGTH);
   checkLen('tlsSpkiSha256', tlsSpkiSha256, SPKI_SHA256_LENGTH);
   checkLen('hpkePublicKey', hpkePublicKey, HPKE_PUBLIC_KEY_LENGTH);
-  return sha512(SERVER_BINDING_LABEL, clientNonce, tlsSpkiSha256, hpkePublicKey);
+  const label = tlsKeyOrigin === 'imported' ? SERVER_IMPORTED_TLS_BINDING_LABEL : SERVER_BINDING_LABEL;
+  return sha512(label, clientNonce, tlsSpkiSha256, hpkePublicKey);
 }

@@ -52,6 +52,7 @@ export const ATTESTATION_CODES = {
     category: 'verification',
     message: 'SEV-SNP evidence is simulated and simulated evidence is not allowed',
   },
+  ERR_ATT_SNP_UNVERIFIABLE: { category: 'verification', message: 'SEV-SNP evidence could not be verified' },
   // --- policy ------------------------------------------------------------------------
   ERR_ATT_SNP_POLICY_FAILED: { category: 'policy', message: 'SEV-SNP claims do not satisfy the policy' },
   // --- config ------------------------------------------------------------------------

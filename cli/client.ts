@@ -11,6 +11,7 @@ interface VerifyFlags {
   server: string;
   expectMeasurement: string[];
   allowSimulated?: boolean;
+  allowImportedTls?: boolean;
   simulatedRoot?: string;
   at?: string;
   json?: boolean;
@@ -27,6 +28,7 @@ function addVerifyOptions(cmd: Command): Command {
     .requiredOption('--expect-measurement <hex>', 'accepted launch measurement, 96 hex chars (repeatable)', collect)
     .option('--allow-simulated', 'accept evidence from the simulated TEE (never for production)')
     .option('--simulated-root <file>', 'PEM of the simulated ARK to trust with --allow-simulated', process.env.CIR_SIMULATED_ROOT)
+    .option('--allow-imported-tls', 'accept a server TLS key imported from outside the TEE (relaxation)')
     .option('--at <iso-time>', 'verify as of this time instead of now')
     .option('--timeout <ms>', 'per-call timeout in milliseconds', '10000')
     .option('--json', 'print one JSON object');
@@ -47,6 +49,7 @@ async function verifyOptions(f: VerifyFlags) {
     server: f.server,
     expectMeasurements: f.expectMeasurement,
     allowSimulated: !!f.allowSimulated,
+    allowImportedTls: !!f.allowImportedTls,
     ...(f.simulatedRoot ? { simulatedRootPem: await readFile(f.simulatedRoot, 'utf8') } : {}),
     now,
     timeoutMs,

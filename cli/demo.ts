@@ -17,7 +17,7 @@ import { sealModel } from '../common/seal.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { loadBrokerConfig } from '../kms-broker/config.js';
 import { startBroker } from '../kms-broker/main.js';
-import { ROUTES } from '../kms-broker/protocol.js';
+import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer } from '../server/app.js';
 import { loadServerConfig } from '../server/config.js';
 import { verifyServer } from '../client/verify.js';
@@ -141,7 +141,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const serverConfig = loadServerConfig({
       listen: { host: '127.0.0.1', port: 0 },
       models: [{ name: DEMO_MODEL_NAME, path: sealedPath }],
-      broker: { url: broker.url },
+      broker: { url: broker.url, jwksFile: path.join(dir, 'broker', BROKER_JWKS_FILE) },
       simulated: { stateDir: path.join(dir, 'sim'), measurement: DEMO_MEASUREMENT },
     });
     const server = buildServer(serverConfig, {

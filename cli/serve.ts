@@ -13,6 +13,7 @@ interface ServeFlags {
   listen?: string;
   model?: string[];
   broker?: string;
+  brokerJwks?: string;
   simState?: string;
   measurement?: string;
 }
@@ -29,6 +30,7 @@ export function registerServeCommand(program: Command): void {
     .option('--listen <host:port>', 'listen address (default 127.0.0.1:8443)')
     .option('--model <name=path>', 'a sealed model to serve (repeatable)', collect)
     .option('--broker <url>', 'key broker base URL')
+    .option('--broker-jwks <file>', "the broker's public JWKS to pin (it writes <state-dir>/jwks.json); key releases must be signed by it")
     .option('--sim-state <dir>', 'simulated TEE state directory (development)')
     .option('--measurement <hex>', 'simulated launch measurement, 96 hex chars (development)')
     .action(async (f: ServeFlags) => {
@@ -45,6 +47,7 @@ export function registerServeCommand(program: Command): void {
           'listen.port': listen?.port,
           models,
           'broker.url': f.broker,
+          'broker.jwksFile': f.brokerJwks,
           'simulated.stateDir': f.simState,
           'simulated.measurement': f.measurement,
         }),

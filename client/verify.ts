@@ -15,7 +15,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
-import { serverReportData } from '../attestation/binding.js';
+import { serverReportData, type TlsKeyOrigin } from '../attestation/binding.js';
 import type { SnpClaims } from '../attestation/types.js';
 import { verifySnpEvidence } from '../attestation/snp/verify.js';
 import { validateSnpClaims } from '../attestation/snp/validate.js';
@@ -45,6 +45,11 @@ export interface VerifyServerOptions {
   readonly policy?: Partial<SnpPolicy>;
   readonly now?: Date;
   readonly timeoutMs?: number;
+  /**
+   * Accept a server whose TLS key was imported from outside the TEE (operator files).
+   * Such a key may exist elsewhere too, so this is a relaxation; off by default.
+   */
+  readonly allowImportedTls?: boolean;
 }
 
 export interface VerifyServerResult {
@@ -63,6 +68,7 @@ interface EvidenceResponse {
   tls_spki_sha256: Buffer;
   hpke_public_key: Buffer;
   hpke_suite: string;
+  tls_key_origin: string;
 }
 
 function unary<Req, Res>(client: grpc.Client, method: string, req: Req, timeoutMs: number): Promise<Res> {
@@ -121,9 +127,17 @@ export async function verifyServer(opts: VerifyServerOptions): Promise<VerifySer
     return fail('tls-binding', 'server reports a different TLS key than the one it presented');
   }
   if (res.hpke_public_key.length !== 32) return fail('tls-binding', 'server HPKE public key is not 32 bytes');
+  const origin: TlsKeyOrigin = res.tls_key_origin === 'imported' ? 'imported' : 'tee';
+  if (res.tls_key_origin !== 'tee' && res.tls_key_origin !== 'imported') {
+    return fail('tls-binding', 'server did not say where its TLS key came from');
+  }
+  if (origin === 'imported' && !opts.allowImportedTls) {
+    return fail('tls-binding', 'the server TLS key was imported from outside the TEE (accept with --allow-imported-tls)');
+  }
+  checks.push({ name: 'tls-binding', ok: true, detail: origin === 'tee' ? 'TLS key generated inside the TEE' : 'TLS key IMPORTED (relaxation)' });
 
   // 4 + 5. Signature, chain to a pinned root, and report_data binding.
-  const expectedReportData = serverReportData(nonce, presented.spkiSha256, res.hpke_public_key);
+  const expectedReportData = serverReportData(nonce, presented.spkiSha256, res.hpke_public_key, origin);
   let claims: SnpClaims;
   try {
     claims = await verifySnpEvidence(evidence, {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { compactVerify, createLocalJWKSet, decodeJwt, decodeProtectedHeader, type JSONWebKeySet } from 'jose';
 import { generateHpkeKeyPair, hpkeOpen } from '../common/hpke.js';
 import { sha256 } from '../common/bytes.js';
 import {
@@ -10,6 +10,8 @@ import {
   AttestResponseSchema,
   releaseAad,
   PROBLEM_CONTENT_TYPE,
+  RELEASE_JWS_TYPE,
+  ReleaseSignedPayloadSchema,
 } from './protocol.js';
 import {
   attest,
@@ -24,7 +26,7 @@ import {
   ADMIN_TOKEN,
   type Harness,
 } from './testdata/harness.js';
-import { buildApp } from './app.js';
+import { buildApp, MAX_EVIDENCE_DEPTH, type EvidenceVerifier } from './app.js';
 import type { KeyStore } from './keystore.js';
 
 const DEK = Buffer.alloc(32, 7);
@@ -104,13 +106,61 @@ describe('kms-broker app', () => {
       expect(h.verifier.calls).toBe(0);
     });
 
-    it('maps verifier bad-input to 400 and a verifier crash to a generic 500', async () => {
+    it('maps verifier bad-input to 400 and an untyped verifier crash to a typed 403, not a 500', async () => {
       expectProblem((await attest(h.app, { fail: 'bad-input' })).res, 400, 'ERR_KMS_EVIDENCE_MALFORMED');
       const crash = await attest(h.app, { fail: 'crash' });
-      const p = expectProblem(crash.res, 500, 'ERR_KMS_INTERNAL');
-      expect(p.detail).toBeUndefined();
+      const p = expectProblem(crash.res, 403, 'ERR_KMS_EVIDENCE_REJECTED');
+      expect(p.detail).toBe('verifier error');
       expect(crash.res.body).not.toContain('shadow');
       expect(crash.res.body).not.toContain('exploded');
+      expect(h.logs.text()).not.toContain('shadow');
+    });
+
+    // Bug: a verifier throwing a plain TypeError on hostile evidence gave a 500 and an
+    // error-level log line with its stack.
+    it('bug: a verifier throwing a plain TypeError gives 403 ERR_KMS_EVIDENCE_REJECTED, logged at warn by name only', async () => {
+      await h.close();
+      const throwing: EvidenceVerifier & { calls: number } = {
+        calls: 0,
+        async verify() {
+          throwing.calls++;
+          throw new TypeError("Cannot read properties of undefined (reading 'CANARY-EVIDENCE-BYTES')");
+        },
+      };
+      h = await makeHarness({ verifier: throwing as ReturnType<typeof fakeVerifier> });
+      const { res } = await attest(h.app);
+      expectProblem(res, 403, 'ERR_KMS_EVIDENCE_REJECTED');
+      expect(throwing.calls).toBe(1);
+      expect(res.body).not.toContain('CANARY');
+      const lines = h.logs.lines.map((l) => JSON.parse(l) as { level: number; verifierError?: string; msg: string });
+      expect(lines.some((l) => l.level === 40 && l.verifierError === 'TypeError')).toBe(true);
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+      expect(h.logs.text()).not.toContain('CANARY');
+    });
+
+    // Bug: JSON.stringify(evidence) for the log digest threw RangeError on ~200k nested
+    // arrays (well inside the 1 MiB body limit): a 500 instead of a typed 4xx.
+    it('bug: deeply nested evidence gives 400 ERR_KMS_EVIDENCE_MALFORMED, not a 500', async () => {
+      const depth = 200_000;
+      const nested = '['.repeat(depth) + ']'.repeat(depth);
+      const nonce = await challenge(h.app);
+      const publicKey = Buffer.alloc(32, 1).toString('base64url');
+      const payload = `{"nonce":"${nonce.toString('base64url')}","publicKey":"${publicKey}","evidence":{"report":${nested}}}`;
+      expect(payload.length).toBeLessThan(h.config.bodyLimit);
+      const res = await h.app.inject({ method: 'POST', url: '/v1/attest', headers: { 'content-type': 'application/json' }, payload });
+      const p = expectProblem(res, 400, 'ERR_KMS_EVIDENCE_MALFORMED');
+      expect(p.detail).toContain(String(MAX_EVIDENCE_DEPTH));
+      expect(h.verifier.calls).toBe(0);
+      expect(h.logs.lines.map((l) => JSON.parse(l) as { level: number }).filter((l) => l.level >= 50)).toEqual([]);
+    });
+
+    it('accepts evidence at exactly MAX_EVIDENCE_DEPTH and refuses one level deeper', async () => {
+      const nest = (d: number): unknown => (d <= 1 ? {} : { n: nest(d - 1) });
+      // evidence itself is depth 1
+      const ok = await attest(h.app, { extraEvidence: { n: nest(MAX_EVIDENCE_DEPTH - 1) } });
+      expect(ok.res.statusCode).toBe(200);
+      const deep = await attest(h.app, { extraEvidence: { n: nest(MAX_EVIDENCE_DEPTH) } });
+      expectProblem(deep.res, 400, 'ERR_KMS_EVIDENCE_MALFORMED');
     });
 
     it('refuses a debug guest under the default attestation policy', async () => {
@@ -147,6 +197,40 @@ describe('kms-broker app', () => {
       expect(a.res.statusCode).toBe(200);
       return { token: a.res.json().token as string, keyPair: a.keyPair };
     }
+
+    it('signs the release: the JWS verifies against the JWKS route and its payload matches the response', async () => {
+      const t = await token();
+      const res = await release(h.app, 'model-a', t.token, t.keyPair.publicKey);
+      expect(res.statusCode).toBe(200);
+      const body = ReleaseResponseSchema.parse(res.json());
+      const jwks = (await h.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })).json() as JSONWebKeySet;
+      const { payload, protectedHeader } = await compactVerify(body.signature, createLocalJWKSet(jwks), { algorithms: ['ES256'] });
+      expect(protectedHeader).toEqual({ alg: 'ES256', kid: h.tokens.kid, typ: RELEASE_JWS_TYPE });
+      const signed = ReleaseSignedPayloadSchema.parse(JSON.parse(Buffer.from(payload).toString('utf8')));
+      expect(signed).toEqual({
+        iss: h.config.issuer,
+        iat: Math.floor(h.clock.now().getTime() / 1000),
+        keyId: body.keyId,
+        version: body.version,
+        suite: body.suite,
+        enc: body.enc,
+        ciphertextSha256: sha256(Buffer.from(body.ciphertext, 'base64url')).toString('base64url'),
+        keyHash: sha256(t.keyPair.publicKey).toString('base64url'),
+      });
+    });
+
+    it('a release signature does not verify against another broker JWKS, nor after payload tampering', async () => {
+      const t = await token();
+      const body = ReleaseResponseSchema.parse((await release(h.app, 'model-a', t.token, t.keyPair.publicKey)).json());
+      const { TokenService } = await import('./tokens.js');
+      const other = await TokenService.generate({ issuer: h.config.issuer, ttlSeconds: 300 });
+      await expect(compactVerify(body.signature, createLocalJWKSet(other.jwks()))).rejects.toThrow();
+      const [hd, pl, sig] = body.signature.split('.') as [string, string, string];
+      const forged = JSON.parse(Buffer.from(pl, 'base64url').toString('utf8'));
+      forged.ciphertextSha256 = Buffer.alloc(32).toString('base64url');
+      const tampered = `${hd}.${Buffer.from(JSON.stringify(forged)).toString('base64url')}.${sig}`;
+      await expect(compactVerify(tampered, createLocalJWKSet(h.tokens.jwks()))).rejects.toThrow();
+    });
 
     it('seals the DEK to the bound key: HPKE open yields the DEK', async () => {
       const t = await token();

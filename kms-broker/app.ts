@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { kmsReportData } from '../attestation/binding.js';
 import type { Claims } from '../attestation/types.js';
 import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/bytes.js';
@@ -6,9 +6,9 @@ import { isCirError } from '../common/errors.js';
 import { HPKE_SUITE_ID, hpkeSeal } from '../common/hpke.js';
 import type { Logger } from '../common/logger.js';
 import { adminRoutes } from './admin.js';
-import { ChallengeStore } from './challenges.js';
+import { ChallengeStore, challengeClientKey } from './challenges.js';
 import { KmsError } from './codes.js';
-import { isProduction, type BrokerConfig } from './config.js';
+import { assertAdminTransport, isProduction, type BrokerConfig } from './config.js';
 import { assertKeyId, type KeyStore } from './keystore.js';
 import { allowsSimulated, evaluatePolicy, parseReleasePolicy, type PolicyDecision, type ReleasePolicy } from './policy.js';
 import { notFoundHandler, parseBody, problemErrorHandler } from './problem.js';
@@ -61,9 +61,12 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
   const production = isProduction(deps.env ?? process.env);
   const policyOpts = { production };
   const attestationPolicy = resolveAttestationPolicy(config, production);
+  // SECURITY: checked again here (startBroker checks first) so an embedder cannot skip it.
+  assertAdminTransport(config, { adminEnabled: deps.adminToken !== undefined, tls: deps.https !== undefined, logger: deps.logger });
   const challenges = new ChallengeStore({
     ttlMs: config.challengeTtlSeconds * 1000,
     max: config.maxOutstandingChallenges,
+    maxPerClient: config.maxOutstandingChallengesPerClient,
     now,
   });
 
@@ -99,7 +102,9 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
   });
 
   app.post(ROUTES.challenge, async (request): Promise<ChallengeResponse> => {
-    const c = challenges.issue();
+    // SECURITY: the route is unauthenticated; a per-client quota keeps one client from
+    // filling the store and locking every other attester out.
+    const c = challenges.issue(challengeClientKey(request.ip));
     request.log.debug({ event: 'challenge', ip: request.ip, outstanding: challenges.size }, 'challenge issued');
     return { nonce: c.nonce.toString('base64url'), expiresAt: c.expiresAt.toISOString() };
   });
@@ -108,22 +113,25 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     const body = parseBody(AttestRequestSchema, request.body);
     const nonce = decodeFixed(body.nonce, 'nonce');
     const publicKey = decodeFixed(body.publicKey, 'publicKey');
-    const evidenceJson = Buffer.from(JSON.stringify(body.evidence), 'utf8');
     // Who and what decided, filled in as the request progresses; logged once at the end.
     const who: Record<string, unknown> = {
       ip: request.ip,
       keyHash: sha256(publicKey).toString('base64url').slice(0, 12),
-      // SECURITY: evidence is logged as digest and size, never the blob.
-      evidenceSha256: sha256(evidenceJson).toString('hex'),
-      evidenceSize: evidenceJson.length,
     };
     const alog = request.log.child({ event: 'attest' });
     try {
+      // SECURITY: evidence is logged as digest and size, never the blob. JSON.stringify
+      // recurses, so a body of 200k nested arrays (well inside bodyLimit) would throw a
+      // RangeError here, or in a verifier; bound the depth first, without recursion.
+      assertEvidenceDepth(body.evidence);
+      const evidenceJson = Buffer.from(JSON.stringify(body.evidence), 'utf8');
+      who.evidenceSha256 = sha256(evidenceJson).toString('hex');
+      who.evidenceSize = evidenceJson.length;
       // Consumed first, whatever follows: a nonce buys exactly one attempt.
       challenges.consume(nonce);
       const at = now();
       const expected = kmsReportData(nonce, publicKey);
-      const claims = await verifyEvidence(deps.verifier, body.evidence, at, expected);
+      const claims = await verifyEvidence(deps.verifier, body.evidence, at, expected, alog);
       who.measurement = claims.measurement;
       who.simulated = claims.simulated;
       // SECURITY: re-check the binding on the claims, so a verifier that forgot
@@ -183,13 +191,28 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         who.policyHash = decision.policyHash;
         if (!decision.allowed) throw policyDenied('ERR_KMS_POLICY_DENIED', decision);
         const sealed = await hpkeSeal(publicKey, key.dek, RELEASE_HPKE_INFO, releaseAad(keyId, key.version));
+        const enc = Buffer.from(sealed.enc).toString('base64url');
+        // SECURITY: HPKE base mode does not authenticate the sender; the signature does, so a
+        // server that pins our JWKS cannot be handed a DEK (and a model) of someone else's choosing.
+        const signature = await deps.tokens.signRelease(
+          {
+            keyId,
+            version: key.version,
+            suite: HPKE_SUITE_ID,
+            enc,
+            ciphertextSha256: sha256(sealed.ciphertext).toString('base64url'),
+            keyHash: sha256(publicKey).toString('base64url'),
+          },
+          at,
+        );
         rlog.info({ ...who, decision: 'allow', rule: 'release-policy', relaxations: decision.relaxations }, 'key released');
         return {
           keyId,
           version: key.version,
           suite: HPKE_SUITE_ID,
-          enc: Buffer.from(sealed.enc).toString('base64url'),
+          enc,
           ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'),
+          signature,
         };
       } finally {
         key.dek.fill(0);
@@ -234,13 +257,50 @@ function evaluateAttestation(
   return d;
 }
 
-/** Runs the injected verifier, turning its errors into broker codes. */
-async function verifyEvidence(verifier: EvidenceVerifier, evidence: unknown, now: Date, expected: Uint8Array): Promise<Claims> {
+/** Deepest evidence nesting accepted. SEV-SNP evidence is `{report, certs: {...}}`: depth 2. */
+export const MAX_EVIDENCE_DEPTH = 32;
+
+/**
+ * Throws `ERR_KMS_EVIDENCE_MALFORMED` when JSON `value` nests arrays/objects deeper than
+ * `MAX_EVIDENCE_DEPTH`. Iterative, so hostile depth cannot overflow the stack here; stops
+ * at the first level too deep, so the cost is bounded by the (already size-limited) body.
+ */
+function assertEvidenceDepth(value: unknown): void {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > MAX_EVIDENCE_DEPTH) {
+      throw new KmsError('ERR_KMS_EVIDENCE_MALFORMED', { detail: `evidence nests deeper than ${MAX_EVIDENCE_DEPTH}` });
+    }
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+}
+
+/**
+ * Runs the injected verifier, turning its errors into broker codes. A `CirError` maps by
+ * category; anything else (a TypeError or RangeError on hostile input, say) is
+ * `ERR_KMS_EVIDENCE_REJECTED`: the evidence was not verified, and the caller gets a typed
+ * 403 rather than a 500.
+ */
+async function verifyEvidence(
+  verifier: EvidenceVerifier,
+  evidence: unknown,
+  now: Date,
+  expected: Uint8Array,
+  log: Pick<FastifyBaseLogger, 'warn'>,
+): Promise<Claims> {
   let claims: Claims;
   try {
     claims = await verifier.verify(evidence, { now, expectedReportData: expected });
   } catch (e) {
-    if (!isCirError(e)) throw e; // a verifier bug: 500, generic
+    if (!isCirError(e)) {
+      // SECURITY: fail closed. Log the error's name only: its message and stack may quote
+      // the hostile evidence or internals; neither is attached as `cause`, so no later
+      // error log can print them.
+      log.warn({ verifierError: errorName(e) }, 'evidence verifier threw an untyped error');
+      throw new KmsError('ERR_KMS_EVIDENCE_REJECTED', { detail: 'verifier error' });
+    }
     const detail = e.detail ? `${e.code}: ${e.detail}` : e.code;
     switch (e.category) {
       case 'bad-input':
@@ -266,6 +326,12 @@ function policyDenied(code: 'ERR_KMS_ATTESTATION_DENIED' | 'ERR_KMS_POLICY_DENIE
     detail: d.failures.map((f) => f.field).join(', '),
     details: { failures: d.failures },
   });
+}
+
+/** A constructor-style name of a thrown value, safe for a log line. */
+function errorName(e: unknown): string {
+  const name = e instanceof Error ? e.name : typeof e;
+  return typeof name === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(name) ? name : 'unknown';
 }
 
 /** Log fields of a denial: the deciding rule (error code) and, for policy, each failing rule. */

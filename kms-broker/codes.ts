@@ -16,6 +16,7 @@ export const KMS_CODES = {
   ERR_KMS_NOT_FOUND: { category: 'not-found', message: 'no such route' },
   // Challenges and attestation
   ERR_KMS_CHALLENGES_EXHAUSTED: { category: 'overload', message: 'too many outstanding challenges' },
+  ERR_KMS_CLIENT_CHALLENGES_EXHAUSTED: { category: 'overload', message: 'too many outstanding challenges for this client' },
   ERR_KMS_NONCE_INVALID: { category: 'verification', message: 'nonce unknown, expired or already used' },
   ERR_KMS_EVIDENCE_MALFORMED: { category: 'bad-input', message: 'evidence is malformed' },
   ERR_KMS_EVIDENCE_REJECTED: { category: 'verification', message: 'evidence failed verification' },

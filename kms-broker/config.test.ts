@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadBrokerConfig } from './config.js';
+import { assertAdminTransport, isLoopbackHost, loadBrokerConfig } from './config.js';
 
 const DEV = { env: { NODE_ENV: 'development' } };
 const PROD = { env: { NODE_ENV: 'production' } };
@@ -12,6 +12,8 @@ describe('loadBrokerConfig', () => {
       masterKeyEnv: 'CIR_KMS_MASTER_KEY',
       adminTokenEnv: 'CIR_KMS_ADMIN_TOKEN',
       maxOutstandingChallenges: 10_000,
+      maxOutstandingChallengesPerClient: 16,
+      allowInsecureAdmin: false,
       challengeTtlSeconds: 60,
       tokenTtlSeconds: 300,
       attestation: { allowSimulated: false },
@@ -29,6 +31,8 @@ describe('loadBrokerConfig', () => {
     [{ stateDir: '/x', tokenTtlSeconds: 301 }, 'tokenTtlSeconds'],
     [{ stateDir: '/x', listen: { port: 70000 } }, 'listen.port'],
     [{ stateDir: '/x', maxOutstandingChallenges: 0 }, 'maxOutstandingChallenges'],
+    [{ stateDir: '/x', maxOutstandingChallengesPerClient: 0 }, 'maxOutstandingChallengesPerClient'],
+    [{ stateDir: '/x', allowInsecureAdmin: 'yes' }, 'allowInsecureAdmin'],
     [{ stateDir: '/x', masterKeyEnv: 'not an env name' }, 'masterKeyEnv'],
     [{ stateDir: '/x', adminToken: 'inline-secret-value' }, 'adminToken'],
     [{ stateDir: '/x', attestation: { policy: { allowDebug: 'yes' } } }, 'attestation.policy'],
@@ -66,5 +70,62 @@ describe('loadBrokerConfig', () => {
     ).toThrow(expect.objectContaining({ code: 'ERR_KMS_CONFIG_INVALID' }));
     expect(loadBrokerConfig({ stateDir: '/x', attestation: { allowSimulated: true } }, DEV).attestation.allowSimulated).toBe(true);
     expect(loadBrokerConfig({ stateDir: '/x' }, PROD).attestation.allowSimulated).toBe(false);
+  });
+});
+
+describe('isLoopbackHost', () => {
+  it.each([
+    ['127.0.0.1', true],
+    ['127.255.0.9', true],
+    ['::1', true],
+    ['0:0:0:0:0:0:0:1', true],
+    ['::ffff:127.0.0.1', true],
+    ['localhost', true],
+    ['LOCALHOST', true],
+    ['0.0.0.0', false],
+    ['::', false],
+    ['10.0.0.1', false],
+    ['128.0.0.1', false],
+    ['::ffff:10.0.0.1', false],
+    ['broker.example', false],
+    ['localhost.example', false],
+  ])('%s -> %s', (host, loopback) => {
+    expect(isLoopbackHost(host)).toBe(loopback);
+  });
+});
+
+describe('assertAdminTransport', () => {
+  const cfg = (host: string, extra: Record<string, unknown> = {}) => loadBrokerConfig({ stateDir: '/x', listen: { host }, ...extra }, DEV);
+  const warnings = () => {
+    const seen: unknown[] = [];
+    return { seen, logger: { warn: (...a: unknown[]) => void seen.push(a) } };
+  };
+
+  it('refuses the admin API over plain HTTP on a non-loopback host, naming allowInsecureAdmin', () => {
+    for (const host of ['0.0.0.0', '::', '192.0.2.10']) {
+      let err: unknown;
+      try {
+        assertAdminTransport(cfg(host), { adminEnabled: true, tls: false });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, host).toMatchObject({ code: 'ERR_KMS_CONFIG_INVALID' });
+      expect((err as { detail: string }).detail).toContain('allowInsecureAdmin');
+    }
+  });
+
+  it('allows it on loopback, with TLS, or with the admin API off, without a warning', () => {
+    const w = warnings();
+    assertAdminTransport(cfg('127.0.0.1'), { adminEnabled: true, tls: false, logger: w.logger });
+    assertAdminTransport(cfg('::1'), { adminEnabled: true, tls: false, logger: w.logger });
+    assertAdminTransport(cfg('0.0.0.0'), { adminEnabled: true, tls: true, logger: w.logger });
+    assertAdminTransport(cfg('0.0.0.0'), { adminEnabled: false, tls: false, logger: w.logger });
+    expect(w.seen).toEqual([]);
+  });
+
+  it('allows it with allowInsecureAdmin: true, and warns', () => {
+    const w = warnings();
+    expect(() => assertAdminTransport(cfg('0.0.0.0', { allowInsecureAdmin: true }), { adminEnabled: true, tls: false, logger: w.logger })).not.toThrow();
+    expect(w.seen).toHaveLength(1);
   });
 });

@@ -1,8 +1,11 @@
+import { BlockList, isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import type { Logger } from '../common/logger.js';
 import { deepFreeze, issuesDetail } from '../common/config.js';
 import { SnpPolicySchema } from '../attestation/snp/policy.js';
 import { KmsError } from './codes.js';
+import { BROKER_JWKS_FILE } from './protocol.js';
 
 /**
  * Broker configuration. Parsed once at start-up, then frozen and passed down explicitly.
@@ -16,6 +19,7 @@ export const MAX_TOKEN_TTL_SECONDS = 300;
 export const DEFAULT_MASTER_KEY_ENV = 'CIR_KMS_MASTER_KEY';
 export const DEFAULT_ADMIN_TOKEN_ENV = 'CIR_KMS_ADMIN_TOKEN';
 export const DEFAULT_ISSUER = 'cir-kms-broker';
+export const DEFAULT_MAX_CHALLENGES_PER_CLIENT = 16;
 
 const FilePath = z.string().min(1).max(4096);
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
@@ -39,6 +43,11 @@ export const BrokerConfigSchema = z.strictObject({
   /** `iss` of issued attestation-result tokens. */
   issuer: z.string().min(1).max(256).default(DEFAULT_ISSUER),
   maxOutstandingChallenges: z.number().int().min(1).max(1_000_000).default(10_000),
+  /**
+   * Most outstanding challenges per client (IPv4 address or IPv6 /64), so one client cannot
+   * fill `maxOutstandingChallenges` and lock everyone else out.
+   */
+  maxOutstandingChallengesPerClient: z.number().int().min(1).max(1_000_000).default(DEFAULT_MAX_CHALLENGES_PER_CLIENT),
   challengeTtlSeconds: z.number().int().min(1).max(MAX_CHALLENGE_TTL_SECONDS).default(MAX_CHALLENGE_TTL_SECONDS),
   tokenTtlSeconds: z.number().int().min(1).max(MAX_TOKEN_TTL_SECONDS).default(MAX_TOKEN_TTL_SECONDS),
   attestation: z
@@ -54,6 +63,12 @@ export const BrokerConfigSchema = z.strictObject({
   /** Largest accepted request body, bytes. */
   bodyLimit: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
   tls: z.strictObject({ certFile: FilePath, keyFile: FilePath }).optional(),
+  /**
+   * Serve the admin API over plain HTTP on a non-loopback `listen.host`. Off by default: the
+   * admin bearer token (and DEKs on create) would cross the network in clear. Logged as a
+   * warning when used.
+   */
+  allowInsecureAdmin: z.boolean().default(false),
 });
 
 export type BrokerConfigInput = z.input<typeof BrokerConfigSchema>;
@@ -119,5 +134,52 @@ export function keysDir(config: BrokerConfig): string {
 
 export function signingKeyPath(config: BrokerConfig): string {
   return path.join(config.stateDir, 'token-signing-key.pem');
+}
+
+/** Where `startBroker` publishes the public JWKS for servers to pin. */
+export function jwksPath(config: BrokerConfig): string {
+  return path.join(config.stateDir, BROKER_JWKS_FILE);
+}
+
+/**
+ * True for a `listen.host` that only this machine can reach: 127.0.0.0/8, ::1 (in any
+ * spelling, IPv4-mapped loopback included) and `localhost`.
+ */
+export function isLoopbackHost(host: string): boolean {
+  if (host.toLowerCase() === 'localhost') return true;
+  const family = isIP(host);
+  if (family === 4) return LOOPBACK.check(host, 'ipv4');
+  if (family === 6) return LOOPBACK.check(host, 'ipv6');
+  return false;
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/**
+ * Refuses (`ERR_KMS_CONFIG_INVALID`, naming `allowInsecureAdmin`) to serve the admin API
+ * over plain HTTP on a host others can reach, unless `allowInsecureAdmin` says so, in which
+ * case it warns. A no-op when the admin API is off, TLS is on, or `listen.host` is loopback.
+ * Called by `startBroker` as soon as the admin token is known and again by `buildApp`.
+ */
+export function assertAdminTransport(
+  config: BrokerConfig,
+  opts: { adminEnabled: boolean; tls: boolean; logger?: Pick<Logger, 'warn'> },
+): void {
+  if (!opts.adminEnabled || opts.tls || isLoopbackHost(config.listen.host)) return;
+  // SECURITY: the admin token and, on create, the DEK itself travel in the request.
+  if (!config.allowInsecureAdmin) {
+    throw new KmsError('ERR_KMS_CONFIG_INVALID', {
+      detail:
+        'allowInsecureAdmin: the admin API is enabled without tls on a non-loopback listen.host; ' +
+        'configure tls, listen on loopback, disable the admin token, or set allowInsecureAdmin: true',
+    });
+  }
+  opts.logger?.warn(
+    { listenHost: config.listen.host, allowInsecureAdmin: true },
+    'admin API served over plain HTTP on a non-loopback address (allowInsecureAdmin)',
+  );
 }
 

@@ -2,7 +2,7 @@
  * Public surface of the key broker. Internals (secret-file helpers, route handlers) are not
  * exported.
  */
-export { buildApp, type BrokerDeps, type EvidenceVerifier } from './app.js';
+export { buildApp, MAX_EVIDENCE_DEPTH, type BrokerDeps, type EvidenceVerifier } from './app.js';
 export { startBroker, type RunningBroker, type StartBrokerOptions } from './main.js';
 export {
   BrokerConfigSchema,
@@ -11,12 +11,15 @@ export {
   masterKeyPath,
   keysDir,
   signingKeyPath,
+  jwksPath,
+  isLoopbackHost,
+  assertAdminTransport,
   type BrokerConfig,
   type BrokerConfigInput,
   type LoadConfigOptions,
 } from './config.js';
 export { KMS_CODES, KmsError, isKmsError, type KmsCode } from './codes.js';
-export { ChallengeStore, type Challenge, type ChallengeStoreOptions } from './challenges.js';
+export { ChallengeStore, challengeClientKey, type Challenge, type ChallengeStoreOptions } from './challenges.js';
 export {
   FileKeyStore,
   openKeyStore,
@@ -50,7 +53,7 @@ export {
   type PolicyDecision,
   type PolicyOptions,
 } from './policy.js';
-export { TokenService, type TokenServiceOptions, type IssuedToken } from './tokens.js';
+export { TokenService, type TokenServiceOptions, type IssuedToken, type ReleaseSignedBody } from './tokens.js';
 export { createDefaultVerifier } from './verifier.js';
 export {
   ROUTES,
@@ -61,6 +64,9 @@ export {
   AttestResponseSchema,
   ReleaseRequestSchema,
   ReleaseResponseSchema,
+  RELEASE_JWS_TYPE,
+  ReleaseSignedPayloadSchema,
+  BROKER_JWKS_FILE,
   RELEASE_HPKE_INFO,
   releaseAad,
   TOKEN_AUDIENCE,
@@ -76,6 +82,7 @@ export {
   type AttestResponse,
   type ReleaseRequest,
   type ReleaseResponse,
+  type ReleaseSignedPayload,
   type Problem,
   type AttestationTokenPayload,
   type AdminCreateKeyRequest,

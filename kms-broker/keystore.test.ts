@@ -125,6 +125,19 @@ describe('FileKeyStore', () => {
     await expect(store.unwrap('model-b')).rejects.toMatchObject({ code: 'ERR_KMS_STORE_CORRUPT' });
   });
 
+  // Known limitation (README.md, "Known limitations"): the MAC stops edits, not rollback.
+  // If rollback protection lands, this test must flip to expect ERR_KMS_STORE_CORRUPT.
+  it('KNOWN LIMITATION: an older, validly MACed record restored over the current one is accepted (rollback)', async () => {
+    const original = await store.create('model-a', DEK, policy(MEASUREMENT_A));
+    const old = await readFile(keyFile('model-a'));
+    const changed = await store.setPolicy('model-a', policy(MEASUREMENT_B));
+    expect(changed.policyHash).not.toBe(original.policyHash);
+    await writeFile(keyFile('model-a'), old, { mode: 0o600 });
+    const rolledBack = await store.unwrap('model-a');
+    expect(rolledBack.metadata.policyHash).toBe(original.policyHash);
+    expect(rolledBack.dek.equals(DEK)).toBe(true);
+  });
+
   it('sets a policy, keeping the DEK and bumping updatedAt', async () => {
     const before = await store.create('model-a', DEK, policy());
     clock.advance(5);

@@ -84,7 +84,11 @@ export function assertKeyId(keyId: string): void {
 // DEK wrap: AES-256-GCM under wrapKey, random 96-bit IV per write, AAD = DEK_AAD_LABEL ‖
 // keyId ‖ 0 ‖ version (decimal). wrapKey and macKey are HKDF-SHA256 subkeys of the master
 // key. The MAC binds the policy to the key: without the master key, someone who can write
-// the state directory still cannot loosen a policy or swap records between key ids.
+// the state directory cannot edit a record (loosen its policy, add a version) or swap
+// records between key ids. It does NOT stop rollback: a copy of an older, validly MAC'd
+// record (an earlier, looser policy; a version since disabled) restored over the current
+// file verifies fine, and so does deleting a record. Rollback protection needs a monotonic
+// counter outside the state directory (HSM/TPM NV counter); planned, see README.md.
 // ---------------------------------------------------------------------------------------
 
 const RECORD_FORMAT = 'cir-kms-key/v1';
@@ -131,7 +135,8 @@ export interface FileKeyStoreOptions {
  * `KeyStore` over one JSON file per key, each DEK encrypted at rest (see format above).
  *
  * Checks on every read: JSON shape, record MAC (constant time), policy hash, GCM tag. Any
- * failure is `ERR_KMS_STORE_CORRUPT` naming the file, never a crash. Writes go through
+ * failure is `ERR_KMS_STORE_CORRUPT` naming the file, never a crash. Does not detect
+ * rollback to an older valid record (see the format note above). Writes go through
  * `writeFileAtomic` (temp file, fsync, rename, fsync dir), so a kill -9 leaves the old or
  * the new record; leftover `.*.tmp` files are ignored.
  * Does not: lock across processes. Mutations are serialised within one process; a CLI and

@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
+import { writeFileAtomic } from '../common/atomic-file.js';
 import type { Logger } from '../common/logger.js';
 import { loadAdminToken } from './admin.js';
 import { buildApp, type EvidenceVerifier } from './app.js';
 import { KmsError } from './codes.js';
-import { signingKeyPath, type BrokerConfig } from './config.js';
+import { assertAdminTransport, jwksPath, signingKeyPath, type BrokerConfig } from './config.js';
 import { openKeyStore } from './keystore.js';
 import { TokenService } from './tokens.js';
 import { createDefaultVerifier } from './verifier.js';
@@ -30,8 +31,11 @@ export interface RunningBroker {
 
 /**
  * Starts the broker: opens the key store (loading or generating the master key), the token
- * signing key, the admin token and the verifier, builds the app and listens on
- * `config.listen` (https when `config.tls` is set).
+ * signing key, the admin token and the verifier, publishes the public JWKS to
+ * `<stateDir>/BROKER_JWKS_FILE`, builds the app and listens on `config.listen` (https when
+ * `config.tls` is set).
+ * Throws `ERR_KMS_CONFIG_INVALID` when the admin API would be served over plain HTTP on a
+ * non-loopback host without `allowInsecureAdmin` (see `assertAdminTransport`).
  */
 export async function startBroker(config: BrokerConfig, opts: StartBrokerOptions): Promise<RunningBroker> {
   const env = opts.env ?? process.env;
@@ -43,8 +47,13 @@ export async function startBroker(config: BrokerConfig, opts: StartBrokerOptions
     logger,
   });
   const adminToken = await loadAdminToken(config, env);
+  // Before anything listens: no admin token over plain HTTP to a reachable address.
+  assertAdminTransport(config, { adminEnabled: adminToken !== undefined, tls: config.tls !== undefined, logger });
   const verifier = opts.verifier ?? (await createDefaultVerifier(config, { env }));
   const https = config.tls ? await readTls(config.tls) : undefined;
+
+  const jwksFile = await publishJwks(config, tokens);
+  logger.info({ file: jwksFile, kid: tokens.kid }, 'published the broker JWKS for pinning');
 
   const app = buildApp(config, {
     logger,
@@ -91,6 +100,21 @@ export async function startBroker(config: BrokerConfig, opts: StartBrokerOptions
     process.once('SIGTERM', onSignal);
   }
   return { url, app, close };
+}
+
+/**
+ * Writes the public JWKS (what `GET ROUTES.jwks` serves) to `<stateDir>/BROKER_JWKS_FILE`,
+ * atomically and 0644 (it holds public keys only), replacing whatever was there so a stale
+ * or edited copy never outlives a start. Servers pin this file to verify release signatures.
+ */
+async function publishJwks(config: BrokerConfig, tokens: TokenService): Promise<string> {
+  const file = jwksPath(config);
+  try {
+    await writeFileAtomic(file, `${JSON.stringify(tokens.jwks(), null, 2)}\n`, 0o644);
+  } catch (cause) {
+    throw new KmsError('ERR_KMS_STORE_IO', { detail: `${file}: cannot write the JWKS`, cause });
+  }
+  return file;
 }
 
 async function readTls(tls: { certFile: string; keyFile: string }): Promise<{ cert: Buffer; key: Buffer }> {

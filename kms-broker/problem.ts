@@ -85,10 +85,10 @@ export function fromFastifyError(err: FastifyError): KmsError | undefined {
   return undefined;
 }
 
-export function sendProblem(reply: FastifyReply, problem: Problem, code?: string): FastifyReply {
+export function sendProblem(reply: FastifyReply, problem: Problem, code?: string, retryAfterSeconds?: number): FastifyReply {
   const challenge = code ? WWW_AUTHENTICATE[code] : undefined;
   if (challenge) reply.header('www-authenticate', challenge);
-  if (problem.status === 429) reply.header('retry-after', '1');
+  if (problem.status === 429) reply.header('retry-after', String(retryAfterSeconds ?? 1));
   return reply.code(problem.status).type(PROBLEM_CONTENT_TYPE).send(problem);
 }
 
@@ -98,10 +98,16 @@ export function problemErrorHandler(err: FastifyError | Error, request: FastifyR
   if (cir && isPublicCategory(cir.category)) {
     const problem = problemFor(cir);
     request.log.info({ code: cir.code, status: problem.status }, 'request refused');
-    return sendProblem(reply, problem, cir.code);
+    return sendProblem(reply, problem, cir.code, retryAfterOf(cir));
   }
   request.log.error({ err, code: cir?.code }, 'internal error');
   return sendProblem(reply, internalProblem());
+}
+
+/** `details.retryAfterSeconds` of an overload error (see ChallengeStore), when it is a sane number. */
+function retryAfterOf(err: CirError): number | undefined {
+  const v = err.details?.retryAfterSeconds;
+  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 3600 ? v : undefined;
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {

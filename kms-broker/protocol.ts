@@ -66,8 +66,37 @@ export const ReleaseResponseSchema = z.strictObject({
   suite: z.string(),
   enc: b64url(32),
   ciphertext: b64url(),
+  /**
+   * Compact JWS (ES256, `typ` RELEASE_JWS_TYPE, `kid` of a key in the broker's JWKS) whose
+   * payload is `ReleaseSignedPayloadSchema`. It authenticates the release: HPKE base mode
+   * alone proves nothing about the sender, so without this anyone on the path could hand
+   * the server a DEK of their choosing (and a model sealed under it). Servers verify it
+   * against a pinned copy of the broker's JWKS.
+   */
+  signature: z.string().min(1).max(16_384),
 });
 export type ReleaseResponse = z.infer<typeof ReleaseResponseSchema>;
+
+/** JWS `typ` of a signed key release. */
+export const RELEASE_JWS_TYPE = 'cir-key-release+jws';
+
+/** What a release signature covers: every response field plus the key it was sealed to. */
+export const ReleaseSignedPayloadSchema = z.strictObject({
+  iss: z.string(),
+  iat: z.number().int(),
+  keyId: z.string(),
+  version: z.number().int().positive(),
+  suite: z.string(),
+  enc: b64url(32),
+  /** SHA-256 of `ciphertext` bytes, base64url (the ciphertext itself is not repeated). */
+  ciphertextSha256: b64url(32),
+  /** SHA-256 of the raw HPKE public key the DEK was sealed to, base64url. */
+  keyHash: b64url(32),
+});
+export type ReleaseSignedPayload = z.infer<typeof ReleaseSignedPayloadSchema>;
+
+/** File the broker writes in its state directory with its public JWKS, for servers to pin. */
+export const BROKER_JWKS_FILE = 'jwks.json';
 
 /** HPKE `info` for a released DEK. */
 export const RELEASE_HPKE_INFO = Buffer.from('cir/kms-broker/release/v1', 'utf8');

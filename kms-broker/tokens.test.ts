@@ -1,10 +1,10 @@
 import { generateKeyPairSync, createSecretKey } from 'node:crypto';
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { SignJWT, UnsecuredJWT, decodeJwt } from 'jose';
+import { SignJWT, UnsecuredJWT, compactVerify, createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ATTESTATION_TOKEN_TYPE, TOKEN_AUDIENCE } from './protocol.js';
-import { TokenService, type TokenBody } from './tokens.js';
+import { ATTESTATION_TOKEN_TYPE, RELEASE_JWS_TYPE, ReleaseSignedPayloadSchema, TOKEN_AUDIENCE } from './protocol.js';
+import { TokenService, type ReleaseSignedBody, type TokenBody } from './tokens.js';
 import { T0, makeClaims, tempDir } from './testdata/harness.js';
 
 const OPTS = { issuer: 'cir-kms-broker', ttlSeconds: 300 };
@@ -90,6 +90,51 @@ describe('TokenService', () => {
   it('publishes only public members in the JWKS', () => {
     const [k] = svc.jwks().keys;
     expect(Object.keys(k!).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
+  });
+});
+
+describe('TokenService.signRelease', () => {
+  const RELEASE: ReleaseSignedBody = {
+    keyId: 'model-a',
+    version: 3,
+    suite: 'DHKEM(X25519)/HKDF-SHA256/AES-256-GCM',
+    enc: Buffer.alloc(32, 4).toString('base64url'),
+    ciphertextSha256: Buffer.alloc(32, 5).toString('base64url'),
+    keyHash: Buffer.alloc(32, 6).toString('base64url'),
+  };
+  let svc: TokenService;
+  beforeEach(async () => {
+    svc = await TokenService.generate(OPTS);
+  });
+
+  it('is a compact ES256 JWS with kid and typ, verifiable against the JWKS, payload exactly the schema', async () => {
+    const jws = await svc.signRelease(RELEASE, T0);
+    expect(jws.split('.')).toHaveLength(3);
+    expect(decodeProtectedHeader(jws)).toEqual({ alg: 'ES256', kid: svc.kid, typ: RELEASE_JWS_TYPE });
+    const { payload, protectedHeader } = await compactVerify(jws, createLocalJWKSet(svc.jwks()), { algorithms: ['ES256'] });
+    expect(protectedHeader.kid).toBe(svc.kid);
+    const body = JSON.parse(Buffer.from(payload).toString('utf8'));
+    expect(body).toEqual({ ...RELEASE, iss: 'cir-kms-broker', iat: Math.floor(T0.getTime() / 1000) });
+    expect(ReleaseSignedPayloadSchema.parse(body)).toEqual(body);
+  });
+
+  it('does not verify against another broker key', async () => {
+    const other = await TokenService.generate(OPTS);
+    const jws = await svc.signRelease(RELEASE, T0);
+    await expect(compactVerify(jws, createLocalJWKSet(other.jwks()))).rejects.toThrow();
+  });
+
+  it('cannot pass for an attestation token, and a token cannot pass for a release (typ)', async () => {
+    const jws = await svc.signRelease(RELEASE, T0);
+    await expect(svc.verify(jws, T0)).rejects.toMatchObject({ code: 'ERR_KMS_TOKEN_INVALID' });
+    await expect(jwtVerify(jws, createLocalJWKSet(svc.jwks()), { typ: ATTESTATION_TOKEN_TYPE })).rejects.toThrow();
+    const t = await svc.issue(BODY, T0);
+    expect(decodeProtectedHeader(t.token).typ).not.toBe(RELEASE_JWS_TYPE);
+  });
+
+  it('refuses a payload that does not match its schema (extra field or bad digest)', async () => {
+    await expect(svc.signRelease({ ...RELEASE, ciphertextSha256: 'short' }, T0)).rejects.toMatchObject({ code: 'ERR_KMS_INTERNAL' });
+    await expect(svc.signRelease({ ...RELEASE, dek: 'x' } as ReleaseSignedBody, T0)).rejects.toMatchObject({ code: 'ERR_KMS_INTERNAL' });
   });
 });
 

@@ -1,12 +1,15 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { calculateJwkThumbprint, jwtVerify, SignJWT, type JWK } from 'jose';
+import { calculateJwkThumbprint, CompactSign, jwtVerify, SignJWT, type JWK } from 'jose';
 import type { Logger } from '../common/logger.js';
 import { KmsError } from './codes.js';
 import {
   ATTESTATION_TOKEN_TYPE,
   AttestationTokenPayloadSchema,
+  RELEASE_JWS_TYPE,
+  ReleaseSignedPayloadSchema,
   TOKEN_AUDIENCE,
   type AttestationTokenPayload,
+  type ReleaseSignedPayload,
 } from './protocol.js';
 import { createFileExclusive, readSecretFile } from './secret-file.js';
 
@@ -22,6 +25,9 @@ export interface TokenServiceOptions {
 
 /** What the broker puts in a token besides the registered claims. */
 export type TokenBody = Omit<AttestationTokenPayload, 'iss' | 'aud' | 'iat' | 'exp' | 'jti'>;
+
+/** What the broker signs about a release besides `iss` and `iat`, which `signRelease` adds. */
+export type ReleaseSignedBody = Omit<ReleaseSignedPayload, 'iss' | 'iat'>;
 
 export interface IssuedToken {
   readonly token: string;
@@ -111,6 +117,28 @@ export class TokenService {
       .setJti(jti)
       .sign(this.#privateKey);
     return { token, jti, expiresAt: new Date(exp * 1000) };
+  }
+
+  /**
+   * Signs a key release: a compact JWS (RFC 7515), ES256 with the token key, protected
+   * header `{alg: 'ES256', kid, typ: RELEASE_JWS_TYPE}`, payload exactly
+   * `ReleaseSignedPayloadSchema` with `iss` = the configured issuer and `iat` = `now` in
+   * seconds. Verifiable against `jwks()` (and the pinned `BROKER_JWKS_FILE`).
+   * Checks the payload against the schema first (a bug, `ERR_KMS_INTERNAL`, if it fails).
+   * Does not: set an expiry (the release is single-shot; the verifier decides how old an
+   * `iat` it accepts) or include the ciphertext itself (its SHA-256 stands for it).
+   */
+  async signRelease(body: ReleaseSignedBody, now: Date): Promise<string> {
+    const candidate = { ...body, iss: this.#opts.issuer, iat: Math.floor(now.getTime() / 1000) };
+    const parsed = ReleaseSignedPayloadSchema.safeParse(candidate);
+    if (!parsed.success) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'release payload does not match its schema' });
+    const payload: ReleaseSignedPayload = parsed.data;
+    // SECURITY: the same pinned key as the tokens, but a distinct `typ`, so a release
+    // signature can never be replayed as an attestation token (jwtVerify checks typ) or
+    // the other way round.
+    return new CompactSign(Buffer.from(JSON.stringify(payload), 'utf8'))
+      .setProtectedHeader({ alg: ALG, kid: this.kid, typ: RELEASE_JWS_TYPE })
+      .sign(this.#privateKey);
   }
 
   async verify(token: string, now: Date): Promise<AttestationTokenPayload> {

@@ -301,10 +301,10 @@ describe('readiness', () => {
       {
         models: [{ name: 'vad', path: '/sealed/vad' }],
         allowPlaintextModels: false,
-        broker: { url: 'http://127.0.0.1:1' },
+        broker: { url: 'http://127.0.0.1:1', jwksFile: '/unused: the test injects the verifier' },
         retry: { initialMs: 5, maxMs: 20 },
       },
-      { brokerClient: broker, readModelFile: async () => Uint8Array.from(sealed) },
+      { brokerClient: broker, releaseVerifier: await broker.releaseVerifier(), readModelFile: async () => Uint8Array.from(sealed) },
     );
     await new Promise<void>((resolve) =>
       s.server.events.on('retry', (i) => {

@@ -24,6 +24,7 @@ import { generateHpkeKeyPair, type HpkeKeyPair } from '../common/hpke.js';
 import { createAttestationHandlers } from './attestation-service.js';
 import { boot, type BootStep, type RetryInfo, type SessionFactory } from './boot.js';
 import { HttpBrokerClient, type BrokerClient } from './broker-client.js';
+import { loadReleaseVerifier, UNSIGNED_RELEASES_ALLOWED, type ReleaseVerifier } from './release-verify.js';
 import { ServerError } from './codes.js';
 import type { ServerConfig } from './config.js';
 import { unary } from './grpc-errors.js';
@@ -39,6 +40,8 @@ export interface ServerDeps {
   readonly logger: Logger;
   /** Defaults to an HttpBrokerClient for `config.broker`. */
   readonly brokerClient?: BrokerClient;
+  /** Defaults to one built from `config.broker.jwksFile` (or the dev relaxation). */
+  readonly releaseVerifier?: ReleaseVerifier;
   readonly now?: () => Date;
   /** Called for every boot step (also emitted as the 'step' event). */
   readonly onStep?: (step: BootStep) => void;
@@ -112,6 +115,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
   let bootPromise: Promise<readonly LoadedModel[]> | undefined;
 
   let brokerClient = deps.brokerClient;
+  let releaseVerifier = deps.releaseVerifier;
 
   const emitStep = (s: BootStep): void => {
     const log = s.ok ? logger.info.bind(logger) : logger.warn.bind(logger);
@@ -169,6 +173,17 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       });
     }
 
+    if (!releaseVerifier && config.broker) {
+      if (config.broker.jwksFile !== undefined) {
+        releaseVerifier = await loadReleaseVerifier(config.broker.jwksFile);
+      } else if (config.broker.allowUnsignedRelease) {
+        if (process.env.NODE_ENV === 'production') {
+          throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.allowUnsignedRelease is refused when NODE_ENV=production' });
+        }
+        releaseVerifier = UNSIGNED_RELEASES_ALLOWED;
+      }
+    }
+
     // 2. HPKE key pair. SECURITY: the private key is a non-extractable CryptoKey.
     hpke = await generateHpkeKeyPair();
     const spki = tls ? tls.spkiSha256 : Buffer.alloc(32);
@@ -192,6 +207,8 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       tlsSpkiSha256: spki,
       hpkePublicKey: hpke.publicKey,
       maxConcurrentEvidence: config.maxConcurrentEvidence,
+      // SECURITY: an operator-supplied key is not TEE-born; say so in the binding.
+      tlsKeyOrigin: config.tls.certFile !== undefined ? 'imported' : 'tee',
     });
     const impl: grpc.UntypedServiceImplementation = {};
     for (const [method, fn] of Object.entries(inference) as [string, (r: unknown) => Promise<unknown>][]) {
@@ -220,6 +237,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       models: config.models,
       provider: deps.provider,
       ...(brokerClient ? { broker: brokerClient } : {}),
+      ...(releaseVerifier ? { releaseVerifier } : {}),
       hpke,
       registry,
       retry: config.retry,

@@ -10,7 +10,7 @@
  * Served before models are ready (a client may want to attest early). What it does not
  * do: verify its own evidence, or rate-limit beyond a bound on concurrent collections.
  */
-import { serverReportData, NONCE_LENGTH } from '../attestation/binding.js';
+import { serverReportData, NONCE_LENGTH, type TlsKeyOrigin } from '../attestation/binding.js';
 import type { EvidenceProvider } from '../attestation/types.js';
 import { HPKE_SUITE_ID } from '../common/hpke.js';
 import { ServerError } from './codes.js';
@@ -23,6 +23,8 @@ export interface AttestationServiceOptions {
   /** Raw 32-byte X25519 public key. */
   readonly hpkePublicKey: Uint8Array;
   readonly maxConcurrentEvidence: number;
+  /** 'imported' when the TLS key came from operator-supplied files. */
+  readonly tlsKeyOrigin: TlsKeyOrigin;
 }
 
 export interface AttestationHandlers {
@@ -43,7 +45,7 @@ export function createAttestationHandlers(opts: AttestationServiceOptions): Atte
       if (inflight >= opts.maxConcurrentEvidence) throw new ServerError('ERR_SRV_OVERLOADED');
       inflight++;
       try {
-        const reportData = serverReportData(nonce, opts.tlsSpkiSha256, opts.hpkePublicKey);
+        const reportData = serverReportData(nonce, opts.tlsSpkiSha256, opts.hpkePublicKey, opts.tlsKeyOrigin);
         let evidence;
         try {
           evidence = await opts.provider.collect(reportData);
@@ -56,6 +58,7 @@ export function createAttestationHandlers(opts: AttestationServiceOptions): Atte
           tls_spki_sha256: Buffer.from(opts.tlsSpkiSha256),
           hpke_public_key: Buffer.from(opts.hpkePublicKey),
           hpke_suite: HPKE_SUITE_ID,
+          tls_key_origin: opts.tlsKeyOrigin,
         };
       } finally {
         inflight--;

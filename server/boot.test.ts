@@ -51,6 +51,7 @@ async function setup(overrides: Partial<BootOptions> = {}) {
     models: [{ name: 'vad', path: '/models/vad.sealed' }],
     provider,
     broker,
+    releaseVerifier: await broker.releaseVerifier(),
     hpke,
     registry,
     retry: { initialMs: 100, maxMs: 1000 },

@@ -35,6 +35,7 @@ import { RELEASE_HPKE_INFO, releaseAad } from '../kms-broker/protocol.js';
 import type { BrokerClient } from './broker-client.js';
 import { ServerError } from './codes.js';
 import type { InferenceSessionLike, LoadedModel, ModelRegistry } from './registry.js';
+import type { ReleaseVerifier } from './release-verify.js';
 import { signatureFromSession } from './tensors.js';
 
 export type BootStepName = 'tls' | 'challenge' | 'evidence' | 'attest' | 'release' | 'decrypt' | 'load' | 'ready';
@@ -84,6 +85,8 @@ export interface BootOptions {
   readonly provider: EvidenceProvider;
   /** Required when any model is sealed. */
   readonly broker?: BrokerClient;
+  /** Authenticates releases (required with `broker`); see release-verify.ts. */
+  readonly releaseVerifier?: ReleaseVerifier;
   readonly hpke: HpkeKeyPair;
   readonly registry: ModelRegistry;
   readonly retry: RetryPolicy;
@@ -247,6 +250,12 @@ async function releaseWithRetry(
 ): Promise<Map<string, Uint8Array>> {
   const broker = opts.broker;
   if (!broker) throw new ServerError('ERR_SRV_CONFIG', { detail: 'sealed models need broker settings' });
+  if (!opts.releaseVerifier) {
+    throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.jwksFile: no pinned broker key to authenticate key releases' });
+  }
+  if (opts.releaseVerifier.unsigned) {
+    opts.logger?.warn('broker.allowUnsignedRelease: key releases are NOT authenticated (development only)');
+  }
   const random = opts.random ?? Math.random;
   const sleep = opts.sleep ?? abortableSleep;
   for (let attempt = 1; ; attempt++) {
@@ -300,6 +309,7 @@ async function releaseOnce(
     ),
   );
 
+  const releaseVerifier = opts.releaseVerifier!;
   const deks = new Map<string, Uint8Array>();
   try {
     for (const m of sealed) {
@@ -312,6 +322,8 @@ async function releaseOnce(
         if (rel.keyId !== h.keyId || rel.version !== h.keyVersion) {
           throw new ServerError('ERR_SRV_BROKER_PROTOCOL', { detail: 'release is for another key or version' });
         }
+        // SECURITY: authenticate the release before its DEK is used for anything.
+        await releaseVerifier.verify(rel, opts.hpke.publicKey);
         let key: Uint8Array;
         try {
           key = await hpkeOpen(

@@ -54,7 +54,7 @@ describe('HttpBrokerClient', () => {
       if (req.url === ROUTES.challenge) return json(res, 200, { nonce: b64(32), expiresAt: 'soon' });
       if (req.url === ROUTES.attest) return json(res, 200, { token: 'TKN', expiresAt: 'soon', claims: { a: 1 } });
       if (req.url === ROUTES.release('k1')) {
-        return json(res, 200, { keyId: 'k1', version: 3, suite: 's', enc: b64(32), ciphertext: b64(48) });
+        return json(res, 200, { keyId: 'k1', version: 3, suite: 's', enc: b64(32), ciphertext: b64(48), signature: 'h.p.s' });
       }
       problem(res, 404, 'ERR_KMS_NOT_FOUND');
     });
@@ -126,7 +126,7 @@ describe('HttpBrokerClient', () => {
 
   it('checks that a release is for the requested key and version', async () => {
     const url = await broker((_req, _b, res) =>
-      json(res, 200, { keyId: 'k1', version: 4, suite: 's', enc: b64(32), ciphertext: b64(48) }),
+      json(res, 200, { keyId: 'k1', version: 4, suite: 's', enc: b64(32), ciphertext: b64(48), signature: 'h.p.s' }),
     );
     const c = new HttpBrokerClient({ url });
     expect(await codeOf(c.release('k1', { token: 't', publicKey: b64(32), version: 3 }))).toBe('ERR_SRV_BROKER_PROTOCOL');

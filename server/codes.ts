@@ -34,6 +34,7 @@ export const SERVER_CODES = {
   ERR_SRV_BROKER_PROTOCOL: { category: 'internal', message: 'key broker response violates the protocol' },
   ERR_SRV_EVIDENCE: { category: 'unavailable', message: 'evidence collection failed' },
   ERR_SRV_RELEASE_DECRYPT: { category: 'verification', message: 'released key could not be decrypted' },
+  ERR_SRV_RELEASE_SIGNATURE: { category: 'verification', message: 'key release is not signed by the pinned broker key' },
   // Models (boot).
   ERR_SRV_MODEL_READ: { category: 'config', message: 'model file could not be read' },
   ERR_SRV_MODEL_PLAINTEXT_FORBIDDEN: { category: 'config', message: 'plaintext model not allowed' },

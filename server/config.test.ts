@@ -4,7 +4,7 @@ import { loadServerConfig } from './config.js';
 
 const base = {
   models: [{ name: 'vad', path: '/m/vad.sealed' }],
-  broker: { url: 'http://127.0.0.1:8200' },
+  broker: { url: 'http://127.0.0.1:8200', jwksFile: '/etc/cir/broker-jwks.json' },
 };
 
 function problems(obj: unknown): string {
@@ -42,6 +42,8 @@ describe('loadServerConfig', () => {
     [{ models: base.models }, 'broker: required'],
     [{ ...base, models: [{ name: 'a', path: 'p', plaintext: true }] }, 'models.0.plaintext'],
     [{ ...base, broker: { url: 'ftp://x' } }, 'broker.url'],
+    [{ ...base, broker: { url: 'http://127.0.0.1:8200' } }, 'broker.jwksFile: required'],
+    [{ ...base, broker: { url: 'http://127.0.0.1:8200', jwksFile: '/j', allowUnsignedRelease: true } }, 'broker.allowUnsignedRelease'],
     [{ ...base, tls: { certFile: 'c' } }, 'tls'],
     [{ ...base, maxMessageBytes: 10 }, 'maxMessageBytes'],
     [{ ...base, listen: { port: 70000 } }, 'listen.port'],

@@ -33,6 +33,13 @@ export const ServerConfigSchema = z
         timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
         /** PEM CA for an https broker with a private CA. */
         caFile: z.string().min(1).optional(),
+        /**
+         * The broker's public JWKS (it writes `<stateDir>/jwks.json`), pinned: key releases
+         * must be signed by one of these keys. Required unless allowUnsignedRelease.
+         */
+        jwksFile: z.string().min(1).optional(),
+        /** Development only: accept unsigned releases. Refused when NODE_ENV=production. */
+        allowUnsignedRelease: z.boolean().default(false),
       })
       .optional(),
     tls: z
@@ -96,6 +103,16 @@ export const ServerConfigSchema = z
     });
     if (c.models.some((m) => !m.plaintext) && !c.broker) {
       ctx.addIssue({ code: 'custom', path: ['broker'], message: 'required when any model is sealed' });
+    }
+    if (c.broker && c.broker.jwksFile === undefined && !c.broker.allowUnsignedRelease) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['broker', 'jwksFile'],
+        message: "required: the broker's pinned JWKS authenticates key releases (or allowUnsignedRelease: true, development only)",
+      });
+    }
+    if (c.broker?.jwksFile !== undefined && c.broker.allowUnsignedRelease) {
+      ctx.addIssue({ code: 'custom', path: ['broker', 'allowUnsignedRelease'], message: 'contradicts broker.jwksFile' });
     }
     if (c.broker?.caFile !== undefined && !c.broker.url.startsWith('https:')) {
       ctx.addIssue({ code: 'custom', path: ['broker', 'caFile'], message: 'needs an https broker.url' });

@@ -169,4 +169,6 @@ export interface GetEvidenceResponse {
   tls_spki_sha256: Uint8Array;
   hpke_public_key: Uint8Array;
   hpke_suite: string;
+  /** "tee" or "imported". */
+  tls_key_origin: string;
 }

@@ -77,6 +77,7 @@ const EXPECTED: Record<string, [string, number, string, 'o' | 'r'][]> = {
     ['tls_spki_sha256', 3, 'BYTES', 'o'],
     ['hpke_public_key', 4, 'BYTES', 'o'],
     ['hpke_suite', 5, 'STRING', 'o'],
+    ['tls_key_origin', 6, 'STRING', 'o'],
   ],
 };
 

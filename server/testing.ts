@@ -4,6 +4,10 @@
  * success path runs without a broker process or a TEE. Development and tests only;
  * nothing in the server imports this module.
  */
+import { CompactSign, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
+import { sha256 } from '../common/bytes.js';
+import { RELEASE_JWS_TYPE, type ReleaseSignedPayload } from '../kms-broker/protocol.js';
+import { jwksReleaseVerifier, type ReleaseVerifier } from './release-verify.js';
 import { randomBytes } from 'node:crypto';
 import type { Evidence, EvidenceProvider } from '../attestation/types.js';
 import { hpkeSeal, HPKE_SUITE_ID } from '../common/hpke.js';
@@ -92,12 +96,34 @@ export class FakeBroker implements BrokerClient {
     if (!dek) throw new Error('fake broker: no such key');
     const to = this.sealTo ?? Buffer.from(params.publicKey, 'base64url');
     const sealed = await hpkeSeal(to, dek, RELEASE_HPKE_INFO, releaseAad(keyId, version));
-    return {
+    const enc = Buffer.from(sealed.enc).toString('base64url');
+    const payload: ReleaseSignedPayload = {
+      iss: 'fake-broker',
+      iat: Math.floor(Date.now() / 1000),
       keyId,
       version,
       suite: HPKE_SUITE_ID,
-      enc: Buffer.from(sealed.enc).toString('base64url'),
-      ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'),
+      enc,
+      ciphertextSha256: sha256(sealed.ciphertext).toString('base64url'),
+      keyHash: sha256(to).toString('base64url'),
     };
+    const { privateKey } = await this.#signingKeys();
+    const signature = await new CompactSign(Buffer.from(JSON.stringify(payload)))
+      .setProtectedHeader({ alg: 'ES256', kid: 'fake', typ: RELEASE_JWS_TYPE })
+      .sign(privateKey);
+    return { keyId, version, suite: HPKE_SUITE_ID, enc, ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'), signature };
+  }
+
+  #keyPair: Promise<{ privateKey: CryptoKey; publicKey: CryptoKey }> | undefined;
+
+  #signingKeys(): Promise<{ privateKey: CryptoKey; publicKey: CryptoKey }> {
+    this.#keyPair ??= generateKeyPair('ES256') as Promise<{ privateKey: CryptoKey; publicKey: CryptoKey }>;
+    return this.#keyPair;
+  }
+
+  /** A verifier pinned to this fake broker's release-signing key. */
+  async releaseVerifier(): Promise<ReleaseVerifier> {
+    const jwk = await exportJWK((await this.#signingKeys()).publicKey);
+    return jwksReleaseVerifier({ keys: [{ ...jwk, kid: 'fake', alg: 'ES256', use: 'sig' }] });
   }
 }

@@ -206,3 +206,26 @@ describe('attested serving, negative paths', () => {
     expect(server.ready).toBe(false);
   });
 });
+
+describe('imported TLS keys', () => {
+  it('a server using operator-supplied TLS files is refused unless the client allows imported keys', async () => {
+    const { createSelfSignedTls } = await import('../server/tls.js');
+    const { writeFile: wf } = await import('node:fs/promises');
+    const path = await import('node:path');
+    const tls = await createSelfSignedTls({});
+    const certFile = path.join(stack.dir, 'op-cert.pem');
+    const keyFile = path.join(stack.dir, 'op-key.pem');
+    await wf(certFile, tls.certPem);
+    await wf(keyFile, tls.keyPem, { mode: 0o600 });
+    const sealed = await stack.sealedModel('e2e-imported-tls', policyFor(GOOD_MEASUREMENT));
+    const server = stack.server(sealed, GOOD_MEASUREMENT, {}, { tls: { certFile, keyFile } });
+    const { port } = await server.start();
+    await server.whenReady();
+    const base = { server: `127.0.0.1:${port}`, expectMeasurements: [GOOD_MEASUREMENT], allowSimulated: true, simulatedRootPem: stack.sim.arkPem };
+    const refused = await verifyServer(base);
+    expect(refused.ok).toBe(false);
+    expect(refused.checks.find((c) => !c.ok)?.name).toBe('tls-binding');
+    const allowed = await verifyServer({ ...base, allowImportedTls: true });
+    expect(allowed.ok).toBe(true);
+  });
+});

@@ -179,11 +179,13 @@ export function decodeTcb(tcb8: Uint8Array, layout: SnpTcbLayout): SnpTcbVersion
  * SIGNING_KEY 0 (VCEK) or 1 (VLEK); guest policy bit 17 set and bits 26-63 clear; the
  * reserved ranges 0x04C, flags bits 5-31, 0x18B..0x19F (0x188.. in v2), 0x1EB, 0x1EF,
  * 0x1F8..0x207 (before v5), 0x208..0x29F are zero; CPUID family/model is a supported
- * product (v3+); signature r/s are canonical (bytes 48..71 zero) and the signature
+ * product (v3+); signature r/s fit in 48 bytes (bytes 48..71 zero) and the signature
  * block's reserved tail is zero.
  *
  * Does NOT check: the signature, certificates, report_data, or any policy. The result is
- * untrusted until verify.ts has checked it.
+ * untrusted until verify.ts has checked it. Does NOT make the encoding unique: the ECDSA
+ * variant (r, n - s) of a valid signature is accepted too, so the report bytes are
+ * malleable outside the signed region.
  */
 export function parseSnpReport(bytes: Uint8Array): SnpReport {
   if (!(bytes instanceof Uint8Array)) {
@@ -225,9 +227,15 @@ export function parseSnpReport(bytes: Uint8Array): SnpReport {
   if (version < 5) requireZero(b, L.OFF_LAUNCH_MIT_VECTOR, L.OFF_RESERVED_208, 'reserved (mitigation vectors before v5)');
   requireZero(b, L.OFF_RESERVED_208, L.SIGNED_REGION_END, 'reserved');
 
-  // SECURITY: the signature block is outside the signed region. Requiring a canonical
-  // encoding (zero high bytes, zero reserved tail) keeps the evidence non-malleable: one
-  // signed report has exactly one accepted byte representation.
+  // SECURITY: the signature block is outside the signed region, so its padding (r and s
+  // bytes 48..71, the reserved tail) must be zero: otherwise anyone could stuff arbitrary
+  // bytes into accepted evidence. This does NOT make a report non-malleable: ECDSA accepts
+  // both (r, s) and (r, n - s), so anyone holding a signed report can derive a second byte
+  // form that verifies (malleability.test.ts shows it). High s is deliberately NOT
+  // rejected: AMD does not document low-s signatures and real firmware may produce either.
+  // Hence neither the report bytes nor their hash is a unique identifier or replay key:
+  // replay protection is report_data binding a fresh challenge (binding.ts); to recognise
+  // "the same report", compare the signed region (0x000..0x29F), never the whole report.
   if (!isZero(b, L.OFF_SIG_R + L.SIG_P384_SCALAR_SIZE, L.OFF_SIG_R + L.SIG_COMPONENT_SIZE)) {
     fail('ERR_ATT_SNP_BAD_SIGNATURE_ENCODING', 'signature r exceeds 48 bytes');
   }

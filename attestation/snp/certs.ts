@@ -31,15 +31,39 @@ export const OID_KEY_USAGE = '2.5.29.15';
 export const HWID_LENGTH = 64;
 export const HWID_LENGTH_TURIN = 8;
 
+/** basicConstraints (RFC 5280 §4.2.1.9) as decoded at parse time. */
+export interface ParsedBasicConstraints {
+  readonly ca: boolean;
+  readonly pathLength?: number;
+}
+
+/**
+ * A certificate decoded once, eagerly. Every value the verifier needs is read here, so
+ * nothing after parseCertificate touches @peculiar/x509's lazily-decoded getters (which
+ * throw untyped AsnSchemaValidationError/TypeError on hostile bytes). The library object
+ * itself is deliberately not kept.
+ */
 export interface ParsedCert {
   /** What the certificate is, for error details ("VCEK", "bundled ARK", ...). */
   readonly label: string;
   readonly der: Uint8Array;
   readonly parts: CertificateParts;
-  readonly cert: x509.X509Certificate;
   readonly publicKey: KeyObject;
   /** Lower-case hex SHA-256 of the SubjectPublicKeyInfo DER. */
   readonly spkiSha256: string;
+  /** Subject DN in RFC 4514-like text form (for error details and tests only). */
+  readonly subject: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /**
+   * The outer signatureAlgorithm as a WebCrypto algorithm object, or undefined when the
+   * library does not recognise it (chain.ts then rejects the link).
+   */
+  readonly signatureAlgorithm?: { readonly name?: unknown; readonly hash?: { readonly name?: unknown }; readonly saltLength?: unknown };
+  /** Decoded basicConstraints, when the extension is present. */
+  readonly basicConstraints?: ParsedBasicConstraints;
+  /** keyUsage bit flags (x509.KeyUsageFlags), when the extension is present. */
+  readonly keyUsage?: number;
   /** Extension OIDs, each present at most once. */
   readonly extensions: ReadonlyMap<string, { readonly critical: boolean; readonly value: Uint8Array }>;
 }
@@ -48,33 +72,70 @@ function badCert(label: string, detail: string, cause?: unknown): AttestationErr
   return new AttestationError('ERR_ATT_SNP_BAD_CERT', { detail: `${label}: ${detail}`, cause });
 }
 
-/** Parses one DER certificate. Throws ERR_ATT_SNP_BAD_CERT on anything malformed. */
+function basicConstraintsOf(bc: x509.BasicConstraintsExtension): ParsedBasicConstraints {
+  return Object.freeze({ ca: bc.ca === true, ...(bc.pathLength !== undefined ? { pathLength: bc.pathLength } : {}) });
+}
+
+/**
+ * Parses one DER certificate and decodes, eagerly, every field the verifier uses:
+ * extensions (duplicates rejected), basicConstraints, keyUsage, validity, signature
+ * algorithm, subject and public key. Throws ERR_ATT_SNP_BAD_CERT on anything malformed,
+ * including a malformed value inside a known extension. Checks no signature (chain.ts).
+ */
 export function parseCertificate(derIn: Uint8Array, label: string): ParsedCert {
   const der = new Uint8Array(derIn); // SECURITY: private copy
   const parts = splitCertificate(der);
   if (!parts) throw badCert(label, 'not a DER X.509 certificate');
-  let cert: x509.X509Certificate;
-  let publicKey: KeyObject;
+  // SECURITY: @peculiar/x509 decodes extension values, names and dates lazily, on first
+  // access, and throws untyped errors (AsnSchemaValidationError, TypeError) on hostile
+  // bytes. Every such access happens inside this try so a malformed certificate always
+  // becomes ERR_ATT_SNP_BAD_CERT, and the library object is not kept afterwards.
+  let decoded: Omit<ParsedCert, 'label' | 'der' | 'parts' | 'spkiSha256'>;
   try {
-    cert = new x509.X509Certificate(der);
-    publicKey = createPublicKey({ key: Buffer.from(parts.subjectPublicKeyInfo), format: 'der', type: 'spki' });
+    const cert = new x509.X509Certificate(der);
+    const publicKey = createPublicKey({ key: Buffer.from(parts.subjectPublicKeyInfo), format: 'der', type: 'spki' });
+    const extensions = new Map<string, { critical: boolean; value: Uint8Array }>();
+    for (const ext of cert.extensions) {
+      // RFC 5280 §4.2: a certificate must not include more than one instance of an extension.
+      if (extensions.has(ext.type)) throw badCert(label, `duplicate extension ${ext.type}`);
+      extensions.set(ext.type, { critical: ext.critical, value: new Uint8Array(ext.value) });
+    }
+    const bc = cert.getExtension(x509.BasicConstraintsExtension);
+    const ku = cert.getExtension(x509.KeyUsagesExtension);
+    const notBefore = new Date(cert.notBefore.getTime());
+    const notAfter = new Date(cert.notAfter.getTime());
+    // SECURITY: an invalid Date compares false both ways and would pass a validity check.
+    if (Number.isNaN(notBefore.getTime()) || Number.isNaN(notAfter.getTime())) throw badCert(label, 'invalid validity dates');
+    if (bc && bc.pathLength !== undefined && !(Number.isSafeInteger(bc.pathLength) && bc.pathLength >= 0)) {
+      throw badCert(label, 'basicConstraints pathLenConstraint is not a small non-negative integer');
+    }
+    let signatureAlgorithm: ParsedCert['signatureAlgorithm'];
+    try {
+      const alg: unknown = cert.signatureAlgorithm;
+      signatureAlgorithm = alg && typeof alg === 'object' ? (alg as ParsedCert['signatureAlgorithm']) : undefined;
+    } catch {
+      signatureAlgorithm = undefined; // unknown algorithm: chain.ts rejects the link
+    }
+    decoded = {
+      publicKey,
+      subject: cert.subject,
+      notBefore,
+      notAfter,
+      ...(signatureAlgorithm ? { signatureAlgorithm } : {}),
+      ...(bc ? { basicConstraints: basicConstraintsOf(bc) } : {}),
+      ...(ku ? { keyUsage: ku.usages } : {}),
+      extensions,
+    };
   } catch (e) {
-    throw badCert(label, 'unparseable certificate or public key', e);
-  }
-  const extensions = new Map<string, { critical: boolean; value: Uint8Array }>();
-  for (const ext of cert.extensions) {
-    // RFC 5280 §4.2: a certificate must not include more than one instance of an extension.
-    if (extensions.has(ext.type)) throw badCert(label, `duplicate extension ${ext.type}`);
-    extensions.set(ext.type, { critical: ext.critical, value: new Uint8Array(ext.value) });
+    if (e instanceof AttestationError) throw e;
+    throw badCert(label, 'unparseable certificate, extension or public key', e);
   }
   return Object.freeze({
     label,
     der,
     parts,
-    cert,
-    publicKey,
     spkiSha256: toHex(sha256(parts.subjectPublicKeyInfo)),
-    extensions,
+    ...decoded,
   });
 }
 

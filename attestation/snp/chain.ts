@@ -38,11 +38,11 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /** Inclusive validity check (RFC 5280 §4.1.2.5). */
 export function checkValidity(c: ParsedCert, now: Date): void {
   const t = now.getTime();
-  if (t < c.cert.notBefore.getTime()) {
-    throw err('ERR_ATT_SNP_CERT_NOT_YET_VALID', c, `notBefore ${c.cert.notBefore.toISOString()}`);
+  if (t < c.notBefore.getTime()) {
+    throw err('ERR_ATT_SNP_CERT_NOT_YET_VALID', c, `notBefore ${c.notBefore.toISOString()}`);
   }
-  if (t > c.cert.notAfter.getTime()) {
-    throw err('ERR_ATT_SNP_CERT_EXPIRED', c, `notAfter ${c.cert.notAfter.toISOString()}`);
+  if (t > c.notAfter.getTime()) {
+    throw err('ERR_ATT_SNP_CERT_EXPIRED', c, `notAfter ${c.notAfter.toISOString()}`);
   }
 }
 
@@ -56,13 +56,13 @@ function checkCriticalExtensions(c: ParsedCert): void {
 }
 
 function checkCa(c: ParsedCert, minPathLen: number): void {
-  const bc = c.cert.getExtension(x509.BasicConstraintsExtension);
+  const bc = c.basicConstraints;
   if (!bc || !bc.ca) throw err('ERR_ATT_SNP_BAD_CA', c, 'basicConstraints cA is not set');
   if (bc.pathLength !== undefined && bc.pathLength < minPathLen) {
     throw err('ERR_ATT_SNP_BAD_CA', c, `pathLenConstraint ${bc.pathLength} too small`);
   }
-  const ku = c.cert.getExtension(x509.KeyUsagesExtension);
-  if (ku && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0) throw err('ERR_ATT_SNP_BAD_CA', c, 'keyUsage lacks keyCertSign');
+  const ku = c.keyUsage;
+  if (ku !== undefined && (ku & x509.KeyUsageFlags.keyCertSign) === 0) throw err('ERR_ATT_SNP_BAD_CA', c, 'keyUsage lacks keyCertSign');
   const d = c.publicKey.asymmetricKeyDetails;
   const type = c.publicKey.asymmetricKeyType;
   if ((type !== 'rsa' && type !== 'rsa-pss') || (d?.modulusLength ?? 0) < MIN_CA_RSA_BITS) {
@@ -71,10 +71,9 @@ function checkCa(c: ParsedCert, minPathLen: number): void {
 }
 
 function checkLeafProfile(c: ParsedCert): void {
-  const bc = c.cert.getExtension(x509.BasicConstraintsExtension);
-  if (bc?.ca) throw err('ERR_ATT_SNP_CHAIN_INVALID', c, 'leaf certificate must not be a CA');
-  const ku = c.cert.getExtension(x509.KeyUsagesExtension);
-  if (ku && (ku.usages & x509.KeyUsageFlags.digitalSignature) === 0) {
+  if (c.basicConstraints?.ca) throw err('ERR_ATT_SNP_CHAIN_INVALID', c, 'leaf certificate must not be a CA');
+  const ku = c.keyUsage;
+  if (ku !== undefined && (ku & x509.KeyUsageFlags.digitalSignature) === 0) {
     throw err('ERR_ATT_SNP_CHAIN_INVALID', c, 'keyUsage lacks digitalSignature');
   }
   // SECURITY: the report signature algorithm is fixed (ECDSA P-384); so is the leaf key.
@@ -93,12 +92,8 @@ export function checkSignedBy(child: ParsedCert, issuer: ParsedCert): void {
   if (!sameBytes(child.parts.issuer, issuer.parts.subject)) {
     throw err('ERR_ATT_SNP_CHAIN_INVALID', child, `issuer does not match the subject of ${issuer.label}`);
   }
-  let alg: { name?: unknown; hash?: { name?: unknown }; saltLength?: unknown };
-  try {
-    alg = child.cert.signatureAlgorithm as typeof alg;
-  } catch {
-    throw err('ERR_ATT_SNP_CHAIN_INVALID', child, 'unknown signature algorithm');
-  }
+  const alg = child.signatureAlgorithm;
+  if (!alg) throw err('ERR_ATT_SNP_CHAIN_INVALID', child, 'unknown signature algorithm');
   if (alg.name !== 'RSA-PSS' || alg.hash?.name !== 'SHA-384' || alg.saltLength !== PSS_SALT_LENGTH) {
     throw err('ERR_ATT_SNP_CHAIN_INVALID', child, 'signature algorithm must be RSASSA-PSS SHA-384 salt 48');
   }

@@ -2,13 +2,7 @@ import type { PolicyFailure, SnpClaims } from '../types.js';
 import type { EvidenceVerifier, EvidenceVerifyOptions } from '../verifier.js';
 import { parseSnpPolicy, relaxationsFor, type SnpPolicy, type SnpPolicyInput } from './policy.js';
 import { validateSnpClaims } from './validate.js';
-import {
-  decodeSnpEvidence,
-  prepareSnpTrust,
-  verifySnpReport,
-  type PreparedSnpTrust,
-  type SnpTrustOptions,
-} from './verify.js';
+import { prepareSnpTrust, verifySnpEvidenceWithTrust, type PreparedSnpTrust, type SnpTrustOptions } from './verify.js';
 
 export interface SnpEvaluateOptions extends EvidenceVerifyOptions {
   readonly trust?: SnpTrustOptions;
@@ -38,7 +32,8 @@ export async function evaluateSnpEvidence(evidence: unknown, opts: SnpEvaluateOp
 
 /**
  * EvidenceVerifier for SEV-SNP. Trust options are validated and parsed once, here
- * (ERR_ATT_SNP_BAD_TRUST on a bad configuration). `verify` is verifySnpEvidence.
+ * (ERR_ATT_SNP_BAD_TRUST on a bad configuration). `verify` is verifySnpEvidence (throws
+ * only AttestationError).
  */
 export class SnpEvidenceVerifier implements EvidenceVerifier {
   readonly tee = 'sev-snp' as const;
@@ -49,7 +44,6 @@ export class SnpEvidenceVerifier implements EvidenceVerifier {
   }
 
   async verify(evidence: unknown, opts: EvidenceVerifyOptions): Promise<SnpClaims> {
-    const { report, certs } = decodeSnpEvidence(evidence);
-    return verifySnpReport(report, certs, { now: opts.now, expectedReportData: opts.expectedReportData }, this.#trust);
+    return verifySnpEvidenceWithTrust(evidence, { now: opts.now, expectedReportData: opts.expectedReportData }, this.#trust);
   }
 }

@@ -85,8 +85,34 @@ describe('SnpPolicySchema', () => {
   });
 
   it('lists relaxations', () => {
-    const p = parseSnpPolicy({ anyMeasurement: true, allowDebug: true, allowSimulated: true, allowMigrationAgent: true, allowProvisionalFirmware: true });
-    expect(relaxationsFor(p)).toEqual(['allow-simulated', 'allow-debug', 'allow-migration-agent', 'any-measurement', 'allow-provisional-firmware']);
+    const p = parseSnpPolicy({
+      anyMeasurement: true,
+      allowDebug: true,
+      allowSimulated: true,
+      allowMigrationAgent: true,
+      allowProvisionalFirmware: true,
+      anyVmpl: true,
+    });
+    expect(relaxationsFor(p)).toEqual([
+      'allow-simulated',
+      'allow-debug',
+      'allow-migration-agent',
+      'any-measurement',
+      'allow-provisional-firmware',
+      'any-vmpl',
+    ]);
+    expect(relaxationsFor(parseSnpPolicy({ measurements: [M], anyVmpl: false }))).toEqual([]);
+  });
+
+  it('vmpl together with anyVmpl: true is contradictory', () => {
+    expect(badPolicyCode({ measurements: [M], vmpl: 0, anyVmpl: true })).toBe('ERR_ATT_SNP_BAD_POLICY');
+    expect(badPolicyCode({ measurements: [M], vmpl: 2, anyVmpl: true })).toBe('ERR_ATT_SNP_BAD_POLICY');
+    expect(badPolicyCode({ measurements: [M], vmpl: 2, anyVmpl: false })).toBeUndefined();
+    expect(badPolicyCode({ measurements: [M], anyVmpl: 'yes' })).toBe('ERR_ATT_SNP_BAD_POLICY');
+  });
+
+  it('does not add anyVmpl to a parsed policy that does not mention it (policy hashes stay stable)', () => {
+    expect(Object.keys(parseSnpPolicy({ measurements: [M] }))).not.toContain('anyVmpl');
   });
 });
 
@@ -147,6 +173,32 @@ describe('validateSnpClaims on plain claims', () => {
       { field: 'firmware.current', expected: '>= 1.55.30', observed: '1.55.29' },
       { field: 'reportData', expected: '01'.repeat(64), observed: '00'.repeat(64) },
     ]);
+  });
+
+  // Security review: VMPL was unchecked unless the policy named one, so a report requested
+  // from a less privileged VMPL (SVSM/paravisor) with its own report_data was accepted.
+  it('VMPL fails closed: an absent vmpl means VMPL 0', () => {
+    const p = parseSnpPolicy({ measurements: [M] });
+    expect(validateSnpClaims(claims, p)).toEqual([]);
+    for (const vmpl of [1, 2, 3]) {
+      expect(validateSnpClaims({ ...claims, vmpl }, p)).toEqual([{ field: 'vmpl', expected: '0', observed: String(vmpl) }]);
+    }
+  });
+
+  it('an explicit vmpl is matched exactly', () => {
+    const p = parseSnpPolicy({ measurements: [M], vmpl: 1 });
+    expect(validateSnpClaims({ ...claims, vmpl: 1 }, p)).toEqual([]);
+    expect(validateSnpClaims({ ...claims, vmpl: 0 }, p)).toEqual([{ field: 'vmpl', expected: '1', observed: '0' }]);
+    expect(validateSnpClaims({ ...claims, vmpl: 2 }, p)).toEqual([{ field: 'vmpl', expected: '1', observed: '2' }]);
+  });
+
+  it('anyVmpl: true accepts every VMPL; anyVmpl: false is the default', () => {
+    const any = parseSnpPolicy({ measurements: [M], anyVmpl: true });
+    const strict = parseSnpPolicy({ measurements: [M], anyVmpl: false });
+    for (const vmpl of [0, 1, 2, 3]) {
+      expect(validateSnpClaims({ ...claims, vmpl }, any)).toEqual([]);
+      expect(validateSnpClaims({ ...claims, vmpl }, strict).map((f) => f.field)).toEqual(vmpl === 0 ? [] : ['vmpl']);
+    }
   });
 
   it('re-parses the policy: a hand-made object without measurements is a config error', () => {

@@ -5,6 +5,11 @@ import { AttestationError } from '../codes.js';
  * SEV-SNP appraisal policy: what a relying party accepts, decided on claims only.
  * Defaults are strict; every relaxation is an explicit knob and is listed by
  * relaxationsFor() so it can be recorded next to the claims.
+ *
+ * VMPL: a report requested from a less privileged VMPL (under an SVSM or paravisor) has
+ * the same measurement as one from VMPL 0 but report_data chosen by that less trusted
+ * code, so the default accepts VMPL 0 only; `vmpl: n` accepts exactly n and
+ * `anyVmpl: true` accepts any (a relaxation).
  */
 
 const MAX_LIST = 1024;
@@ -45,8 +50,16 @@ export const SnpPolicySchema = z
     allowMigrationAgent: z.boolean().default(false),
     /** When false, the platform must report SMT disabled (PLATFORM_INFO.SMT_EN = 0). */
     allowSmt: z.boolean().default(true),
-    /** Exact VMPL the report must come from. */
+    /**
+     * Exact VMPL the report must come from. Absent means 0 (the most privileged level)
+     * unless anyVmpl is true.
+     */
     vmpl: z.number().int().min(0).max(3).optional(),
+    /**
+     * Relaxation: accept a report from any VMPL. Optional rather than defaulted so parsed
+     * policies that do not mention it keep their shape (and their hash in kms-broker).
+     */
+    anyVmpl: z.boolean().optional(),
     /** Allowed launch measurements (48 bytes, hex). Required unless anyMeasurement. */
     measurements: allowList(48).optional(),
     /** Relaxation: accept any measurement. */
@@ -74,6 +87,9 @@ export const SnpPolicySchema = z
     }
     if (p.anyMeasurement && p.measurements !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['anyMeasurement'], message: 'contradicts measurements' });
+    }
+    if (p.anyVmpl === true && p.vmpl !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['anyVmpl'], message: 'contradicts vmpl' });
     }
   });
 
@@ -110,6 +126,7 @@ export const POLICY_RELAXATIONS = {
   allowMigrationAgent: 'allow-migration-agent',
   anyMeasurement: 'any-measurement',
   allowProvisionalFirmware: 'allow-provisional-firmware',
+  anyVmpl: 'any-vmpl',
 } as const;
 
 /** Lists the relaxations a policy enables, in a fixed order. */

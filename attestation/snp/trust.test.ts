@@ -55,7 +55,7 @@ describe('bundled AMD trust', () => {
         checkSignedBy(intermediate, ark);
         checkValidity(ark, NOW);
         checkValidity(intermediate, NOW);
-        expect(intermediate.cert.subject).toMatch(kind === 'vcek' ? new RegExp(`CN=SEV-${p}`) : new RegExp(`CN=SEV-VLEK-${p}`));
+        expect(intermediate.subject).toMatch(kind === 'vcek' ? new RegExp(`CN=SEV-${p}`) : new RegExp(`CN=SEV-VLEK-${p}`));
       }
     }
   });

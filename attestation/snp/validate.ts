@@ -40,7 +40,7 @@ function oneOf(list: readonly string[]): string {
  *
  * Rules: simulated (unless allowSimulated); policy.debug (unless allowDebug);
  * policy.migrationAgent (unless allowMigrationAgent); platform.smtEnabled (when allowSmt
- * is false); vmpl; measurement (unless anyMeasurement); hostData, idKeyDigest,
+ * is false); vmpl (exactly policy.vmpl, 0 when absent, any when anyVmpl); measurement (unless anyMeasurement); hostData, idKeyDigest,
  * authorKeyDigest, familyId, imageId, chipId allow-lists; minTcb on reported, committed
  * and launch TCB (fmc only where the TCB has one); minGuestSvn; minFirmware on the
  * current firmware; committed TCB and firmware not older than current (unless
@@ -61,7 +61,12 @@ export function validateSnpClaims(claims: SnpClaims, policyIn: SnpPolicy): Polic
   if (claims.policy.debug && !policy.allowDebug) fail('policy.debug', 'false', 'true');
   if (claims.policy.migrationAgent && !policy.allowMigrationAgent) fail('policy.migrationAgent', 'false', 'true');
   if (!policy.allowSmt && claims.platform.smtEnabled) fail('platform.smtEnabled', 'false', 'true');
-  if (policy.vmpl !== undefined && claims.vmpl !== policy.vmpl) fail('vmpl', String(policy.vmpl), String(claims.vmpl));
+  // SECURITY: fail closed on VMPL: absent means VMPL 0. A lower-privileged VMPL can request
+  // reports with the guest's measurement and report_data of its own choosing.
+  if (policy.anyVmpl !== true) {
+    const want = policy.vmpl ?? 0;
+    if (claims.vmpl !== want) fail('vmpl', String(want), String(claims.vmpl));
+  }
 
   if (!policy.anyMeasurement) {
     const allowed = policy.measurements ?? [];

@@ -12,6 +12,7 @@ import { isAttestationError, type AttestationErrorCode } from '../codes.js';
 import { mintRootCa, mintIntermediateCa, mintVcek, generateVcekKeys } from '../sim/testing.js';
 import { signSnpReport } from '../sim/report.js';
 import type { SnpEvidence } from '../types.js';
+import { x509 } from '../../common/x509.js';
 
 const VEC = new URL('../../test/data/vectors/', import.meta.url);
 const vec = (p: string): Buffer => readFileSync(new URL(p, VEC));
@@ -93,7 +94,7 @@ describe('real Microsoft reports verify against the pinned AMD roots (now = 2026
   it('accepts certificate validity bounds inclusively (now == VCEK notBefore / notAfter)', async () => {
     const report = vec(MS.turin.report);
     const vcek = pemCert(MS.turin.vcek);
-    const c = parseCertificate(vcek, 'VCEK').cert;
+    const c = parseCertificate(vcek, 'VCEK');
     for (const now of [c.notBefore, c.notAfter]) {
       await expect(verifySnpEvidence(evidence(report, { vcek }), { now, expectedReportData: rd(report) })).resolves.toBeTruthy();
     }
@@ -119,6 +120,42 @@ describe('other real evidence', () => {
     expect(claims.vmpl).toBe(1);
     expect(claims.reportedTcb).toEqual({ bootloader: 4, tee: 0, snp: 24, microcode: 217 });
     expect(claims.cspId).toBe('CN=cc-us-east-2.amazonaws.com');
+  });
+
+  it('VMPL 1 evidence (trustee VLEK, GCP report) verifies but a default policy rejects it', async () => {
+    // Security review: absent `vmpl` used to mean "any VMPL"; it now means VMPL 0.
+    const gcp = vec('sev-snp/teekit-gcp/sev-gcp-reportdata.bin');
+    const gcpVcek = pemCert('sev-snp/teekit-gcp/sev-gcp-vcek.pem');
+    // The trustee report runs provisional firmware (committed TCB older than current).
+    const cases = [
+      { ev: evidence(vlekReport, { vlek }), now: VLEK_NOW, report: vlekReport, base: { allowProvisionalFirmware: true } },
+      { ev: evidence(gcp, { vcek: gcpVcek }), now: NOW, report: gcp, base: {} },
+    ];
+    for (const c of cases) {
+      const opts = { now: c.now, expectedReportData: rd(c.report) };
+      const claims = await verifySnpEvidence(c.ev, opts);
+      expect(claims.vmpl).toBe(1);
+      const base = { ...c.base, measurements: [claims.measurement] };
+      const baseRelaxations = 'allowProvisionalFirmware' in c.base ? ['allow-provisional-firmware'] : [];
+      const byDefault = await evaluateSnpEvidence(c.ev, { ...opts, policy: base });
+      expect(byDefault.failures).toEqual([{ field: 'vmpl', expected: '0', observed: '1' }]);
+      expect(byDefault.claims.relaxations).toEqual(baseRelaxations);
+      const exact = await evaluateSnpEvidence(c.ev, { ...opts, policy: { ...base, vmpl: 1 } });
+      expect(exact.failures).toEqual([]);
+      expect(exact.claims.relaxations).toEqual(baseRelaxations);
+      const any = await evaluateSnpEvidence(c.ev, { ...opts, policy: { ...base, anyVmpl: true } });
+      expect(any.failures).toEqual([]);
+      expect(any.claims.relaxations).toEqual([...baseRelaxations, 'any-vmpl']);
+    }
+  });
+
+  it('the VMPL 0 GCP report passes a default policy', async () => {
+    const report = vec('sev-snp/teekit-gcp/sev-gcp.bin');
+    const ev = evidence(report, { vcek: pemCert('sev-snp/teekit-gcp/sev-gcp-vcek.pem') });
+    const opts = { now: NOW, expectedReportData: rd(report) };
+    const claims = await verifySnpEvidence(ev, opts);
+    expect(claims.vmpl).toBe(0);
+    expect((await evaluateSnpEvidence(ev, { ...opts, policy: { measurements: [claims.measurement] } })).failures).toEqual([]);
   });
 
   it('the VLEK has expired by 2026-06-01', async () => {
@@ -285,8 +322,8 @@ describe('look-alike AMD root (self-made RSA key with the AMD names)', () => {
   beforeAll(async () => {
     // Byte-identical subject names (same DER) as the real ARK-Genoa and SEV-Genoa.
     const amd = amdChain('Genoa', 'vcek');
-    fakeArk = await mintRootCa(amd.ark.cert.subjectName, validity);
-    fakeAsk = await mintIntermediateCa(amd.intermediate.cert.subjectName, fakeArk, validity);
+    fakeArk = await mintRootCa(new x509.X509Certificate(amd.ark.der).subjectName, validity);
+    fakeAsk = await mintIntermediateCa(new x509.X509Certificate(amd.intermediate.der).subjectName, fakeArk, validity);
     expect(Buffer.compare(parseCertificate(new Uint8Array(fakeAsk.cert.rawData), 'x').parts.subject, amd.intermediate.parts.subject)).toBe(0);
     // A report copied from the real Genoa one, re-signed by a key the fake ASK certified,
     // with a VCEK carrying the real chip's hwID and TCB.

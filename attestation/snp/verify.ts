@@ -1,7 +1,7 @@
 import { verify as cryptoVerify } from 'node:crypto';
 import { z } from 'zod';
 import { constantTimeEqual, fromBase64 } from '../../common/bytes.js';
-import { AttestationError } from '../codes.js';
+import { AttestationError, isAttestationError } from '../codes.js';
 import type { SnpClaims, SnpEvidence } from '../types.js';
 import { parseSnpReport, type SnpReport, type SnpSigningKey } from './abi.js';
 import { parseCertificate, readSnpKeyCertInfo, type ParsedCert, type SnpKeyCertInfo } from './certs.js';
@@ -237,9 +237,35 @@ function checkKeyCertBinding(report: SnpReport, info: SnpKeyCertInfo, kind: SnpS
 }
 
 /**
+ * SECURITY: the verifiers' contract is that they throw AttestationError and nothing else.
+ * Every check has its own code; this backstop turns anything else (a library throwing an
+ * untyped error on hostile bytes that no check anticipated) into ERR_ATT_SNP_UNVERIFIABLE,
+ * so the evidence is rejected as unverified (never a 500 at the edge), with the original
+ * error kept as `cause` for the logs. Reaching it is a bug worth a dedicated check.
+ */
+async function onlyAttestationErrors<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if (isAttestationError(e)) throw e;
+    throw new AttestationError('ERR_ATT_SNP_UNVERIFIABLE', { cause: e });
+  }
+}
+
+/**
  * Verifies a raw report with DER certificates. See verifySnpEvidence for the checks.
+ * Throws only AttestationError.
  */
 export async function verifySnpReport(
+  reportBytes: Uint8Array,
+  certs: SnpCertificates,
+  opts: SnpVerifyOptions,
+  prepared?: PreparedSnpTrust,
+): Promise<SnpClaims> {
+  return onlyAttestationErrors(async () => verifySnpReportUnguarded(reportBytes, certs, opts, prepared));
+}
+
+async function verifySnpReportUnguarded(
   reportBytes: Uint8Array,
   certs: SnpCertificates,
   opts: SnpVerifyOptions,
@@ -316,12 +342,28 @@ export async function verifySnpReport(
  * 0x000..0x29F; the certificate's TCB SPLs equal reported_tcb and (VCEK) hwID equals
  * chip_id.
  *
- * Does NOT check: revocation (AMD CRLs), or any policy (measurement, debug, TCB minimums
- * ...): that is validateSnpClaims. Throws AttestationError on any failure.
+ * Does NOT check: revocation (AMD CRLs), or any policy (measurement, debug, TCB minimums,
+ * VMPL ...): that is validateSnpClaims. Throws AttestationError, and only
+ * AttestationError, on any failure: a malformed certificate is ERR_ATT_SNP_BAD_CERT, and
+ * any failure no check anticipated is ERR_ATT_SNP_UNVERIFIABLE.
  */
 export async function verifySnpEvidence(evidence: SnpEvidence | unknown, opts: SnpVerifyOptions): Promise<SnpClaims> {
-  checkVerifyOptions(opts);
-  const trust = prepareSnpTrust(opts.trust);
-  const { report, certs } = decodeSnpEvidence(evidence);
-  return verifySnpReport(report, certs, opts, trust);
+  return onlyAttestationErrors(async () => {
+    checkVerifyOptions(opts);
+    const trust = prepareSnpTrust(opts.trust);
+    const { report, certs } = decodeSnpEvidence(evidence);
+    return verifySnpReportUnguarded(report, certs, opts, trust);
+  });
+}
+
+/** verifySnpEvidence with trust already prepared (internal: SnpEvidenceVerifier). */
+export async function verifySnpEvidenceWithTrust(
+  evidence: unknown,
+  opts: SnpVerifyOptions,
+  trust: PreparedSnpTrust,
+): Promise<SnpClaims> {
+  return onlyAttestationErrors(async () => {
+    const { report, certs } = decodeSnpEvidence(evidence);
+    return verifySnpReportUnguarded(report, certs, opts, trust);
+  });
 }

@@ -181,12 +181,25 @@ export async function challenge(app: FastifyInstance): Promise<Buffer> {
 
 export async function attest(
   app: FastifyInstance,
-  opts: { keyPair?: HpkeKeyPair; nonce?: Buffer; claims?: Partial<SnpClaims>; reportData?: Buffer; fail?: FakeEvidence['fail'] } = {},
+  opts: {
+    keyPair?: HpkeKeyPair;
+    nonce?: Buffer;
+    claims?: Partial<SnpClaims>;
+    reportData?: Buffer;
+    fail?: FakeEvidence['fail'];
+    /** Extra members merged into the evidence object (the fake verifier ignores them). */
+    extraEvidence?: Record<string, unknown>;
+  } = {},
 ) {
   const keyPair = opts.keyPair ?? (await generateHpkeKeyPair());
   const nonce = opts.nonce ?? (await challenge(app));
   const reportData = opts.reportData ?? kmsReportData(nonce, keyPair.publicKey);
-  const evidence: FakeEvidence = { reportData: reportData.toString('hex'), ...(opts.claims ? { claims: opts.claims } : {}), ...(opts.fail ? { fail: opts.fail } : {}) };
+  const evidence: FakeEvidence = {
+    ...opts.extraEvidence,
+    reportData: reportData.toString('hex'),
+    ...(opts.claims ? { claims: opts.claims } : {}),
+    ...(opts.fail ? { fail: opts.fail } : {}),
+  };
   const res = await app.inject({
     method: 'POST',
     url: '/v1/attest',

@@ -15,7 +15,7 @@ import { SimulatedSnp } from '../../attestation/sim/index.js';
 import { sealModel } from '../../common/seal.js';
 import { loadBrokerConfig } from '../../kms-broker/config.js';
 import { startBroker, type RunningBroker } from '../../kms-broker/main.js';
-import { ROUTES } from '../../kms-broker/protocol.js';
+import { ROUTES, BROKER_JWKS_FILE } from '../../kms-broker/protocol.js';
 import { buildServer, type CirServer, type ServerDeps } from '../../server/app.js';
 import { loadServerConfig } from '../../server/config.js';
 
@@ -51,7 +51,7 @@ export interface Stack {
   /** Seals the VAD model under a new key with `policy` and returns the sealed file path. */
   sealedModel(keyId: string, policy: unknown): Promise<string>;
   /** Builds (not starts) a server for `sealedPath` whose TEE reports `measurement`. */
-  server(sealedPath: string, measurement: string, deps?: Partial<ServerDeps>): CirServer;
+  server(sealedPath: string, measurement: string, deps?: Partial<ServerDeps>, config?: Record<string, unknown>): CirServer;
   close(): Promise<void>;
 }
 
@@ -89,13 +89,14 @@ export async function createStack(): Promise<Stack> {
       await writeFile(file, sealModel(model, dek, { keyId, keyVersion: 1 }));
       return file;
     },
-    server(sealedPath, measurement, deps = {}) {
+    server(sealedPath, measurement, deps = {}, config = {}) {
       const cfg = loadServerConfig({
         listen: { host: '127.0.0.1', port: 0 },
         models: [{ name: 'vad', path: sealedPath }],
-        broker: { url: broker.url, timeoutMs: 5000 },
+        broker: { url: broker.url, timeoutMs: 5000, jwksFile: path.join(dir, 'broker', BROKER_JWKS_FILE) },
         retry: { initialMs: 20, maxMs: 100 },
         intraOpThreads: 1,
+        ...config,
       });
       const s = buildServer(cfg, {
         provider: sim.provider({ measurement: Buffer.from(measurement, 'hex') }),
