@@ -27,6 +27,8 @@ export const ATTESTATION_CODES = {
   ERR_ATT_SNP_UNSUPPORTED_PRODUCT: { category: 'bad-input', message: 'SEV-SNP processor (CPUID) is not supported' },
   ERR_ATT_SNP_BAD_CERT: { category: 'bad-input', message: 'SEV-SNP certificate is malformed' },
   ERR_ATT_SNP_BAD_CERT_EXTENSION: { category: 'bad-input', message: 'SEV-SNP certificate extension is malformed or missing' },
+  ERR_ATT_SNP_BAD_CERT_TABLE: { category: 'bad-input', message: 'SEV-SNP certificate table is malformed' },
+  ERR_ATT_SNP_BAD_CRL: { category: 'bad-input', message: 'SEV-SNP certificate revocation list is malformed' },
   // --- verification ------------------------------------------------------------------
   ERR_ATT_SNP_REPORT_DATA_MISMATCH: { category: 'verification', message: 'SEV-SNP report_data does not match' },
   ERR_ATT_SNP_BAD_SIGNATURE: { category: 'verification', message: 'SEV-SNP report signature is invalid' },
@@ -52,15 +54,40 @@ export const ATTESTATION_CODES = {
     category: 'verification',
     message: 'SEV-SNP evidence is simulated and simulated evidence is not allowed',
   },
+  ERR_ATT_SNP_CRL_MISSING: {
+    category: 'verification',
+    message: 'SEV-SNP revocation check requested but no CRL from the chain root was supplied',
+  },
+  ERR_ATT_SNP_CRL_INVALID: { category: 'verification', message: 'SEV-SNP certificate revocation list does not verify' },
+  ERR_ATT_SNP_CRL_EXPIRED: { category: 'verification', message: 'SEV-SNP certificate revocation list has expired' },
+  ERR_ATT_SNP_CRL_NOT_YET_VALID: { category: 'verification', message: 'SEV-SNP certificate revocation list is not yet valid' },
+  ERR_ATT_SNP_REVOKED: { category: 'verification', message: 'SEV-SNP certificate has been revoked' },
   ERR_ATT_SNP_UNVERIFIABLE: { category: 'verification', message: 'SEV-SNP evidence could not be verified' },
   // --- policy ------------------------------------------------------------------------
   ERR_ATT_SNP_POLICY_FAILED: { category: 'policy', message: 'SEV-SNP claims do not satisfy the policy' },
+  // --- collateral (AMD KDS, offline bundles) -----------------------------------------
+  ERR_ATT_SNP_COLLATERAL_UNAVAILABLE: { category: 'unavailable', message: 'SEV-SNP collateral could not be obtained' },
+  ERR_ATT_SNP_COLLATERAL_LIMIT: { category: 'overload', message: 'SEV-SNP collateral fetch limit reached' },
   // --- config ------------------------------------------------------------------------
+  ERR_ATT_SNP_BAD_COLLATERAL: { category: 'config', message: 'SEV-SNP collateral source is misconfigured or corrupt' },
   ERR_ATT_SNP_BAD_POLICY: { category: 'config', message: 'SEV-SNP policy is invalid' },
   ERR_ATT_SNP_BAD_TRUST: { category: 'config', message: 'SEV-SNP trust configuration is invalid' },
   ERR_ATT_SIM_STATE_CORRUPT: { category: 'config', message: 'simulated TEE state directory is corrupt or incomplete' },
   // --- caller bugs -------------------------------------------------------------------
   ERR_ATT_BAD_ARGUMENT: { category: 'internal', message: 'attestation API called with an invalid argument' },
+  // --- guest-side evidence collection: configfs-tsm (attestation/tsm) -----------------
+  ERR_ATT_TSM_UNAVAILABLE: { category: 'config', message: 'configfs-tsm report interface is not available' },
+  ERR_ATT_TSM_PROVIDER_MISMATCH: { category: 'config', message: 'configfs-tsm provider is not the expected TEE' },
+  ERR_ATT_TSM_IO: { category: 'unavailable', message: 'configfs-tsm read or write failed' },
+  ERR_ATT_TSM_GENERATION_RACE: {
+    category: 'unavailable',
+    message: 'configfs-tsm report entry was written concurrently by another writer',
+  },
+  ERR_ATT_TSM_BAD_OUTBLOB: { category: 'internal', message: 'configfs-tsm outblob is not a valid SEV-SNP report' },
+  ERR_ATT_TSM_REPORT_DATA_MISMATCH: {
+    category: 'internal',
+    message: 'configfs-tsm report does not bind the requested report_data',
+  },
 } as const satisfies CodeTable<string>;
 
 export type AttestationErrorCode = keyof typeof ATTESTATION_CODES;

@@ -5,3 +5,4 @@ export type { EvidenceVerifier, EvidenceVerifyOptions } from './verifier.js';
 export { AttestationError, ATTESTATION_CODES, isAttestationError, type AttestationErrorCode } from './codes.js';
 export * from './snp/index.js';
 export * from './sim/index.js';
+export * from './tsm/index.js';

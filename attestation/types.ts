@@ -21,6 +21,7 @@ export interface SnpEvidence {
     readonly ask?: string;
     readonly asvk?: string;
     readonly ark?: string;
+    readonly certTable?: string;
   };
 }
 

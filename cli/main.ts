@@ -7,6 +7,7 @@
  *   cir seal     encrypt an .onnx model and register its key with the broker
  *   cir verify   verify a server's attestation
  *   cir infer    verify, then run one inference over the attested channel
+ *   cir attest   verify recorded evidence offline (`cir attest verify`)
  *   cir demo     the whole flow on the simulated TEE
  */
 import { Command, Option } from 'commander';
@@ -20,6 +21,7 @@ import { registerSealCommand } from './seal.js';
 import { registerClientCommands } from './client.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerSimCommand } from './sim.js';
+import { registerAttestCommand } from './attest.js';
 import { errorTableMarkdown, errorCatalog } from './error-catalog.js';
 
 function version(): string {
@@ -51,6 +53,7 @@ export function buildProgram(): Command {
   registerClientCommands(program);
   registerDemoCommand(program);
   registerSimCommand(program);
+  registerAttestCommand(program);
   program
     .command('errors')
     .description('list every error code with its category, HTTP status, gRPC status and CLI exit code')

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { overlay, readConfigFile } from '../common/config.js';
-import { SimulatedSnp } from '../attestation/sim/index.js';
 import { loadServerConfig } from '../server/config.js';
 import { startServer } from '../server/main.js';
-import { ServerError } from '../server/codes.js';
+import { selectEvidenceProvider } from '../server/provider-select.js';
 import { ClientError } from '../client/codes.js';
 import { parseListen } from './listen.js';
 
@@ -16,6 +15,8 @@ interface ServeFlags {
   brokerJwks?: string;
   simState?: string;
   measurement?: string;
+  tee?: string;
+  tsmRoot?: string;
 }
 
 function collect(v: string, prev: string[] = []): string[] {
@@ -31,6 +32,8 @@ export function registerServeCommand(program: Command): void {
     .option('--model <name=path>', 'a sealed model to serve (repeatable)', collect)
     .option('--broker <url>', 'key broker base URL')
     .option('--broker-jwks <file>', "the broker's public JWKS to pin (it writes <state-dir>/jwks.json); key releases must be signed by it")
+    .option('--tee <mode>', "evidence provider: auto (configfs-tsm if it reports sev_guest, else the simulator when configured), sev-snp, simulated (default auto)")
+    .option('--tsm-root <dir>', 'configfs-tsm report directory (default /sys/kernel/config/tsm/report)')
     .option('--sim-state <dir>', 'simulated TEE state directory (development)')
     .option('--measurement <hex>', 'simulated launch measurement, 96 hex chars (development)')
     .action(async (f: ServeFlags) => {
@@ -50,20 +53,14 @@ export function registerServeCommand(program: Command): void {
           'broker.jwksFile': f.brokerJwks,
           'simulated.stateDir': f.simState,
           'simulated.measurement': f.measurement,
+          'tee.mode': f.tee,
+          'tee.tsmRoot': f.tsmRoot,
         }),
       );
-      if (!config.simulated) {
-        // Real SEV-SNP evidence collection (configfs-tsm / /dev/sev-guest) plugs in here.
-        throw new ServerError('ERR_SRV_CONFIG', {
-          detail: 'simulated: no evidence provider for this machine; set simulated.stateDir and simulated.measurement (development)',
-        });
-      }
-      const sim = await SimulatedSnp.open(config.simulated.stateDir);
       const logger = createLogger({ level: (program.opts() as { logLevel: string }).logLevel, name: 'cir-server' });
-      const { server, port } = await startServer(config, {
-        provider: sim.provider({ measurement: Buffer.from(config.simulated.measurement, 'hex') }),
-        logger,
-      });
+      // Real SEV-SNP (configfs-tsm) or the simulator; never a silent fallback from a real TEE.
+      const { provider } = await selectEvidenceProvider(config, { logger });
+      const { server, port } = await startServer(config, { provider, logger });
       process.stdout.write(`${JSON.stringify({ server: `${config.listen.host}:${port}`, tlsSpkiSha256: Buffer.from(server.tlsSpkiSha256).toString('hex') })}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

@@ -10,7 +10,10 @@ export type ClientErrorCode =
   | 'ERR_CLI_BAD_ARGUMENT'
   | 'ERR_CLI_SERVER_REJECTED_INPUT'
   | 'ERR_CLI_SERVER_MODEL_NOT_FOUND'
-  | 'ERR_CLI_SERVER_OVERLOADED';
+  | 'ERR_CLI_SERVER_OVERLOADED'
+  | 'ERR_CLI_FILE_UNREADABLE'
+  | 'ERR_CLI_BAD_CERT_FILE'
+  | 'ERR_CLI_UNKNOWN_EVIDENCE';
 
 export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
   ERR_CLI_BAD_TARGET: { category: 'bad-input', message: 'server address must be HOST:PORT' },
@@ -29,6 +32,15 @@ export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
   ERR_CLI_SERVER_REJECTED_INPUT: { category: 'bad-input', message: 'the server rejected the request as invalid' },
   ERR_CLI_SERVER_MODEL_NOT_FOUND: { category: 'not-found', message: 'the server has no such model' },
   ERR_CLI_SERVER_OVERLOADED: { category: 'overload', message: 'the server refused the request: a limit was reached' },
+  ERR_CLI_FILE_UNREADABLE: { category: 'bad-input', message: 'a file named on the command line cannot be read' },
+  ERR_CLI_BAD_CERT_FILE: {
+    category: 'bad-input',
+    message: 'a --cert file does not hold usable PEM or DER certificates',
+  },
+  ERR_CLI_UNKNOWN_EVIDENCE: {
+    category: 'bad-input',
+    message: 'evidence is not in a recognised format (only a raw 1184-byte SEV-SNP report is supported)',
+  },
 };
 
 export const ClientError = errorFactory(CLIENT_CODES, 'ClientError');

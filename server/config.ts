@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { deepFreeze, issuesDetail } from '../common/config.js';
+import { TSM_REPORT_ROOT } from '../attestation/tsm/configfs.js';
 import { ServerError } from './codes.js';
 
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -80,6 +81,21 @@ export const ServerConfigSchema = z
     insecure: z.boolean().default(false),
     /** Dev only: allow models marked `plaintext: true`. */
     allowPlaintextModels: z.boolean().default(false),
+    /**
+     * Which evidence provider serves this machine (server/provider-select.ts): `auto` uses
+     * configfs-tsm when it reports `sev_guest` and otherwise the simulator, only when
+     * `simulated` is configured; `sev-snp` requires configfs-tsm; `simulated` requires
+     * `simulated`.
+     */
+    tee: z
+      .strictObject({
+        mode: z.enum(['auto', 'sev-snp', 'simulated']).default('auto'),
+        /** configfs-tsm report directory. */
+        tsmRoot: z.string().min(1).default(TSM_REPORT_ROOT),
+        /** SEV-SNP VMPL to request reports at (configfs-tsm `privlevel`); the kernel's default when absent. */
+        privlevel: z.number().int().min(0).max(3).optional(),
+      })
+      .prefault({}),
     /** Settings of the simulated TEE (development; never accepted by a production broker policy). */
     simulated: z
       .strictObject({
@@ -119,6 +135,9 @@ export const ServerConfigSchema = z
     }
     if ((c.tls.certFile === undefined) !== (c.tls.keyFile === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['tls'], message: 'certFile and keyFile must be given together' });
+    }
+    if (c.tee.mode === 'simulated' && !c.simulated) {
+      ctx.addIssue({ code: 'custom', path: ['simulated'], message: 'required when tee.mode is simulated (stateDir and measurement)' });
     }
     if (c.retry.maxMs < c.retry.initialMs) {
       ctx.addIssue({ code: 'custom', path: ['retry', 'maxMs'], message: 'must be >= retry.initialMs' });

@@ -53,6 +53,8 @@ export interface ParsedCert {
   readonly spkiSha256: string;
   /** Subject DN in RFC 4514-like text form (for error details and tests only). */
   readonly subject: string;
+  /** Serial number as normalized hex (see normalizeSerialHex), for revocation checks. */
+  readonly serialHex: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
   /**
@@ -116,9 +118,12 @@ export function parseCertificate(derIn: Uint8Array, label: string): ParsedCert {
     } catch {
       signatureAlgorithm = undefined; // unknown algorithm: chain.ts rejects the link
     }
+    const serialHex = normalizeSerialHex(cert.serialNumber);
+    if (serialHex === undefined) throw badCert(label, 'serialNumber is not an INTEGER');
     decoded = {
       publicKey,
       subject: cert.subject,
+      serialHex,
       notBefore,
       notAfter,
       ...(signatureAlgorithm ? { signatureAlgorithm } : {}),
@@ -137,6 +142,18 @@ export function parseCertificate(derIn: Uint8Array, label: string): ParsedCert {
     spkiSha256: toHex(sha256(parts.subjectPublicKeyInfo)),
     ...decoded,
   });
+}
+
+/**
+ * Normalizes a serial number given as the hex of its INTEGER content bytes: lower case,
+ * leading zero octets removed (so "00ab" and "AB" compare equal); "0" for zero.
+ * Returns undefined for anything that is not an even-length hex string. Used to compare
+ * certificate serials with CRL entries (RFC 5280 §5.3: same issuer, same serial).
+ */
+export function normalizeSerialHex(hex: string): string | undefined {
+  if (typeof hex !== 'string' || hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) return undefined;
+  const s = hex.toLowerCase().replace(/^(?:00)+/, '');
+  return s === '' ? '0' : s;
 }
 
 /** Parses a PEM or DER certificate given as bytes or text (used for configuration input). */

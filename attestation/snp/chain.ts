@@ -1,7 +1,8 @@
-import { constants, verify as cryptoVerify } from 'node:crypto';
+import { constants, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { AttestationError, type AttestationErrorCode } from '../codes.js';
 import { x509 } from '../../common/x509.js';
 import { OID_BASIC_CONSTRAINTS, OID_KEY_USAGE, type ParsedCert } from './certs.js';
+import { cachedSignatureCheck } from './cert-cache.js';
 
 /**
  * Certificate chain verification for SEV-SNP (internal): leaf (VCEK/VLEK) <- intermediate
@@ -82,6 +83,23 @@ function checkLeafProfile(c: ParsedCert): void {
   }
 }
 
+/** True when a WebCrypto algorithm object is RSA-PSS with SHA-384 and salt length 48. */
+export function isAmdPssAlgorithm(alg: ParsedCert['signatureAlgorithm']): boolean {
+  return alg?.name === 'RSA-PSS' && alg.hash?.name === 'SHA-384' && alg.saltLength === PSS_SALT_LENGTH;
+}
+
+/**
+ * RSASSA-PSS / SHA-384 / MGF1-SHA-384 / salt 48 verification with the parameters fixed
+ * here, whatever the signed object declares. False (never a throw) on any failure.
+ */
+export function rsaPssSha384Verifies(key: KeyObject, data: Uint8Array, signature: Uint8Array): boolean {
+  try {
+    return cryptoVerify('sha384', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT_LENGTH }, signature);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Verifies that `issuer` signed `child` with RSASSA-PSS/SHA-384/MGF1-SHA-384/salt 48 and
  * that the names chain. SECURITY: algorithm allow-list: the declared algorithm must be
@@ -94,23 +112,17 @@ export function checkSignedBy(child: ParsedCert, issuer: ParsedCert): void {
   }
   const alg = child.signatureAlgorithm;
   if (!alg) throw err('ERR_ATT_SNP_CHAIN_INVALID', child, 'unknown signature algorithm');
-  if (alg.name !== 'RSA-PSS' || alg.hash?.name !== 'SHA-384' || alg.saltLength !== PSS_SALT_LENGTH) {
+  if (!isAmdPssAlgorithm(alg)) {
     throw err('ERR_ATT_SNP_CHAIN_INVALID', child, 'signature algorithm must be RSASSA-PSS SHA-384 salt 48');
   }
   if (!sameBytes(child.parts.signatureAlgorithm, child.parts.tbsSignatureAlgorithm)) {
     throw err('ERR_ATT_SNP_CHAIN_INVALID', child, 'signature algorithm fields disagree');
   }
-  let ok = false;
-  try {
-    ok = cryptoVerify(
-      'sha384',
-      child.parts.tbs,
-      { key: issuer.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT_LENGTH },
-      child.parts.signature,
-    );
-  } catch {
-    ok = false;
-  }
+  // Only a byte-identical (issuer key, signed data, signature) triple that verified before
+  // is answered from the cache; everything else is verified afresh.
+  const ok = cachedSignatureCheck(issuer.parts.subjectPublicKeyInfo, child.parts.tbs, child.parts.signature, () =>
+    rsaPssSha384Verifies(issuer.publicKey, child.parts.tbs, child.parts.signature),
+  );
   if (!ok) throw err('ERR_ATT_SNP_CHAIN_INVALID', child, `signature does not verify with ${issuer.label}`);
 }
 
@@ -120,7 +132,8 @@ export function checkSignedBy(child: ParsedCert, issuer: ParsedCert): void {
  * - intermediate: signed by root; CA; keyCertSign if keyUsage present; valid at now;
  * - leaf: signed by intermediate; not a CA; ECDSA P-384 key; valid at now;
  * - every link RSASSA-PSS SHA-384 salt 48; no unknown critical extension anywhere.
- * Does NOT check revocation (AMD CRLs are a later issue) or anything about the report.
+ * Does NOT check revocation (crl.ts, called by verify.ts when CRLs are supplied) or
+ * anything about the report.
  */
 export function verifyCertChain(input: ChainInput): void {
   const { leaf, intermediate, root, now } = input;

@@ -3,9 +3,13 @@ import { z } from 'zod';
 import { constantTimeEqual, fromBase64 } from '../../common/bytes.js';
 import { AttestationError, isAttestationError } from '../codes.js';
 import type { SnpClaims, SnpEvidence } from '../types.js';
-import { parseSnpReport, type SnpReport, type SnpSigningKey } from './abi.js';
+import { parseSnpReport, type SnpProduct, type SnpReport, type SnpSigningKey } from './abi.js';
 import { parseCertificate, readSnpKeyCertInfo, type ParsedCert, type SnpKeyCertInfo } from './certs.js';
+import { parseSnpCertTable } from './certtable.js';
+import { parseCertificateCached } from './cert-cache.js';
 import { verifyCertChain } from './chain.js';
+import type { SnpCollateralSource } from './collateral.js';
+import { checkRevocation, parseSnpCrl, type ParsedSnpCrl } from './crl.js';
 import { snpClaimsFromReport } from './claims.js';
 import { SIG_P384_SCALAR_SIZE } from './layout.js';
 import { AMD_ARK_SPKI_SHA256, amdChain } from './roots.js';
@@ -15,9 +19,19 @@ import { AMD_ARK_SPKI_SHA256, amdChain } from './roots.js';
  * chain to a pinned root -> report signature -> VCEK/VLEK-to-report binding -> claims.
  *
  * Spec: AMD SEV-SNP Firmware ABI (pub. 56860) "ATTESTATION_REPORT Structure" and
- * "Digital Signatures"; AMD KDS interface spec (pub. 57230) for the VCEK/VLEK chain and
- * extensions.
+ * "Digital Signatures"; AMD KDS interface spec (pub. 57230) for the VCEK/VLEK chain,
+ * extensions and CRLs; GHCB spec (pub. 56421) for the extended-report certificate table.
  */
+
+/**
+ * Explicit "do not check report_data" value for `expectedReportData` (inspection tools
+ * only). SECURITY: it removes freshness and key binding, so it must be asked for by name
+ * (undefined still throws), and claims then carry the 'report-data-unchecked' relaxation.
+ */
+export const ANY_REPORT_DATA: unique symbol = Symbol('cir.any-report-data');
+
+/** Relaxation recorded in claims when `expectedReportData` was ANY_REPORT_DATA. */
+export const RELAXATION_REPORT_DATA_UNCHECKED = 'report-data-unchecked';
 
 /** Relaxation recorded in claims when the chain ended in the configured simulated root. */
 export const RELAXATION_SIMULATED_ROOT = 'simulated-root';
@@ -35,9 +49,24 @@ export interface SnpTrustOptions {
 export interface SnpVerifyOptions {
   /** Verification time (injected clock). Certificate validity bounds are inclusive. */
   readonly now: Date;
-  /** REQUIRED 64-byte value the report's report_data must equal (freshness/key binding). */
-  readonly expectedReportData: Uint8Array;
+  /**
+   * REQUIRED 64-byte value the report's report_data must equal (freshness/key binding),
+   * or ANY_REPORT_DATA to skip that check explicitly (recorded in claims.relaxations).
+   */
+  readonly expectedReportData: Uint8Array | typeof ANY_REPORT_DATA;
   readonly trust?: SnpTrustOptions;
+  /**
+   * AMD CRLs (DER or PEM bytes). When given (even empty), revocation is checked: a CRL
+   * issued by the chain's root must be among them, verify and be current, and neither
+   * the ASK/ASVK nor the VCEK/VLEK may be listed. CRLs of other roots are ignored.
+   */
+  readonly crls?: readonly Uint8Array[];
+  /**
+   * Source of collateral the evidence lacks: the VCEK (by chip ID and reported TCB) when
+   * the evidence carries none, and, when `crls` is not given, the AMD CRL for the
+   * product and signer (checked when the source has one; not for simulated chains).
+   */
+  readonly collateral?: SnpCollateralSource;
 }
 
 /** DER certificates that may accompany a report. */
@@ -47,12 +76,24 @@ export interface SnpCertificates {
   readonly ask?: Uint8Array;
   readonly asvk?: Uint8Array;
   readonly ark?: Uint8Array;
+  /**
+   * Extended-report certificate table (configfs-tsm `auxblob`), parsed with
+   * parseSnpCertTable. Its VCEK/VLEK/ASK/ARK entries fill in missing fields; an entry
+   * that differs from an explicit field is rejected. The ASK GUID entry is the ASVK for
+   * a VLEK-signed report.
+   */
+  readonly certTable?: Uint8Array;
 }
+
+/** At most this many CRLs per verification (one per product and signer is the norm). */
+export const MAX_CRLS = 16;
 
 // Size bounds for the envelope: a report is 1184 bytes (1580 base64 characters); AMD
 // certificates are under 2 KiB. Generous limits, but bounded before decoding.
 const MAX_REPORT_B64 = 2048;
 const MAX_CERT_B64 = 16384;
+// A certificate table holds up to four certificates and is padded to pages by some hosts.
+const MAX_CERT_TABLE_B64 = 98304;
 
 const b64 = (max: number) =>
   z
@@ -70,6 +111,7 @@ const SnpEvidenceSchema = z.strictObject({
       ask: b64(MAX_CERT_B64).optional(),
       asvk: b64(MAX_CERT_B64).optional(),
       ark: b64(MAX_CERT_B64).optional(),
+      certTable: b64(MAX_CERT_TABLE_B64).optional(),
     })
     .optional(),
 });
@@ -84,7 +126,7 @@ export function decodeSnpEvidence(evidence: SnpEvidence | unknown): { report: Ui
   const dec = (s: string | undefined): Uint8Array | undefined => (s === undefined ? undefined : new Uint8Array(fromBase64(s)!));
   const c = r.data.certs ?? {};
   const certs: { -readonly [K in keyof SnpCertificates]: SnpCertificates[K] } = {};
-  for (const k of ['vcek', 'vlek', 'ask', 'asvk', 'ark'] as const) {
+  for (const k of ['vcek', 'vlek', 'ask', 'asvk', 'ark', 'certTable'] as const) {
     const v = dec(c[k]);
     if (v) certs[k] = v;
   }
@@ -131,10 +173,67 @@ function checkVerifyOptions(opts: SnpVerifyOptions): void {
   if (!(opts.now instanceof Date) || Number.isNaN(opts.now.getTime())) {
     throw new AttestationError('ERR_ATT_BAD_ARGUMENT', { detail: 'now must be a valid Date' });
   }
-  // SECURITY: freshness/key binding is a required input, never "skipped when undefined".
-  if (!(opts.expectedReportData instanceof Uint8Array) || opts.expectedReportData.length !== 64) {
-    throw new AttestationError('ERR_ATT_BAD_ARGUMENT', { detail: 'expectedReportData must be 64 bytes' });
+  // SECURITY: freshness/key binding is a required input, never "skipped when undefined";
+  // skipping it takes the explicit ANY_REPORT_DATA symbol.
+  const rd = opts.expectedReportData;
+  if (rd !== ANY_REPORT_DATA && (!(rd instanceof Uint8Array) || rd.length !== 64)) {
+    throw new AttestationError('ERR_ATT_BAD_ARGUMENT', { detail: 'expectedReportData must be 64 bytes or ANY_REPORT_DATA' });
   }
+  if (opts.crls !== undefined) {
+    if (!Array.isArray(opts.crls) || !opts.crls.every((c) => c instanceof Uint8Array)) {
+      throw new AttestationError('ERR_ATT_BAD_ARGUMENT', { detail: 'crls must be an array of byte arrays' });
+    }
+    if (opts.crls.length > MAX_CRLS) throw new AttestationError('ERR_ATT_BAD_ARGUMENT', { detail: `at most ${MAX_CRLS} CRLs` });
+  }
+  const c = opts.collateral;
+  if (c !== undefined && (typeof c !== 'object' || c === null || typeof c.vcek !== 'function' || typeof c.crl !== 'function')) {
+    throw new AttestationError('ERR_ATT_BAD_ARGUMENT', { detail: 'collateral must implement vcek() and crl()' });
+  }
+}
+
+type MutableCerts = { -readonly [K in keyof SnpCertificates]: SnpCertificates[K] };
+
+/**
+ * Fills missing certificate fields from the certificate table. The ASK GUID entry goes
+ * to `ask` for a VCEK-signed report and to `asvk` for a VLEK-signed one. SECURITY: an
+ * entry that disagrees with an explicit field is an error, not a silent choice.
+ */
+function mergeCertTable(certs: SnpCertificates, kind: SnpSigningKey): SnpCertificates {
+  if (!certs.certTable) return certs;
+  const table = parseSnpCertTable(certs.certTable);
+  const out: MutableCerts = { ...certs };
+  const put = (field: 'vcek' | 'vlek' | 'ask' | 'asvk' | 'ark', v: Uint8Array | undefined): void => {
+    if (!v) return;
+    const have = out[field];
+    if (have && !sameBytes(have, v)) {
+      throw new AttestationError('ERR_ATT_SNP_BAD_CERT_TABLE', { detail: `table entry conflicts with certs.${field}` });
+    }
+    out[field] = v;
+  };
+  put('vcek', table.vcek);
+  put('vlek', table.vlek);
+  put(kind === 'vcek' ? 'ask' : 'asvk', table.ask);
+  put('ark', table.ark);
+  return out;
+}
+
+/**
+ * Calls a collateral source. SECURITY: a source that throws something other than an
+ * AttestationError (a fetcher's network error) is "unavailable", never a verification
+ * failure and never the untyped backstop.
+ */
+async function fromCollateral(f: () => Promise<Uint8Array | undefined>): Promise<Uint8Array | undefined> {
+  let v: unknown;
+  try {
+    v = await f();
+  } catch (e) {
+    if (isAttestationError(e)) throw e;
+    throw new AttestationError('ERR_ATT_SNP_COLLATERAL_UNAVAILABLE', { cause: e });
+  }
+  if (v !== undefined && !(v instanceof Uint8Array)) {
+    throw new AttestationError('ERR_ATT_SNP_BAD_COLLATERAL', { detail: 'collateral source returned something other than bytes' });
+  }
+  return v;
 }
 
 /** Converts the report's little-endian, zero-extended r and s to IEEE P1363 (r||s, big-endian). */
@@ -265,6 +364,24 @@ export async function verifySnpReport(
   return onlyAttestationErrors(async () => verifySnpReportUnguarded(reportBytes, certs, opts, prepared));
 }
 
+/**
+ * The CRLs to check, parsed: `opts.crls` when given; otherwise the collateral source's
+ * CRL for the product and signer when it has one (never for a simulated chain, whose
+ * root AMD does not publish CRLs for); otherwise undefined (no revocation check).
+ */
+async function revocationLists(
+  opts: SnpVerifyOptions,
+  product: SnpProduct,
+  kind: SnpSigningKey,
+  simulated: boolean,
+): Promise<ParsedSnpCrl[] | undefined> {
+  if (opts.crls !== undefined) return opts.crls.map((c) => parseSnpCrl(c));
+  const collateral = opts.collateral;
+  if (!collateral || simulated) return undefined;
+  const der = await fromCollateral(() => collateral.crl(product, kind));
+  return der ? [parseSnpCrl(der)] : undefined;
+}
+
 async function verifySnpReportUnguarded(
   reportBytes: Uint8Array,
   certs: SnpCertificates,
@@ -274,14 +391,19 @@ async function verifySnpReportUnguarded(
   checkVerifyOptions(opts);
   const trust = prepared ?? prepareSnpTrust(opts.trust);
   const report = parseSnpReport(reportBytes);
+  const relaxations: string[] = [];
 
-  // SECURITY: constant-time comparison of the binding value.
-  if (!constantTimeEqual(report.reportData, opts.expectedReportData)) {
+  const expected = opts.expectedReportData;
+  if (expected === ANY_REPORT_DATA) {
+    relaxations.push(RELAXATION_REPORT_DATA_UNCHECKED);
+  } else if (!constantTimeEqual(report.reportData, expected)) {
+    // SECURITY: constant-time comparison of the binding value.
     throw new AttestationError('ERR_ATT_SNP_REPORT_DATA_MISMATCH');
   }
 
   const kind = report.signingKey;
-  const leafDer = kind === 'vcek' ? certs.vcek : certs.vlek;
+  certs = mergeCertTable(certs, kind);
+  let leafDer = kind === 'vcek' ? certs.vcek : certs.vlek;
   const otherDer = kind === 'vcek' ? certs.vlek : certs.vcek;
   if (!leafDer) {
     if (otherDer) {
@@ -289,9 +411,17 @@ async function verifySnpReportUnguarded(
         detail: `report is signed by a ${kind.toUpperCase()} but only a ${kind === 'vcek' ? 'VLEK' : 'VCEK'} was supplied`,
       });
     }
-    throw new AttestationError('ERR_ATT_SNP_MISSING_CERT', { detail: `${kind.toUpperCase()} certificate required` });
+    // VCEKs can be looked up by chip ID and TCB; VLEKs cannot (KDS serves them to CSPs
+    // only), so a VLEK must come with the evidence. A v2 report names no product, and a
+    // masked (all-zero) chip ID names no chip.
+    const collateral = opts.collateral;
+    const product = report.product;
+    if (kind === 'vcek' && collateral && product && report.chipId.some((x) => x !== 0)) {
+      leafDer = await fromCollateral(() => collateral.vcek(product, new Uint8Array(report.chipId), report.reportedTcb));
+    }
+    if (!leafDer) throw new AttestationError('ERR_ATT_SNP_MISSING_CERT', { detail: `${kind.toUpperCase()} certificate required` });
   }
-  const leaf = parseCertificate(leafDer, kind.toUpperCase());
+  const leaf = parseCertificateCached(leafDer, kind.toUpperCase());
   const info = readSnpKeyCertInfo(leaf);
   // SECURITY: a VCEK (chip-bound, has hwID) and a VLEK (CSP-bound, has cspID) are not
   // interchangeable; the report's SIGNING_KEY decides which one is acceptable.
@@ -319,11 +449,15 @@ async function verifySnpReportUnguarded(
   checkReportSignature(report, leaf);
   checkKeyCertBinding(report, info, kind);
 
+  const crls = await revocationLists(opts, info.product, kind, chain.simulated);
+  if (crls) checkRevocation({ crls, root: chain.root, intermediate: chain.intermediate, leaf, now: opts.now });
+
+  if (chain.simulated) relaxations.unshift(RELAXATION_SIMULATED_ROOT);
   return snpClaimsFromReport(report, {
     product: info.product,
     productName: info.productName,
     simulated: chain.simulated,
-    relaxations: chain.simulated ? [RELAXATION_SIMULATED_ROOT] : [],
+    relaxations,
     ...(info.cspId !== undefined ? { cspId: info.cspId } : {}),
   });
 }
@@ -342,8 +476,15 @@ async function verifySnpReportUnguarded(
  * 0x000..0x29F; the certificate's TCB SPLs equal reported_tcb and (VCEK) hwID equals
  * chip_id.
  *
- * Does NOT check: revocation (AMD CRLs), or any policy (measurement, debug, TCB minimums,
- * VMPL ...): that is validateSnpClaims. Throws AttestationError, and only
+ * With `expectedReportData: ANY_REPORT_DATA` the report_data check is skipped and the
+ * claims carry the 'report-data-unchecked' relaxation. A certificate table
+ * (`certs.certTable`, base64 auxblob) fills in missing certificates. When the evidence
+ * has no VCEK, `collateral.vcek` is asked for one (it is then verified exactly like one
+ * from the evidence). With `crls` (or, failing that, a CRL from `collateral`), the chain
+ * is checked for revocation (crl.ts checkRevocation) after the signature checks.
+ *
+ * Does NOT check: revocation unless CRLs are supplied or found through `collateral`, or
+ * any policy (measurement, debug, TCB minimums, VMPL ...): that is validateSnpClaims. Throws AttestationError, and only
  * AttestationError, on any failure: a malformed certificate is ERR_ATT_SNP_BAD_CERT, and
  * any failure no check anticipated is ERR_ATT_SNP_UNVERIFIABLE.
  */

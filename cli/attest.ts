@@ -1,0 +1,523 @@
+/**
+ * `cir attest verify`: verify one piece of attestation evidence offline and print the
+ * claims, as a relying party would see them.
+ *
+ *   cir attest verify --evidence FILE [--tee sev-snp] [--cert FILE]... [--collateral DIR]
+ *       [--at ISO-8601] [--allow-debug] [--expect-measurement HEX]... [--expect-report-data HEX]
+ *       [--min-tcb bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]] [--allow-provisional-firmware]
+ *       [--policy FILE] [--allow-simulated] [--json]
+ *
+ * Pipeline: read files -> detect the TEE -> sort the certificates into VCEK/VLEK/ASK/ASVK/ARK
+ * -> verifySnpEvidence (chain to the pinned AMD ARK, signature, TCB and chip binding,
+ * report_data) -> validateSnpClaims (policy) -> claims.
+ *
+ * Decisions a user should know (also in `--help`):
+ * - Measurement: without `--expect-measurement` (and without measurements in `--policy`)
+ *   any measurement is accepted and the claims list the relaxation `any-measurement`.
+ * - report_data: without `--expect-report-data` it is not compared (ANY_REPORT_DATA) and
+ *   the claims list `report-data-unchecked`. This tool checks a report's provenance; it
+ *   cannot check freshness, which only the party that chose the nonce can.
+ * - VMPL: the library default (VMPL 0 only). A report from another VMPL needs a `--policy`
+ *   file with `vmpl: N` or `anyVmpl: true`. There is deliberately no flag for it.
+ * - Simulated evidence needs `--allow-simulated` AND a simulated root: the self-signed,
+ *   non-AMD ARK passed with `--cert`, or else the PEM file named by $CIR_SIMULATED_ROOT
+ *   (the same variable `cir verify` reads). The root is only read with `--allow-simulated`.
+ * - Flags override the `--policy` file field by field (`--expect-measurement` replaces the
+ *   file's measurements; `--min-tcb` replaces its minTcb).
+ *
+ * Exit codes (the project-wide mapping of error categories, as in the README error table):
+ * 0 accepted; 1 rejected by verification or policy; 2 usage, unreadable or malformed files,
+ * malformed evidence or certificates, invalid policy or collateral bundle; 3 anything
+ * else (an internal error: a bug). With `--json`, stdout
+ * holds exactly one JSON object in every case the command itself handles (commander's own
+ * usage errors, such as an unknown option, are printed on stderr).
+ */
+import { open } from 'node:fs/promises';
+import type { Command } from 'commander';
+import {
+  ANY_REPORT_DATA,
+  AMD_ARK_SPKI_SHA256,
+  OfflineBundle,
+  RELAXATION_REPORT_DATA_UNCHECKED,
+  SNP_REPORT_SIZE,
+  isAttestationError,
+  parseSnpPolicy,
+  relaxationsFor,
+  validateSnpClaims,
+  verifySnpEvidence,
+  type PolicyFailure,
+  type SnpClaims,
+  type SnpCollateralSource,
+  type SnpPolicy,
+  type SnpTrustOptions,
+} from '../attestation/index.js';
+import { readConfigFile } from '../common/config.js';
+import { exitCodeFor, isCirError, type ErrorCategory } from '../common/errors.js';
+import { sha256, toHex } from '../common/bytes.js';
+import { x509 } from '../common/x509.js';
+import { ClientError } from '../client/codes.js';
+import { mark } from './output.js';
+
+// --- inputs ----------------------------------------------------------------------------
+
+/** Flags as commander hands them over. */
+export interface AttestVerifyFlags {
+  readonly evidence?: string;
+  readonly tee?: string;
+  readonly cert: readonly string[];
+  readonly collateral?: string;
+  readonly at?: string;
+  readonly allowDebug?: boolean;
+  readonly expectMeasurement: readonly string[];
+  readonly expectReportData?: string;
+  readonly minTcb?: string;
+  readonly allowProvisionalFirmware?: boolean;
+  readonly policy?: string;
+  readonly allowSimulated?: boolean;
+  readonly json?: boolean;
+}
+
+/** Everything the evaluation needs, already read from disk: no I/O beyond this point. */
+export interface AttestVerifyInput {
+  /** The raw evidence bytes (a 1184-byte SEV-SNP report). */
+  readonly evidence: Uint8Array;
+  /** `--tee`; detected from the bytes when undefined. */
+  readonly tee?: string;
+  /** Every certificate from every `--cert` file, DER, with the file it came from. */
+  readonly certs: readonly { readonly der: Uint8Array; readonly source: string }[];
+  readonly collateral?: SnpCollateralSource;
+  readonly now: Date;
+  /** 64 bytes; undefined means "not checked" (ANY_REPORT_DATA, recorded in the claims). */
+  readonly expectedReportData?: Uint8Array;
+  readonly policy: SnpPolicy;
+  readonly allowSimulated: boolean;
+  /** DER of the simulated ARK from $CIR_SIMULATED_ROOT, used when no --cert supplies one. */
+  readonly simulatedRootFromEnv?: Uint8Array;
+}
+
+/** The claims as printed: the library's claim set plus `version` (= reportVersion). */
+export type AttestClaims = SnpClaims & { readonly version: number };
+
+export type AttestOutcome =
+  | { readonly ok: true; readonly tee: 'sev-snp'; readonly claims: AttestClaims }
+  | { readonly ok: false; readonly code: string; readonly detail: string; readonly failures: readonly PolicyFailure[] };
+
+export interface AttestResult {
+  readonly outcome: AttestOutcome;
+  readonly exitCode: 0 | 1 | 2 | 3;
+  /** Verified claims, also when the policy rejected them (for the readable summary). */
+  readonly claims?: AttestClaims;
+}
+
+// --- small parsers (usage errors are ERR_CLI_BAD_ARGUMENT, exit 2) ----------------------
+
+const HEX96 = /^[0-9a-fA-F]{96}$/;
+const HEX128 = /^[0-9a-fA-F]{128}$/;
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+const TCB_KEYS = ['bootloader', 'tee', 'snp', 'microcode', 'fmc'] as const;
+type TcbKey = (typeof TCB_KEYS)[number];
+
+const badArg = (detail: string): ClientError => new ClientError('ERR_CLI_BAD_ARGUMENT', { detail });
+
+/** Parses `bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]` (decimal 0..255, each key once). */
+export function parseMinTcb(s: string): Record<TcbKey, number | undefined> {
+  const out: Partial<Record<TcbKey, number>> = {};
+  for (const part of s.split(',')) {
+    const m = /^\s*([a-z]+)\s*=\s*(\d{1,3})\s*$/.exec(part);
+    const key = m?.[1] as TcbKey | undefined;
+    if (!m || key === undefined || !TCB_KEYS.includes(key)) {
+      throw badArg('--min-tcb must be bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]');
+    }
+    if (out[key] !== undefined) throw badArg(`--min-tcb names ${key} twice`);
+    const n = Number(m[2]);
+    if (n > 255) throw badArg(`--min-tcb ${key} must be 0..255`);
+    out[key] = n;
+  }
+  for (const k of ['bootloader', 'tee', 'snp', 'microcode'] as const) {
+    if (out[k] === undefined) throw badArg(`--min-tcb lacks ${k} (bootloader, tee, snp and microcode are required)`);
+  }
+  return { bootloader: out.bootloader, tee: out.tee, snp: out.snp, microcode: out.microcode, fmc: out.fmc };
+}
+
+export function parseAt(s: string | undefined): Date {
+  if (s === undefined) return new Date();
+  const d = new Date(s);
+  if (!ISO_8601.test(s) || Number.isNaN(d.getTime())) throw badArg('--at must be an ISO 8601 time, e.g. 2026-06-01T00:00:00Z');
+  return d;
+}
+
+/**
+ * The effective policy: the `--policy` file (if any) overlaid with the flags, then parsed
+ * by SnpPolicySchema (ERR_ATT_SNP_BAD_POLICY names the field). Without measurements from
+ * either source, `anyMeasurement: true`: this is a verifier tool, and the relaxation is
+ * recorded in the claims.
+ */
+export type PolicyFlags = Pick<AttestVerifyFlags, 'allowDebug' | 'expectMeasurement' | 'minTcb' | 'allowProvisionalFirmware' | 'allowSimulated'>;
+
+export function buildPolicy(file: unknown, f: PolicyFlags): SnpPolicy {
+  if (file !== undefined && (file === null || typeof file !== 'object' || Array.isArray(file))) {
+    throw badArg('--policy file must hold a mapping (an SnpPolicy object)');
+  }
+  const p: Record<string, unknown> = { ...(file as Record<string, unknown> | undefined) };
+  if (f.allowDebug) p['allowDebug'] = true;
+  if (f.allowProvisionalFirmware) p['allowProvisionalFirmware'] = true;
+  if (f.allowSimulated) p['allowSimulated'] = true;
+  if (f.minTcb !== undefined) {
+    const t = parseMinTcb(f.minTcb);
+    p['minTcb'] = Object.fromEntries(Object.entries(t).filter(([, v]) => v !== undefined));
+  }
+  if (f.expectMeasurement.length > 0) {
+    for (const m of f.expectMeasurement) if (!HEX96.test(m)) throw badArg('--expect-measurement must be 96 hex characters (48 bytes)');
+    p['measurements'] = [...f.expectMeasurement];
+    delete p['anyMeasurement'];
+  } else if (p['measurements'] === undefined && p['anyMeasurement'] === undefined) {
+    p['anyMeasurement'] = true;
+  }
+  return parseSnpPolicy(p);
+}
+
+// --- certificates ---------------------------------------------------------------------
+
+const OID_HWID = '1.3.6.1.4.1.3704.1.4';
+const OID_CSP_ID = '1.3.6.1.4.1.3704.1.5';
+const PEM_HEADER = '-----BEGIN ';
+const MAX_CERTS = 16;
+
+type Role = 'vcek' | 'vlek' | 'ask' | 'asvk' | 'ark';
+
+/** Splits the bytes of a `--cert` file into DER certificates: PEM (one or more) or one DER. */
+export function certificatesInFile(bytes: Uint8Array, source: string): Uint8Array[] {
+  const text = Buffer.from(bytes).toString('latin1');
+  if (!text.trimStart().startsWith(PEM_HEADER)) return [new Uint8Array(bytes)];
+  let ders: ArrayBuffer[];
+  try {
+    ders = x509.PemConverter.decode(text);
+  } catch (cause) {
+    throw new ClientError('ERR_CLI_BAD_CERT_FILE', { detail: `${source}: bad PEM`, cause });
+  }
+  if (ders.length === 0) throw new ClientError('ERR_CLI_BAD_CERT_FILE', { detail: `${source}: no certificate in the PEM file` });
+  return ders.map((d) => new Uint8Array(d));
+}
+
+interface Classified {
+  readonly role: Role;
+  readonly der: Uint8Array;
+  readonly source: string;
+  /** SHA-256 of the SubjectPublicKeyInfo, hex (for ARKs: AMD pin or not). */
+  readonly spkiSha256: string;
+}
+
+/**
+ * Decides what one certificate is, for slotting only (trust is decided by the verifier):
+ * a non-CA certificate is the leaf: VLEK when it has the AMD cspID extension (or "VLEK" in
+ * its CN and no hwID), else VCEK. A CA certificate is the ARK when self-issued, the ASVK
+ * when its CN names VLEK (AMD: "SEV-VLEK-Milan"), else the ASK.
+ */
+function classify(der: Uint8Array, source: string): Classified {
+  try {
+    const c = new x509.X509Certificate(der);
+    const ca = c.getExtension(x509.BasicConstraintsExtension)?.ca === true;
+    const oids = new Set(c.extensions.map((e) => e.type));
+    const cn = /(?:^|,\s*)CN=([^,]*)/.exec(c.subject)?.[1] ?? '';
+    const vlekName = /VLEK/i.test(cn);
+    let role: Role;
+    if (!ca) role = oids.has(OID_CSP_ID) || (vlekName && !oids.has(OID_HWID)) ? 'vlek' : 'vcek';
+    else if (c.subject === c.issuer) role = 'ark';
+    else role = vlekName ? 'asvk' : 'ask';
+    return { role, der, source, spkiSha256: toHex(sha256(new Uint8Array(c.publicKey.rawData))) };
+  } catch (cause) {
+    throw new ClientError('ERR_CLI_BAD_CERT_FILE', { detail: `${source}: not an X.509 certificate`, cause });
+  }
+}
+
+interface SortedCerts {
+  readonly certs: Partial<Record<Role, Uint8Array>>;
+  /** The ARK given with --cert when it is not an AMD ARK (a simulated root candidate). */
+  readonly nonAmdArk?: Uint8Array;
+}
+
+/** Slots every certificate; the same role twice (with different bytes) is a usage error. */
+export function sortCertificates(list: AttestVerifyInput['certs']): SortedCerts {
+  if (list.length > MAX_CERTS) throw new ClientError('ERR_CLI_BAD_CERT_FILE', { detail: `more than ${MAX_CERTS} certificates` });
+  const certs: Partial<Record<Role, Uint8Array>> = {};
+  const from: Partial<Record<Role, string>> = {};
+  let nonAmdArk: Uint8Array | undefined;
+  const amdPins = new Set(Object.values(AMD_ARK_SPKI_SHA256));
+  for (const { der, source } of list) {
+    const c = classify(der, source);
+    const prev = certs[c.role];
+    if (prev) {
+      if (Buffer.compare(prev, c.der) === 0) continue;
+      throw new ClientError('ERR_CLI_BAD_CERT_FILE', {
+        detail: `two different ${c.role.toUpperCase()} certificates (${from[c.role]}, ${source}); pass one`,
+      });
+    }
+    certs[c.role] = c.der;
+    from[c.role] = source;
+    if (c.role === 'ark' && !amdPins.has(c.spkiSha256)) nonAmdArk = c.der;
+  }
+  return { certs, ...(nonAmdArk ? { nonAmdArk } : {}) };
+}
+
+// --- evaluation -----------------------------------------------------------------------
+
+/** Evidence format detection: a 1184-byte buffer whose version field is 2, 3 or 5. */
+export function detectTee(evidence: Uint8Array): 'sev-snp' | undefined {
+  if (evidence.length !== SNP_REPORT_SIZE) return undefined;
+  const version = new DataView(evidence.buffer, evidence.byteOffset, evidence.byteLength).getUint32(0, true);
+  return version === 2 || version === 3 || version === 5 ? 'sev-snp' : undefined;
+}
+
+/** The project-wide mapping (README error table): 1 verification/policy, 2 bad input/config, 3 other. */
+function exitCodeOf(category: ErrorCategory): 1 | 2 | 3 {
+  return exitCodeFor(category) as 1 | 2 | 3;
+}
+
+/** Turns any error into a rejection outcome. Only typed errors carry their detail. */
+export function errorResult(e: unknown): AttestResult {
+  if (isCirError(e)) {
+    return {
+      outcome: { ok: false, code: e.code, detail: e.detail ?? e.message, failures: [] },
+      exitCode: exitCodeOf(e.category),
+    };
+  }
+  // SECURITY: an untyped error is a bug; its message is not shown (it may quote input).
+  return { outcome: { ok: false, code: 'ERR_INTERNAL', detail: 'unexpected internal error', failures: [] }, exitCode: 3 };
+}
+
+const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
+
+/**
+ * The whole evaluation on bytes already in memory: detect the TEE, sort the certificates,
+ * verify (throws AttestationError, turned into a rejection here), validate the policy.
+ *
+ * Returns a result for every evidence input. Throws only typed CirErrors, and only for
+ * problems with the other inputs (ambiguous or malformed certificates, a bad `--tee`).
+ */
+export async function evaluateAttestation(input: AttestVerifyInput): Promise<AttestResult> {
+  const tee = input.tee ?? detectTee(input.evidence);
+  if (tee === undefined) return errorResult(new ClientError('ERR_CLI_UNKNOWN_EVIDENCE', { detail: `${input.evidence.length} bytes` }));
+  if (tee !== 'sev-snp') throw badArg(`--tee must be sev-snp (got ${JSON.stringify(tee).slice(0, 40)})`);
+
+  const sorted = sortCertificates(input.certs);
+  let trust: SnpTrustOptions | undefined;
+  if (input.allowSimulated) {
+    const root = sorted.nonAmdArk ?? input.simulatedRootFromEnv;
+    trust = { allowSimulated: true, ...(root ? { simulatedRoot: { arkDer: root } } : {}) };
+  }
+  const { ark, ...rest } = sorted.certs;
+  // SECURITY: a non-AMD ARK becomes the simulated root only with --allow-simulated; it is
+  // then the anchor, not evidence, so it is not also passed as the evidence ARK.
+  const evidenceCerts = { ...rest, ...(ark && !(trust?.simulatedRoot?.arkDer === ark) ? { ark } : {}) };
+  const envelope = {
+    tee: 'sev-snp' as const,
+    report: b64(input.evidence),
+    certs: Object.fromEntries(Object.entries(evidenceCerts).map(([k, v]) => [k, b64(v)])),
+  };
+
+  let verified: SnpClaims;
+  try {
+    verified = await verifySnpEvidence(envelope, {
+      now: input.now,
+      expectedReportData: input.expectedReportData ?? ANY_REPORT_DATA,
+      ...(trust ? { trust } : {}),
+      ...(input.collateral ? { collateral: input.collateral } : {}),
+    });
+  } catch (e) {
+    if (isAttestationError(e)) return errorResult(e);
+    throw e;
+  }
+  const failures = validateSnpClaims(verified, input.policy);
+  const claims: AttestClaims = Object.freeze({
+    ...verified,
+    relaxations: Object.freeze([...verified.relaxations, ...relaxationsFor(input.policy)]),
+    version: verified.reportVersion,
+  });
+  if (failures.length > 0) {
+    return {
+      outcome: {
+        ok: false,
+        code: 'ERR_ATT_SNP_POLICY_FAILED',
+        detail: failures.map((f) => f.field).join(', '),
+        failures: failures.map((f) => ({ field: f.field, expected: f.expected, observed: f.observed })),
+      },
+      exitCode: 1,
+      claims,
+    };
+  }
+  return { outcome: { ok: true, tee: 'sev-snp', claims }, exitCode: 0, claims };
+}
+
+// --- I/O: flags -> input ---------------------------------------------------------------
+
+const MAX_EVIDENCE_BYTES = 64 * 1024;
+const MAX_CERT_FILE_BYTES = 256 * 1024;
+
+/** Reads a regular file of at most `max` bytes; anything else is ERR_CLI_FILE_UNREADABLE. */
+async function readBounded(file: string, max: number, what: string): Promise<Uint8Array> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch (cause) {
+    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`, cause });
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: not a regular file` });
+    if (st.size > max) throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: larger than ${max} bytes` });
+    const buf = Buffer.alloc(st.size);
+    const { bytesRead } = await fh.read(buf, 0, st.size, 0);
+    return new Uint8Array(buf.subarray(0, bytesRead));
+  } catch (cause) {
+    if (isCirError(cause)) throw cause;
+    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`, cause });
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Validates the flags and reads every file they name. Throws typed errors (exit 2). */
+export async function prepareAttestInput(f: AttestVerifyFlags, env: NodeJS.ProcessEnv = process.env): Promise<AttestVerifyInput> {
+  if (!f.evidence) throw badArg('--evidence FILE is required');
+  if (f.tee !== undefined && f.tee !== 'sev-snp') throw badArg('--tee must be sev-snp');
+  const now = parseAt(f.at);
+  let expectedReportData: Uint8Array | undefined;
+  if (f.expectReportData !== undefined) {
+    if (!HEX128.test(f.expectReportData)) throw badArg('--expect-report-data must be 128 hex characters (64 bytes)');
+    expectedReportData = new Uint8Array(Buffer.from(f.expectReportData, 'hex'));
+  }
+  const policy = buildPolicy(f.policy ? await readConfigFile(f.policy) : undefined, f);
+  const evidence = await readBounded(f.evidence, MAX_EVIDENCE_BYTES, '--evidence');
+  const certs: { der: Uint8Array; source: string }[] = [];
+  for (const file of f.cert) {
+    for (const der of certificatesInFile(await readBounded(file, MAX_CERT_FILE_BYTES, '--cert'), file)) certs.push({ der, source: file });
+  }
+  let simulatedRootFromEnv: Uint8Array | undefined;
+  const envRoot = env['CIR_SIMULATED_ROOT'];
+  if (f.allowSimulated && envRoot) {
+    const ders = certificatesInFile(await readBounded(envRoot, MAX_CERT_FILE_BYTES, 'CIR_SIMULATED_ROOT'), envRoot);
+    if (ders.length !== 1) throw new ClientError('ERR_CLI_BAD_CERT_FILE', { detail: `${envRoot}: expected exactly one certificate` });
+    simulatedRootFromEnv = ders[0];
+  }
+  return {
+    evidence,
+    ...(f.tee !== undefined ? { tee: f.tee } : {}),
+    certs,
+    ...(f.collateral !== undefined ? { collateral: new OfflineBundle(f.collateral) } : {}),
+    now,
+    ...(expectedReportData ? { expectedReportData } : {}),
+    policy,
+    allowSimulated: f.allowSimulated === true,
+    ...(simulatedRootFromEnv ? { simulatedRootFromEnv } : {}),
+  };
+}
+
+/** Flags -> result; never throws (every error becomes a rejection with its exit code). */
+export async function runAttestVerify(f: AttestVerifyFlags, env: NodeJS.ProcessEnv = process.env): Promise<AttestResult> {
+  try {
+    return await evaluateAttestation(await prepareAttestInput(f, env));
+  } catch (e) {
+    if (process.env['CIR_DEBUG'] === '1' && !isCirError(e)) process.stderr.write(`${(e as Error)?.stack ?? String(e)}\n`);
+    return errorResult(e);
+  }
+}
+
+// --- output ---------------------------------------------------------------------------
+
+const tcbText = (t: SnpClaims['reportedTcb']): string =>
+  [t.fmc !== undefined ? `fmc=${t.fmc}` : '', `bootloader=${t.bootloader}`, `tee=${t.tee}`, `snp=${t.snp}`, `microcode=${t.microcode}`]
+    .filter(Boolean)
+    .join(' ');
+
+/** The readable summary: each check, the main claims, relaxations and failures. */
+export function formatSummary(r: AttestResult): string {
+  const lines: string[] = [];
+  const row = (ok: boolean, name: string, detail: string): void => void lines.push(`${mark(ok)} ${name.padEnd(12)} ${detail}`);
+  const c = r.claims;
+  const o = r.outcome;
+  if (!c) {
+    if (!o.ok) row(false, 'verify', `${o.code}: ${o.detail}`);
+  } else {
+    const product = c.productName && c.productName !== c.product ? `${c.product} (${c.productName})` : c.product;
+    row(true, 'evidence', `sev-snp report v${c.version}, ${product}, signed by the ${c.signingKey.toUpperCase()}`);
+    const anchor = c.simulated ? 'the SIMULATED root' : 'the pinned AMD ARK';
+    row(true, 'verify', `chain to ${anchor}, signature, TCB and chip binding`);
+    if (c.relaxations.includes(RELAXATION_REPORT_DATA_UNCHECKED)) {
+      lines.push(`${'--'.padEnd(3)} ${'report_data'.padEnd(12)} not checked (no --expect-report-data)`);
+    } else {
+      row(true, 'report_data', 'equals --expect-report-data');
+    }
+    const failures = o.ok ? [] : o.failures;
+    row(failures.length === 0, 'policy', failures.length === 0 ? 'all rules hold' : `${failures.length} rule(s) failed`);
+    for (const f of failures) lines.push(`     - ${f.field}: expected ${f.expected}, observed ${f.observed}`);
+    lines.push('claims:');
+    const claim = (k: string, v: string | number | boolean): void => void lines.push(`  ${k.padEnd(14)} ${String(v)}`);
+    claim('measurement', c.measurement);
+    claim('reportData', c.reportData);
+    claim('hostData', c.hostData);
+    claim('chipId', c.chipId);
+    claim('reportedTcb', tcbText(c.reportedTcb));
+    claim('committedTcb', tcbText(c.committedTcb));
+    claim('firmware', `${c.firmware.current} (committed ${c.firmware.committed})`);
+    claim('policy', `debug=${c.policy.debug} smt=${c.policy.smt} migrationAgent=${c.policy.migrationAgent}`);
+    claim('vmpl', c.vmpl);
+    claim('guestSvn', c.guestSvn);
+    claim('signingKey', c.signingKey);
+    claim('product', c.product);
+    claim('version', c.version);
+    if (c.cspId !== undefined) claim('cspId', c.cspId);
+    claim('simulated', c.simulated);
+    lines.push(`relaxations: ${c.relaxations.length > 0 ? c.relaxations.join(', ') : 'none'}`);
+  }
+  lines.push(o.ok ? 'ACCEPTED' : `REJECTED [${o.code}]`);
+  return `${lines.join('\n')}\n`;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+export function registerAttestCommand(program: Command): void {
+  const attest = program.command('attest').description('offline attestation tools');
+  attest
+    .command('verify')
+    .description(
+      'verify one piece of evidence (a raw SEV-SNP report) against the pinned AMD roots and a policy; print the claims. ' +
+        'Exit 0 accepted, 1 rejected by verification or policy, 2 usage, I/O or malformed input, 3 internal error.',
+    )
+    .option('--evidence <file>', 'the evidence: a raw 1184-byte SEV-SNP ATTESTATION_REPORT')
+    .option('--tee <type>', 'TEE type (sev-snp); detected from the evidence when omitted')
+    .option('--cert <file>', 'PEM or DER certificate(s): the VCEK or VLEK, optionally ASK/ASVK/ARK (repeatable)', collect, [])
+    .option('--collateral <dir>', 'offline collateral bundle directory (VCEKs, chains, CRLs)')
+    .option('--at <iso-time>', 'verify as of this time instead of now')
+    .option('--allow-debug', 'accept a guest whose policy allows debugging (relaxation)')
+    .option(
+      '--expect-measurement <hex>',
+      'accepted launch measurement, 96 hex chars (repeatable); without it any measurement is accepted and the claims say so',
+      collect,
+      [],
+    )
+    .option(
+      '--expect-report-data <hex>',
+      'required report_data, 128 hex chars; without it report_data is not checked and the claims say so',
+    )
+    .option('--min-tcb <spec>', 'minimum TCB: bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]')
+    .option('--allow-provisional-firmware', 'accept a committed TCB/firmware older than the running one (relaxation)')
+    .option(
+      '--policy <file>',
+      'SnpPolicy (YAML or JSON) that flags override field by field; VMPL other than 0 is only accepted here (vmpl: N or anyVmpl: true)',
+    )
+    .option(
+      '--allow-simulated',
+      'accept simulated evidence; the simulated ARK comes from --cert or $CIR_SIMULATED_ROOT (never for production)',
+    )
+    .option('--json', 'print exactly one JSON object on stdout')
+    .action(async (f: AttestVerifyFlags) => {
+      const r = await runAttestVerify(f);
+      const o = r.outcome;
+      if (f.json) process.stdout.write(`${JSON.stringify(o)}\n`);
+      else if (o.ok || r.exitCode === 1) process.stdout.write(formatSummary(r));
+      else process.stderr.write(`error [${o.code}]: ${o.detail}\n`);
+      process.exitCode = r.exitCode;
+    });
+}
