@@ -2,9 +2,9 @@
  * `cir attest verify` as a user runs it (the compiled entry point in a child process; `npm
  * test` builds first), plus an in-process property test of its evidence handling.
  */
+import { cir, CLI, REPO_ROOT, STACK_TRACE, type Run } from './helpers/cli.js';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -18,8 +18,7 @@ import { mintSnpReport, SIM_TEST_MEASUREMENT } from '../attestation/sim/testing.
 import { toHex } from '../common/bytes.js';
 import { parseSnpReport, writeVcekToBundle } from '../attestation/index.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = path.join(root, 'dist', 'cli', 'main.js');
+const root = REPO_ROOT;
 const V = path.join(root, 'test', 'data', 'vectors');
 const vec = (p: string): string => path.join(V, p);
 
@@ -30,31 +29,6 @@ const TURIN_MEASUREMENT = '6d6c354511d6f7c6d7504668903dc5bdc066a048b651840d8d03f
 const VLEK = { report: vec('sev-snp/trustee/test-vlek-report.bin'), vlek: vec('sev-snp/trustee/test-vlek.der'), at: '2025-06-01T00:00:00Z' };
 const DEBUG = { report: vec('sev-snp/go-sev-guest/attestation.bin'), vcek: vec('sev-snp/go-sev-guest/vcek.der'), at: '2022-09-24T01:00:00Z' };
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cir(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: root,
-      env: { ...process.env, NO_COLOR: '1', CIR_SIMULATED_ROOT: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 /** stdout must be exactly one JSON object (one line). */
 function oneJson(r: Run): Record<string, unknown> {
@@ -65,7 +39,6 @@ function oneJson(r: Run): Record<string, unknown> {
   return o as Record<string, unknown>;
 }
 
-const STACK_TRACE = /\n\s+at .+\(?.*:\d+:\d+\)?/;
 const verify = (...args: string[]): string[] => ['attest', 'verify', ...args];
 const fields = (o: Record<string, unknown>): string[] => (o['failures'] as { field: string }[]).map((f) => f.field);
 
