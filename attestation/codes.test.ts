@@ -5,7 +5,8 @@ import { httpStatusFor, isCirError } from '../common/errors.js';
 
 describe('attestation error codes', () => {
   it('ERRORS.md documents every code with its category, and nothing else', () => {
-    const doc = readFileSync(new URL('./ERRORS.md', import.meta.url), 'utf8');
+    const doc =
+      readFileSync(new URL('./ERRORS.md', import.meta.url), 'utf8') + readFileSync(new URL('./tdx/ERRORS.md', import.meta.url), 'utf8');
     const rows = [...doc.matchAll(/^\| `(ERR_[A-Z_]+)` \| ([a-z-]+) \|/gm)].map((m) => [m[1], m[2]]);
     const table = Object.entries(ATTESTATION_CODES).map(([code, info]) => [code, info.category]);
     expect(rows.sort()).toEqual(table.sort());
@@ -13,7 +14,7 @@ describe('attestation error codes', () => {
 
   it('codes follow the naming scheme and categories follow the stage', () => {
     for (const [code, info] of Object.entries(ATTESTATION_CODES)) {
-      expect(code).toMatch(/^ERR_ATT_(SNP_|SIM_)?[A-Z_]+$/);
+      expect(code).toMatch(/^ERR_ATT_(SNP_|SIM_|TDX_|TSM_)?[A-Z_]+$/);
       expect(info.message.length).toBeGreaterThan(0);
     }
     expect(ATTESTATION_CODES.ERR_ATT_SNP_BAD_SIZE.category).toBe('bad-input');

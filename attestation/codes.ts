@@ -1,4 +1,5 @@
 import { errorFactory, type CodeTable } from '../common/errors.js';
+import { TDX_CODES } from './tdx/code-table.js';
 
 /**
  * Error codes of the attestation package. Categories follow the pipeline stage:
@@ -88,6 +89,8 @@ export const ATTESTATION_CODES = {
     category: 'internal',
     message: 'configfs-tsm report does not bind the requested report_data',
   },
+  // --- Intel TDX (attestation/tdx/code-table.ts, documented in attestation/tdx/ERRORS.md) ---
+  ...TDX_CODES,
 } as const satisfies CodeTable<string>;
 
 export type AttestationErrorCode = keyof typeof ATTESTATION_CODES;

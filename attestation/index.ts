@@ -6,3 +6,4 @@ export { AttestationError, ATTESTATION_CODES, isAttestationError, type Attestati
 export * from './snp/index.js';
 export * from './sim/index.js';
 export * from './tsm/index.js';
+export * from './tdx/index.js';

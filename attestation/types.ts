@@ -4,7 +4,7 @@
  * verifiers (relying-party side) implement. Every TEE family plugs in behind these.
  */
 
-export type TeeType = 'sev-snp';
+export type TeeType = 'sev-snp' | 'tdx';
 
 /** SEV-SNP evidence as carried over HTTP/gRPC (JSON). All binary fields are standard base64. */
 export interface SnpEvidence {
@@ -25,14 +25,20 @@ export interface SnpEvidence {
   };
 }
 
-export type Evidence = SnpEvidence;
+/** Intel TDX evidence: a DCAP quote (v4 or v5), standard base64. */
+export interface TdxEvidence {
+  readonly tee: 'tdx';
+  readonly quote: string;
+}
+
+export type Evidence = SnpEvidence | TdxEvidence;
 
 /** Guest side: produces evidence binding the caller's 64-byte report_data. */
-export interface EvidenceProvider {
+export interface EvidenceProvider<E extends Evidence = Evidence> {
   readonly tee: TeeType;
   /** True for the simulated TEE. Claims derived from its evidence say `simulated: true`. */
   readonly simulated: boolean;
-  collect(reportData: Uint8Array): Promise<Evidence>;
+  collect(reportData: Uint8Array): Promise<E>;
 }
 
 export interface SnpTcb {

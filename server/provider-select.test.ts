@@ -89,6 +89,7 @@ describe('selectEvidenceProvider', () => {
     expect(await t.entries()).toEqual([]);
     const rd = new Uint8Array(64).fill(0x42);
     const ev = await r.provider.collect(rd);
+    if (ev.tee !== 'sev-snp') throw new Error('expected SEV-SNP evidence');
     expect(new Uint8Array(Buffer.from(ev.report, 'base64').subarray(OFF_REPORT_DATA, OFF_REPORT_DATA + 64))).toEqual(rd);
     expect(ev.certs).toEqual({ certTable: 'AQID' });
   });
@@ -105,6 +106,7 @@ describe('selectEvidenceProvider', () => {
     expect(warn?.msg).toMatch(/does not exist/);
     // The simulated provider uses the configured measurement.
     const ev = await r.provider.collect(new Uint8Array(64));
+    if (ev.tee !== 'sev-snp') throw new Error('expected SEV-SNP evidence');
     expect(Buffer.from(ev.report, 'base64').subarray(0x90, 0xc0).toString('hex')).toBe(MEASUREMENT);
   });
 

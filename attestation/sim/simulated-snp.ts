@@ -277,7 +277,7 @@ export class SimulatedSnp {
   }
 
   /** A guest-side provider emitting simulated evidence for the given launch state. */
-  provider(opts: SimProviderOptions): EvidenceProvider {
+  provider(opts: SimProviderOptions): EvidenceProvider<SnpEvidence> {
     if (!(opts.measurement instanceof Uint8Array) || opts.measurement.length !== 48) {
       throw new AttestationError('ERR_ATT_BAD_ARGUMENT', { detail: 'measurement must be 48 bytes' });
     }

@@ -17,7 +17,7 @@ import {
   type PcsFetcher,
 } from './index.js';
 import { topLevelValues } from './json.js';
-import { GO_BUNDLE, GO_NOW, text, vec } from './testdata.js';
+import { GO_BUNDLE, GO_NOW, text, vec } from './testdata/fixtures.js';
 
 const dirs: string[] = [];
 const tmp = async () => {

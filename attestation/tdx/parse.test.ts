@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isTdxError, parseTdxQuote } from './index.js';
-import { vec } from './testdata.js';
+import { vec } from './testdata/fixtures.js';
 
 const QUOTES: [string, 4 | 5, 2 | 3, number][] = [
   ['dcap-qvl/tdx_quote', 4, 2, 70],

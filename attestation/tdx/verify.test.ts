@@ -11,7 +11,7 @@ import {
   text,
   trustee6Collateral,
   vec,
-} from './testdata.js';
+} from './testdata/fixtures.js';
 
 const rd = (q: Uint8Array) => parseTdxQuote(q).body.reportData;
 

@@ -13,7 +13,7 @@ import {
   type Crl,
   type PkiFailureReason,
 } from '../pki/index.js';
-import { ANY_REPORT_DATA } from '../snp/verify.js';
+import { ANY_REPORT_DATA, RELAXATION_REPORT_DATA_UNCHECKED } from '../snp/verify.js';
 import { isTdxError, TdxError, type TdxErrorCode } from './codes.js';
 import { parseQeIdentity, parseTcbInfo, type SignedJson, type TdxCollateral, type TdxQeIdentity, type TdxTcbInfo } from './collateral.js';
 import { tdxClaimsFromQuote } from './claims.js';
@@ -24,7 +24,8 @@ import type { TdxCollateralSource } from './source.js';
 import { appraiseTcb } from './tcb.js';
 import type { TdxClaims } from './types.js';
 
-export { ANY_REPORT_DATA };
+// The same symbol and relaxation name as SEV-SNP, so one caller value works for both TEEs.
+export { ANY_REPORT_DATA, RELAXATION_REPORT_DATA_UNCHECKED };
 
 /**
  * Intel TDX quote verification: parse -> report_data -> PCK chain to the pinned Intel
@@ -37,8 +38,6 @@ export { ANY_REPORT_DATA };
  * Enclave Identity JSON references.
  */
 
-/** Relaxation recorded when `expectedReportData` was ANY_REPORT_DATA. */
-export const RELAXATION_REPORT_DATA_UNCHECKED = 'report-data-unchecked';
 /** Relaxation recorded when the PCK CRL was absent and allowMissingCrls was set. */
 export const RELAXATION_PCK_CRL_UNCHECKED = 'pck-crl-unchecked';
 /** Relaxation recorded when the root CA CRL was absent and allowMissingCrls was set. */

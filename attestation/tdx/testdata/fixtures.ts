@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseTdxCollateralJson, tdxCollateralFromPcs, type TdxCollateral } from './collateral.js';
+import { parseTdxCollateralJson, tdxCollateralFromPcs, type TdxCollateral } from '../collateral.js';
 
 /** Test fixtures (test-only helper; not exported from index.ts). */
 
-export const VECTORS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test/data/vectors/tdx');
+export const VECTORS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/data/vectors/tdx');
 
 export const vec = (p: string): Uint8Array => new Uint8Array(readFileSync(path.join(VECTORS, p)));
 export const text = (p: string): string => readFileSync(path.join(VECTORS, p), 'utf8');
