@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { verifyServer, type VerifyServerResult } from '../client/verify.js';
 import { inferVerified } from '../client/infer.js';
 import { ClientError } from '../client/codes.js';
+import { loadTdxCollateral, type TdxPolicyInput } from '../attestation/tdx/index.js';
 import { mark } from './output.js';
 
 const HEX96 = /^[0-9a-fA-F]{96}$/;
@@ -12,6 +13,9 @@ interface VerifyFlags {
   expectMeasurement: string[];
   allowSimulated?: boolean;
   allowImportedTls?: boolean;
+  tdxCollateral?: string;
+  acceptTcbStatus?: string;
+  allowMissingCrls?: boolean;
   simulatedRoot?: string;
   at?: string;
   json?: boolean;
@@ -29,6 +33,9 @@ function addVerifyOptions(cmd: Command): Command {
     .option('--allow-simulated', 'accept evidence from the simulated TEE (never for production)')
     .option('--simulated-root <file>', 'PEM of the simulated ARK to trust with --allow-simulated', process.env.CIR_SIMULATED_ROOT)
     .option('--allow-imported-tls', 'accept a server TLS key imported from outside the TEE (relaxation)')
+    .option('--tdx-collateral <dir|file>', 'Intel collateral (offline bundle directory or JSON file) to verify an Intel TDX server')
+    .option('--accept-tcb-status <s,...>', 'TDX: TCB statuses to accept besides UpToDate (relaxation)')
+    .option('--allow-missing-crls', 'TDX: accept collateral without a PCK CRL covering the time (relaxation)')
     .option('--at <iso-time>', 'verify as of this time instead of now')
     .option('--timeout <ms>', 'per-call timeout in milliseconds', '10000')
     .option('--json', 'print one JSON object');
@@ -50,6 +57,15 @@ async function verifyOptions(f: VerifyFlags) {
     expectMeasurements: f.expectMeasurement,
     allowSimulated: !!f.allowSimulated,
     allowImportedTls: !!f.allowImportedTls,
+    ...(f.tdxCollateral
+      ? {
+          tdx: {
+            collateral: await loadTdxCollateral(f.tdxCollateral),
+            ...(f.acceptTcbStatus ? { policy: { acceptedTcbStatuses: f.acceptTcbStatus.split(',').map((x) => x.trim()) as TdxPolicyInput['acceptedTcbStatuses'] } } : {}),
+            ...(f.allowMissingCrls ? { allowMissingCrls: true } : {}),
+          },
+        }
+      : {}),
     ...(f.simulatedRoot ? { simulatedRootPem: await readFile(f.simulatedRoot, 'utf8') } : {}),
     now,
     timeoutMs,

@@ -204,7 +204,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
 
     result.output = {
       model: inference.model,
-      measurement: verification.claims?.measurement,
+      measurement: verification.claims?.tee === 'sev-snp' ? verification.claims.measurement : undefined,
       simulated: verification.claims?.simulated,
       speechProbability: reference,
       outputs: inference.outputs.filter((o) => o.name === 'output'),

@@ -16,16 +16,20 @@
 import { randomBytes } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { serverReportData, type TlsKeyOrigin } from '../attestation/binding.js';
-import type { SnpClaims } from '../attestation/types.js';
+import type { PolicyFailure, SnpClaims, TdxEvidence } from '../attestation/types.js';
+import { verifyTdxQuote, validateTdxClaims, parseTdxPolicy, type TdxClaims, type TdxCollateral, type TdxCollateralSource, type TdxPolicyInput } from '../attestation/tdx/index.js';
 import { verifySnpEvidence } from '../attestation/snp/verify.js';
 import { validateSnpClaims } from '../attestation/snp/validate.js';
 import { SnpPolicySchema, type SnpPolicy } from '../attestation/snp/policy.js';
-import { constantTimeEqual, toHex } from '../common/bytes.js';
+import { constantTimeEqual, fromBase64, toHex } from '../common/bytes.js';
 import { isCirError } from '../common/errors.js';
 import { loadServiceClients } from '../server/proto.js';
 import { ClientError } from './codes.js';
 import { fetchPresentedCertificate, parseTarget, pinnedCredentials } from './pinned-tls.js';
 import { PINNED_CHANNEL_OPTIONS } from './pinned-tls.js';
+
+/** What a verified server proved about itself, per TEE family. */
+export type ServerClaims = SnpClaims | TdxClaims;
 
 export interface Check {
   readonly name: string;
@@ -50,12 +54,18 @@ export interface VerifyServerOptions {
    * Such a key may exist elsewhere too, so this is a relaxation; off by default.
    */
   readonly allowImportedTls?: boolean;
+  /** Needed to verify an Intel TDX server: collateral (no network) and extra policy. */
+  readonly tdx?: {
+    readonly collateral: TdxCollateral | TdxCollateralSource;
+    readonly policy?: Partial<TdxPolicyInput>;
+    readonly allowMissingCrls?: boolean;
+  };
 }
 
 export interface VerifyServerResult {
   readonly ok: boolean;
   readonly checks: readonly Check[];
-  readonly claims?: SnpClaims;
+  readonly claims?: ServerClaims;
   readonly hpkePublicKey?: Buffer;
   /** Channel credentials pinned to the attested TLS key. Present only when ok. */
   readonly credentials?: grpc.ChannelCredentials;
@@ -79,6 +89,63 @@ function unary<Req, Res>(client: grpc.Client, method: string, req: Req, timeoutM
       else resolve(res);
     });
   });
+}
+
+const BINDING_DETAIL = 'report_data = SHA-512(label ‖ client nonce ‖ TLS key hash ‖ HPKE key)';
+
+/** Adds one check per policy failure, with the measurement and TCB ones named as such. */
+function policyChecks(checks: Check[], failures: readonly PolicyFailure[], measurementField: string, measurement: string, tcb: (f: string) => boolean, tcbDetail: string): void {
+  const m = failures.find((f) => f.field === measurementField);
+  checks.push({ name: 'measurement', ok: !m, detail: m ? `expected ${m.expected}, observed ${m.observed}` : measurement });
+  checks.push({ name: 'tcb', ok: !failures.some((f) => tcb(f.field)), detail: tcbDetail });
+  for (const f of failures) {
+    if (f.field === measurementField || tcb(f.field)) continue;
+    checks.push({ name: `policy:${f.field}`, ok: false, detail: `expected ${f.expected}, observed ${f.observed}` });
+  }
+}
+
+async function checkSnp(evidence: unknown, expectedReportData: Uint8Array, opts: VerifyServerOptions, checks: Check[]): Promise<SnpClaims> {
+  const policy = SnpPolicySchema.parse({
+    ...opts.policy,
+    measurements: opts.expectMeasurements.map((m) => m.toLowerCase()),
+    allowSimulated: opts.allowSimulated ?? false,
+  });
+  const claims = await verifySnpEvidence(evidence, {
+    now: opts.now ?? new Date(),
+    expectedReportData,
+    trust: {
+      allowSimulated: opts.allowSimulated ?? false,
+      ...(opts.simulatedRootPem ? { simulatedRoot: { arkDer: pemToDer(opts.simulatedRootPem) } } : {}),
+    },
+  });
+  const chainName = claims.signingKey === 'vlek' ? 'VLEK → ASVK → ARK' : 'VCEK → ASK → ARK';
+  checks.push({
+    name: 'signature+chain',
+    ok: true,
+    detail: `${chainName} (${claims.product}${claims.simulated ? ', SIMULATED root' : ', pinned AMD root'}), report v${claims.reportVersion}`,
+  });
+  checks.push({ name: 'binding', ok: true, detail: BINDING_DETAIL });
+  policyChecks(checks, validateSnpClaims(claims, policy), 'measurement', claims.measurement, (f) => /tcb/i.test(f), `reported ${tcbString(claims.reportedTcb)}`);
+  return claims;
+}
+
+async function checkTdx(evidence: TdxEvidence, expectedReportData: Uint8Array, opts: VerifyServerOptions, checks: Check[]): Promise<TdxClaims> {
+  if (!opts.tdx) {
+    throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: 'the server sent Intel TDX evidence: give TDX collateral (--tdx-collateral DIR|FILE)' });
+  }
+  const quote = typeof evidence.quote === 'string' ? fromBase64(evidence.quote) : undefined;
+  if (!quote) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: 'TDX evidence quote is not base64' });
+  const policy = parseTdxPolicy({ ...opts.tdx.policy, mrtd: opts.expectMeasurements.map((m) => m.toLowerCase()) });
+  const claims = await verifyTdxQuote(quote, {
+    now: opts.now ?? new Date(),
+    expectedReportData,
+    collateral: opts.tdx.collateral,
+    ...(opts.tdx.allowMissingCrls ? { allowMissingCrls: true } : {}),
+  });
+  checks.push({ name: 'signature+chain', ok: true, detail: `quote → PCK → pinned Intel SGX Root CA, quote v${claims.quoteVersion}` });
+  checks.push({ name: 'binding', ok: true, detail: BINDING_DETAIL });
+  policyChecks(checks, validateTdxClaims(claims, policy), 'mrtd', claims.mrtd, (f) => /tcb/i.test(f), `TCB status ${claims.tcbStatus}, QE ${claims.qeTcbStatus}`);
+  return claims;
 }
 
 function tcbString(t: SnpClaims['reportedTcb']): string {
@@ -136,46 +203,18 @@ export async function verifyServer(opts: VerifyServerOptions): Promise<VerifySer
   }
   checks.push({ name: 'tls-binding', ok: true, detail: origin === 'tee' ? 'TLS key generated inside the TEE' : 'TLS key IMPORTED (relaxation)' });
 
-  // 4 + 5. Signature, chain to a pinned root, and report_data binding.
+  // 4 + 5. Signature, chain to a pinned root, and report_data binding; 6. policy.
   const expectedReportData = serverReportData(nonce, presented.spkiSha256, res.hpke_public_key, origin);
-  let claims: SnpClaims;
+  const tee = typeof evidence === 'object' && evidence !== null ? (evidence as { tee?: unknown }).tee : undefined;
+  let claims: ServerClaims;
   try {
-    claims = await verifySnpEvidence(evidence, {
-      now: opts.now ?? new Date(),
-      expectedReportData,
-      trust: {
-        allowSimulated: opts.allowSimulated ?? false,
-        ...(opts.simulatedRootPem ? { simulatedRoot: { arkDer: pemToDer(opts.simulatedRootPem) } } : {}),
-      },
-    });
+    claims =
+      tee === 'tdx'
+        ? await checkTdx(evidence as TdxEvidence, expectedReportData, opts, checks)
+        : await checkSnp(evidence, expectedReportData, opts, checks);
   } catch (e) {
     if (isCirError(e)) return fail('signature+chain', `${e.code}: ${e.message}`);
     throw e;
-  }
-  const chainName = claims.signingKey === 'vlek' ? 'VLEK → ASVK → ARK' : 'VCEK → ASK → ARK';
-  checks.push({
-    name: 'signature+chain',
-    ok: true,
-    detail: `${chainName} (${claims.product}${claims.simulated ? ', SIMULATED root' : ', pinned AMD root'}), report v${claims.reportVersion}`,
-  });
-  checks.push({
-    name: 'binding',
-    ok: true,
-    detail: 'report_data = SHA-512(label ‖ client nonce ‖ TLS key hash ‖ HPKE key)',
-  });
-
-  // 6. Policy.
-  const failures = validateSnpClaims(claims, policy);
-  const measurementFailure = failures.find((f) => f.field === 'measurement');
-  checks.push({
-    name: 'measurement',
-    ok: !measurementFailure,
-    detail: measurementFailure ? `expected ${measurementFailure.expected}, observed ${measurementFailure.observed}` : claims.measurement,
-  });
-  checks.push({ name: 'tcb', ok: !failures.some((f) => /tcb/i.test(f.field)), detail: `reported ${tcbString(claims.reportedTcb)}` });
-  for (const f of failures) {
-    if (f.field === 'measurement' || /tcb/i.test(f.field)) continue;
-    checks.push({ name: `policy:${f.field}`, ok: false, detail: `expected ${f.expected}, observed ${f.observed}` });
   }
   const ok = checks.every((c) => c.ok);
   return ok
