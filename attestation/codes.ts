@@ -84,7 +84,7 @@ export const ATTESTATION_CODES = {
     category: 'unavailable',
     message: 'configfs-tsm report entry was written concurrently by another writer',
   },
-  ERR_ATT_TSM_BAD_OUTBLOB: { category: 'internal', message: 'configfs-tsm outblob is not a valid SEV-SNP report' },
+  ERR_ATT_TSM_BAD_OUTBLOB: { category: 'internal', message: 'configfs-tsm outblob is not a valid report or quote for its provider' },
   ERR_ATT_TSM_REPORT_DATA_MISMATCH: {
     category: 'internal',
     message: 'configfs-tsm report does not bind the requested report_data',

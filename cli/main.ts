@@ -22,6 +22,7 @@ import { registerClientCommands } from './client.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerSimCommand } from './sim.js';
 import { registerAttestCommand } from './attest.js';
+import { registerBenchCommand } from './bench.js';
 import { errorTableMarkdown, errorCatalog } from './error-catalog.js';
 
 function version(): string {
@@ -54,6 +55,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program);
   registerSimCommand(program);
   registerAttestCommand(program);
+  registerBenchCommand(program);
   program
     .command('errors')
     .description('list every error code with its category, HTTP status, gRPC status and CLI exit code')

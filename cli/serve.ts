@@ -32,7 +32,7 @@ export function registerServeCommand(program: Command): void {
     .option('--model <name=path>', 'a sealed model to serve (repeatable)', collect)
     .option('--broker <url>', 'key broker base URL')
     .option('--broker-jwks <file>', "the broker's public JWKS to pin (it writes <state-dir>/jwks.json); key releases must be signed by it")
-    .option('--tee <mode>', "evidence provider: auto (configfs-tsm if it reports sev_guest, else the simulator when configured), sev-snp, simulated (default auto)")
+    .option('--tee <mode>', "evidence provider: auto (configfs-tsm if it reports sev_guest or tdx_guest, else the simulator when configured), sev-snp, tdx, simulated (default auto)")
     .option('--tsm-root <dir>', 'configfs-tsm report directory (default /sys/kernel/config/tsm/report)')
     .option('--sim-state <dir>', 'simulated TEE state directory (development)')
     .option('--measurement <hex>', 'simulated launch measurement, 96 hex chars (development)')
@@ -58,7 +58,7 @@ export function registerServeCommand(program: Command): void {
         }),
       );
       const logger = createLogger({ level: (program.opts() as { logLevel: string }).logLevel, name: 'cir-server' });
-      // Real SEV-SNP (configfs-tsm) or the simulator; never a silent fallback from a real TEE.
+      // Real SEV-SNP or TDX (configfs-tsm) or the simulator; never a silent fallback from a real TEE.
       const { provider } = await selectEvidenceProvider(config, { logger });
       const { server, port } = await startServer(config, { provider, logger });
       process.stdout.write(`${JSON.stringify({ server: `${config.listen.host}:${port}`, tlsSpkiSha256: Buffer.from(server.tlsSpkiSha256).toString('hex') })}\n`);

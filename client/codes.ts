@@ -39,7 +39,7 @@ export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
   },
   ERR_CLI_UNKNOWN_EVIDENCE: {
     category: 'bad-input',
-    message: 'evidence is not in a recognised format (only a raw 1184-byte SEV-SNP report is supported)',
+    message: 'evidence is not in a recognised format (a raw 1184-byte SEV-SNP report or an Intel TDX quote v4/v5)',
   },
 };
 

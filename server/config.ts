@@ -83,13 +83,13 @@ export const ServerConfigSchema = z
     allowPlaintextModels: z.boolean().default(false),
     /**
      * Which evidence provider serves this machine (server/provider-select.ts): `auto` uses
-     * configfs-tsm when it reports `sev_guest` and otherwise the simulator, only when
-     * `simulated` is configured; `sev-snp` requires configfs-tsm; `simulated` requires
-     * `simulated`.
+     * configfs-tsm when it reports `sev_guest` or `tdx_guest` and otherwise the simulator,
+     * only when `simulated` is configured; `sev-snp` requires configfs-tsm reporting
+     * `sev_guest`, `tdx` requires it reporting `tdx_guest`; `simulated` requires `simulated`.
      */
     tee: z
       .strictObject({
-        mode: z.enum(['auto', 'sev-snp', 'simulated']).default('auto'),
+        mode: z.enum(['auto', 'sev-snp', 'tdx', 'simulated']).default('auto'),
         /** configfs-tsm report directory. */
         tsmRoot: z.string().min(1).default(TSM_REPORT_ROOT),
         /** SEV-SNP VMPL to request reports at (configfs-tsm `privlevel`); the kernel's default when absent. */

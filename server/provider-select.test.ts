@@ -11,6 +11,7 @@ import { ConfigfsTsmProvider, TSM_REPORT_ROOT } from '../attestation/tsm/configf
 import { FakeTsm, type FakeTsmOptions } from '../attestation/tsm/testing.js';
 import { SimulatedSnp } from '../attestation/sim/simulated-snp.js';
 import { OFF_REPORT_DATA } from '../attestation/snp/layout.js';
+import { parseTdxQuote } from '../attestation/tdx/parse.js';
 
 // Real recorded Genoa report (microsoft/TEE-Attestation-Verification, see
 // test/data/vectors/PROVENANCE.md) with report_data patched to what was written.
@@ -23,6 +24,10 @@ const recorded = (inblob: Uint8Array): Uint8Array => {
   return r;
 };
 const MEASUREMENT = 'ab'.repeat(48);
+// Real TDX quote (Phala-Network/dcap-qvl sample, test/data/vectors/PROVENANCE.md); its own
+// report_data is what the guest wrote (a quote's report_data cannot be patched).
+const TDX_QUOTE = new Uint8Array(readFileSync(new URL('../test/data/vectors/tdx/dcap-qvl/tdx_quote', import.meta.url)));
+const TDX_RD = parseTdxQuote(TDX_QUOTE).body.reportData;
 
 let base: string;
 let sim: SimulatedSnp;
@@ -39,6 +44,10 @@ async function tsm(opts: Partial<FakeTsmOptions> = {}): Promise<FakeTsm> {
   const root = path.join(base, `t${n++}`, 'report');
   await mkdir(root, { recursive: true });
   return new FakeTsm({ root, report: recorded, auxblob: new Uint8Array([1, 2, 3]), ...opts });
+}
+
+async function tdxTsm(): Promise<FakeTsm> {
+  return tsm({ provider: 'tdx_guest', report: () => TDX_QUOTE, auxblob: null });
 }
 
 interface Harness {
@@ -110,14 +119,66 @@ describe('selectEvidenceProvider', () => {
     expect(Buffer.from(ev.report, 'base64').subarray(0x90, 0xc0).toString('hex')).toBe(MEASUREMENT);
   });
 
-  it('auto with another TEE (tdx_guest) or no provider -> simulator only when configured', async () => {
-    for (const provider of ['tdx_guest', null] as const) {
+  it('auto with an unknown TEE provider or no provider -> simulator only when configured', async () => {
+    for (const provider of ['arm_cca_guest', null] as const) {
       const t = await tsm({ provider });
       const h = harness(t);
       expect((await selectEvidenceProvider(sel('auto', t), h.deps)).kind).toBe('simulated');
       const e = await configError(selectEvidenceProvider(sel('auto', t, false), harness(t).deps));
       expect(e.code).toBe('ERR_SRV_CONFIG');
       expect(e.fields).toEqual(['simulated']);
+    }
+  });
+
+  it('auto + configfs-tsm reporting tdx_guest -> the real TDX provider, even when the simulator is configured', async () => {
+    const t = await tdxTsm();
+    const h = harness(t);
+    const r = await selectEvidenceProvider(sel('auto', t), h.deps);
+    expect(r.kind).toBe('configfs-tsm');
+    expect(r.provider).toBeInstanceOf(ConfigfsTsmProvider);
+    expect(r.provider.tee).toBe('tdx');
+    expect(r.provider.simulated).toBe(false);
+    expect(r.reason).toMatch(/tdx_guest/);
+    expect(h.opened).toEqual([]);
+    expect(h.logs.some((l) => l.level === 30 && /Intel TDX/.test(l.msg))).toBe(true);
+    expect(await t.entries()).toEqual([]);
+    const ev = await r.provider.collect(TDX_RD);
+    expect(ev).toEqual({ tee: 'tdx', quote: Buffer.from(TDX_QUOTE).toString('base64') });
+  });
+
+  it('tdx requires configfs-tsm reporting tdx_guest, and never falls back (to the simulator or SEV-SNP)', async () => {
+    const t = await tdxTsm();
+    const r = await selectEvidenceProvider(sel('tdx', t), harness(t).deps);
+    expect(r.kind).toBe('configfs-tsm');
+    expect(r.provider.tee).toBe('tdx');
+
+    const snp = await tsm();
+    const h = harness(snp);
+    const e = await configError(selectEvidenceProvider(sel('tdx', snp), h.deps));
+    expect(e.code).toBe('ERR_SRV_CONFIG');
+    expect(e.detail).toMatch(/^tee\.mode: tdx needs configfs-tsm reporting tdx_guest/);
+    expect(e.detail).toMatch(/"sev_guest"/);
+    expect(e.fields).toEqual(['tee.mode', 'tee.tsmRoot']);
+    expect(h.opened).toEqual([]);
+
+    const absent = { ...sel('tdx', snp), tee: { mode: 'tdx' as const, tsmRoot: path.join(snp.root, 'x') } };
+    const e2 = await configError(selectEvidenceProvider(absent, h.deps));
+    expect(e2.detail).toMatch(/does not exist/);
+    expect(h.opened).toEqual([]);
+
+    // And sev-snp does not take a TDX guest.
+    const e3 = await configError(selectEvidenceProvider(sel('sev-snp', t), harness(t).deps));
+    expect(e3.detail).toMatch(/"tdx_guest"/);
+  });
+
+  it('tee.privlevel with a TDX guest is ERR_SRV_CONFIG naming tee.privlevel (auto and tdx)', async () => {
+    for (const mode of ['auto', 'tdx'] as const) {
+      const t = await tdxTsm();
+      const h = harness(t);
+      const e = await configError(selectEvidenceProvider(sel(mode, t, true, 0), h.deps));
+      expect(e.code).toBe('ERR_SRV_CONFIG');
+      expect(e.fields).toEqual(['tee.privlevel']);
+      expect(h.opened).toEqual([]);
     }
   });
 
@@ -204,7 +265,8 @@ describe('server config: tee', () => {
         return isCirError(e) ? e.details?.['fields'] : e;
       }
     };
-    expect(fields({ ...base, tee: { mode: 'tdx' } })).toEqual(['tee.mode']);
+    expect(fields({ ...base, tee: { mode: 'sgx' } })).toEqual(['tee.mode']);
+    expect(fields({ ...base, tee: { mode: 'tdx' } })).toBe('ok');
     expect(fields({ ...base, tee: { privlevel: 4 } })).toEqual(['tee.privlevel']);
     expect(fields({ ...base, tee: { tsmroot: '/x' } })).toEqual(['tee']);
     expect(fields({ ...base, tee: { mode: 'simulated' } })).toEqual(['simulated']);

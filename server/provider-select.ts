@@ -1,16 +1,25 @@
 /**
- * Evidence provider selection for `cir serve`: the real SEV-SNP guest interface
- * (configfs-tsm) or the simulated TEE, from `config.tee` and `config.simulated`.
+ * Evidence provider selection for `cir serve`: the real TEE guest interface (configfs-tsm,
+ * SEV-SNP or Intel TDX) or the simulated TEE, from `config.tee` and `config.simulated`.
  *
  *   tee.mode = 'sev-snp'    configfs-tsm at tee.tsmRoot must report `sev_guest`; else ERR_SRV_CONFIG.
+ *   tee.mode = 'tdx'        configfs-tsm at tee.tsmRoot must report `tdx_guest`; else ERR_SRV_CONFIG.
  *   tee.mode = 'simulated'  the simulator from `simulated` (required); configfs-tsm is not probed.
- *   tee.mode = 'auto'       configfs-tsm if it reports `sev_guest`; otherwise the simulator
- *                           when `simulated` is configured, with a warning saying why; otherwise
- *                           ERR_SRV_CONFIG naming the `simulated` field and the probe result.
+ *   tee.mode = 'auto'       configfs-tsm if it reports `sev_guest` or `tdx_guest`; otherwise the
+ *                           simulator when `simulated` is configured, with a warning saying why;
+ *                           otherwise ERR_SRV_CONFIG naming the `simulated` field and the probe result.
  *
- * SECURITY: a request for the real TEE never falls back to the simulator; in `auto` the
- * fallback needs the operator to have configured the simulator, and is logged. Simulated
- * evidence is still refused by any verifier or policy that does not allow it explicitly.
+ * `tee.privlevel` (SEV-SNP VMPL) is refused with ERR_SRV_CONFIG when the provider is TDX,
+ * which has no privilege levels.
+ *
+ * SECURITY: a request for the real TEE never falls back to the simulator (nor to the other
+ * TEE); in `auto` the fallback needs the operator to have configured the simulator, and is
+ * logged. Simulated evidence is still refused by any verifier or policy that does not allow
+ * it explicitly.
+ *
+ * Not covered here: the broker's default verifier (kms-broker/verifier.ts) is SEV-SNP only,
+ * so a TDX guest's evidence is answered with a typed 400 (ERR_KMS_EVIDENCE_MALFORMED) until
+ * the broker verifies TDX too.
  */
 import type { Logger } from 'pino';
 import type { EvidenceProvider } from '../attestation/types.js';
@@ -19,13 +28,15 @@ import {
   ConfigfsTsmProvider,
   probeConfigfsTsm,
   TSM_PROVIDER_SEV_GUEST,
+  TSM_PROVIDER_TDX_GUEST,
   type TsmFs,
+  type TsmGuestProvider,
   type TsmProbe,
 } from '../attestation/tsm/configfs.js';
 import { ServerError } from './codes.js';
 import type { ServerConfig } from './config.js';
 
-export type TeeMode = 'auto' | 'sev-snp' | 'simulated';
+export type TeeMode = 'auto' | 'sev-snp' | 'tdx' | 'simulated';
 
 export interface ProviderSelection {
   readonly tee: { readonly mode: TeeMode; readonly tsmRoot: string; readonly privlevel?: number | undefined };
@@ -58,9 +69,30 @@ async function simulator(sel: ProviderSelection, deps: ProviderSelectDeps, why: 
   return { provider: sim.provider({ measurement: Buffer.from(s.measurement, 'hex') }), kind: 'simulated', reason: why };
 }
 
-function tsmProvider(sel: ProviderSelection, deps: ProviderSelectDeps): ConfigfsTsmProvider {
-  return new ConfigfsTsmProvider({
+/** What each real-TEE mode requires configfs-tsm to report. */
+const MODE_PROVIDER: Readonly<Record<'sev-snp' | 'tdx', TsmGuestProvider>> = {
+  'sev-snp': TSM_PROVIDER_SEV_GUEST,
+  tdx: TSM_PROVIDER_TDX_GUEST,
+};
+const PROVIDER_NAME: Readonly<Record<TsmGuestProvider, string>> = {
+  [TSM_PROVIDER_SEV_GUEST]: 'SEV-SNP',
+  [TSM_PROVIDER_TDX_GUEST]: 'Intel TDX',
+};
+
+function isGuestProvider(p: string): p is TsmGuestProvider {
+  return p === TSM_PROVIDER_SEV_GUEST || p === TSM_PROVIDER_TDX_GUEST;
+}
+
+function tsmProvider(sel: ProviderSelection, deps: ProviderSelectDeps, expect: TsmGuestProvider): ConfigfsTsmProvider<TsmGuestProvider> {
+  if (expect === TSM_PROVIDER_TDX_GUEST && sel.tee.privlevel !== undefined) {
+    throw new ServerError('ERR_SRV_CONFIG', {
+      detail: `tee.privlevel: applies to SEV-SNP only, but configfs-tsm at ${sel.tee.tsmRoot} reports ${TSM_PROVIDER_TDX_GUEST}`,
+      details: { fields: ['tee.privlevel'] },
+    });
+  }
+  return new ConfigfsTsmProvider<TsmGuestProvider>({
     root: sel.tee.tsmRoot,
+    expect,
     ...(sel.tee.privlevel !== undefined ? { privlevel: sel.tee.privlevel } : {}),
     ...(deps.tsmFs ? { fs: deps.tsmFs } : {}),
   });
@@ -82,19 +114,21 @@ export async function selectEvidenceProvider(
     return r;
   }
   const probe = await probeConfigfsTsm(tsmRoot, deps.tsmFs);
-  if (probe.state === 'present' && probe.provider === TSM_PROVIDER_SEV_GUEST) {
-    const reason = `configfs-tsm at ${tsmRoot} reports ${TSM_PROVIDER_SEV_GUEST}`;
-    deps.logger?.info({ tee: 'configfs-tsm', tsmRoot }, `evidence provider: SEV-SNP (${reason})`);
-    return { provider: tsmProvider(sel, deps), kind: 'configfs-tsm', reason };
+  const wanted = mode === 'auto' ? undefined : MODE_PROVIDER[mode];
+  if (probe.state === 'present' && isGuestProvider(probe.provider) && (wanted === undefined || probe.provider === wanted)) {
+    const reason = `configfs-tsm at ${tsmRoot} reports ${probe.provider}`;
+    const provider = tsmProvider(sel, deps, probe.provider);
+    deps.logger?.info({ tee: 'configfs-tsm', provider: probe.provider, tsmRoot }, `evidence provider: ${PROVIDER_NAME[probe.provider]} (${reason})`);
+    return { provider, kind: 'configfs-tsm', reason };
   }
-  if (mode === 'sev-snp') {
-    // SECURITY: never fall back from an explicit real-TEE request.
+  if (wanted !== undefined) {
+    // SECURITY: never fall back from an explicit real-TEE request (to the simulator or the other TEE).
     throw new ServerError('ERR_SRV_CONFIG', {
-      detail: `tee.mode: sev-snp needs configfs-tsm reporting ${TSM_PROVIDER_SEV_GUEST} at tee.tsmRoot (${probeText(probe)})`,
+      detail: `tee.mode: ${mode} needs configfs-tsm reporting ${wanted} at tee.tsmRoot (${probeText(probe)})`,
       details: { fields: ['tee.mode', 'tee.tsmRoot'] },
     });
   }
-  const why = `tee.mode is auto and no SEV-SNP guest was found: ${probeText(probe)}`;
+  const why = `tee.mode is auto and no SEV-SNP or TDX guest was found: ${probeText(probe)}`;
   const r = await simulator(sel, deps, why);
   deps.logger?.warn({ tee: r.kind, tsmRoot, probe: probe.state }, `evidence provider: SIMULATED TEE, fallback configured by 'simulated' (${why})`);
   return r;

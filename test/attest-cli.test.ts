@@ -6,17 +6,28 @@ import { cir, CLI, REPO_ROOT, STACK_TRACE, type Run } from './helpers/cli.js';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { evaluateAttestation, parseMinTcb, buildPolicy, certificatesInFile, type AttestVerifyInput } from '../cli/attest.js';
+import {
+  evaluateAttestation,
+  evaluateTdxAttestation,
+  parseMinTcb,
+  buildPolicy,
+  buildTdxPolicy,
+  certificatesInFile,
+  detectTee,
+  parseRtmrs,
+  parseTcbStatuses,
+  type AttestVerifyInput,
+} from '../cli/attest.js';
 import { isCirError } from '../common/errors.js';
 import { SimulatedSnp, SIM_FILES } from '../attestation/sim/index.js';
 import { mintSnpReport, SIM_TEST_MEASUREMENT } from '../attestation/sim/testing.js';
 import { toHex } from '../common/bytes.js';
-import { parseSnpReport, writeVcekToBundle } from '../attestation/index.js';
+import { loadTdxCollateral, parseSnpReport, writeVcekToBundle, type TdxCollateral } from '../attestation/index.js';
 
 const root = REPO_ROOT;
 const V = path.join(root, 'test', 'data', 'vectors');
@@ -253,7 +264,9 @@ describe('cir attest verify: malformed input and usage errors', () => {
     ['bad --expect-measurement hex', ['--expect-measurement', 'xyz']],
     ['short --expect-report-data', ['--expect-report-data', '00'.repeat(32)]],
     ['bad --at', ['--at', 'yesterday']],
-    ['unsupported --tee', ['--tee', 'tdx']],
+    ['unsupported --tee', ['--tee', 'sgx']],
+    ['a TDX-only flag for SEV-SNP evidence (--expect-mrtd)', ['--expect-mrtd', 'ab'.repeat(48)]],
+    ['a TDX-only flag for SEV-SNP evidence (--allow-missing-crls)', ['--allow-missing-crls']],
   ];
   for (const [name, args] of usage) {
     it(`${name}: exit 2, ERR_CLI_BAD_ARGUMENT`, async () => {
@@ -272,7 +285,25 @@ describe('cir attest verify: malformed input and usage errors', () => {
   it('is listed in help', async () => {
     const r = await cir(['attest', 'verify', '--help']);
     expect(r.code).toBe(0);
-    for (const flag of ['--evidence', '--cert', '--collateral', '--at', '--allow-debug', '--expect-measurement', '--expect-report-data', '--min-tcb', '--allow-provisional-firmware', '--policy', '--allow-simulated', '--json']) {
+    for (const flag of [
+      '--evidence',
+      '--tee',
+      '--cert',
+      '--collateral',
+      '--at',
+      '--allow-debug',
+      '--expect-measurement',
+      '--expect-report-data',
+      '--min-tcb',
+      '--allow-provisional-firmware',
+      '--policy',
+      '--allow-simulated',
+      '--json',
+      '--expect-mrtd',
+      '--expect-rtmr',
+      '--accept-tcb-status',
+      '--allow-missing-crls',
+    ]) {
       expect(r.stdout).toContain(flag);
     }
   });
@@ -413,5 +444,363 @@ describe('flag parsers', () => {
     expect(p.allowDebug).toBe(true);
     expect(buildPolicy({ measurements: [m] }, { expectMeasurement: [] }).measurements).toEqual([m]);
     expect(() => buildPolicy(['x'], { expectMeasurement: [] })).toThrow(expect.objectContaining({ code: 'ERR_CLI_BAD_ARGUMENT' }));
+  });
+});
+
+// --- Intel TDX ---------------------------------------------------------------------------
+// Quotes, collateral and times from /work/shared/vectors/MANIFEST.md ("Intel TDX" table and
+// "Key facts"), copied into test/data/vectors/tdx (PROVENANCE.md); the two assembled
+// bundles (trustee-00a06d080000, negative-fake-intel-root-b0c06f000000) are listed there.
+const TDX = {
+  dcap: { quote: vec('tdx/dcap-qvl/tdx_quote'), collateral: vec('tdx/dcap-qvl/tdx_quote_collateral.json'), at: '2025-07-01T00:00:00Z' },
+  outdated: { quote: vec('tdx/dcap-qvl/tdx_quote_outdated'), collateral: vec('tdx/dcap-qvl/tdx_quote_outdated_collateral.json'), at: '2026-03-01T00:00:00Z' },
+  debug: { quote: vec('tdx/trustee/tdx_quote_4.dat'), collateral: vec('tdx/bundles/go-tdx-guest-50806f000000'), at: '2023-07-01T01:00:00Z' },
+  q6: { quote: vec('tdx/trustee/tdx_quote_6.dat'), collateral: vec('tdx/bundles/trustee-00a06d080000'), at: '2025-11-01T00:00:00Z' },
+  fakeRoot: vec('tdx/bundles/negative-fake-intel-root-b0c06f000000'),
+};
+// MANIFEST.md "Key facts": tdx/dcap-qvl/tdx_quote.
+const DCAP = {
+  mrtd: '91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7',
+  rtmr0: '44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0',
+  rtmr1: '0084452c01668329d4bc06acdf58a7205c26743304509973949e5619bf81a6a7aea8c323c173019b3093d54e579e9378',
+  rtmr2: 'd833feef2cd945148aa38ead2c53e9b7f138190aaaebfc551dccd829fc207aa3ba80b70870d7330733642e01d48c3132',
+  mrseam: '5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab58c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1',
+  reportData: '9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20',
+  xfam: 'e702060000000000',
+  teeTcbSvn: '06010300000000000000000000000000',
+  fmspc: 'b0c06f000000',
+};
+const HEX96 = /^[0-9a-f]{96}$/;
+const dcapArgs = (...more: string[]): string[] => verify('--evidence', TDX.dcap.quote, '--collateral', TDX.dcap.collateral, '--at', TDX.dcap.at, '--json', ...more);
+
+describe('cir attest verify --tee tdx: accepted quotes', () => {
+  it('dcap-qvl/tdx_quote (detected): exit 0, tcbStatus UpToDate, every required claim field', async () => {
+    const r = await cir(dcapArgs());
+    expect(r.code).toBe(0);
+    const o = oneJson(r);
+    expect(o['ok']).toBe(true);
+    expect(o['tee']).toBe('tdx');
+    const c = o['claims'] as Record<string, unknown>;
+    expect(c['mrtd']).toBe(DCAP.mrtd);
+    const rtmr = c['rtmr'] as string[];
+    expect(rtmr).toHaveLength(4);
+    for (const x of rtmr) expect(x).toMatch(HEX96);
+    expect(rtmr.slice(0, 3)).toEqual([DCAP.rtmr0, DCAP.rtmr1, DCAP.rtmr2]);
+    expect(c['mrseam']).toBe(DCAP.mrseam);
+    for (const k of ['mrconfigid', 'mrowner', 'mrownerconfig']) expect(c[k]).toBe('0'.repeat(96));
+    expect(c['reportData']).toBe(DCAP.reportData);
+    expect(c['tdAttributes']).toMatchObject({ hex: '0000001000000000', debug: false });
+    expect(c['xfam']).toBe(DCAP.xfam);
+    expect(c['teeTcbSvn']).toBe(DCAP.teeTcbSvn);
+    expect(c['fmspc']).toBe(DCAP.fmspc);
+    expect(c['tcbStatus']).toBe('UpToDate');
+    expect(c['qeTcbStatus']).toBe('UpToDate');
+    expect(c['advisoryIds']).toEqual([]);
+    expect(c['quoteVersion']).toBe(4);
+    expect(c['version']).toBe(4);
+    expect(c['simulated']).toBe(false);
+    // Neither an MRTD nor report_data was given: both relaxations are on record.
+    expect(c['relaxations']).toEqual(['report-data-unchecked', 'any-mrtd']);
+    expect(r.stderr).toBe('');
+  });
+
+  it('--tee tdx with matching --expect-mrtd, --expect-rtmr and --expect-report-data: no relaxations', async () => {
+    const r = await cir(
+      dcapArgs('--tee', 'tdx', '--expect-mrtd', DCAP.mrtd, '--expect-rtmr', `0=${DCAP.rtmr0}`, '--expect-rtmr', `2=${DCAP.rtmr2.toUpperCase()}`, '--expect-report-data', DCAP.reportData),
+    );
+    expect(r.code).toBe(0);
+    expect((oneJson(r)['claims'] as { relaxations: string[] }).relaxations).toEqual([]);
+  });
+
+  it('without --json prints a readable summary of checks and claims', async () => {
+    const r = await cir(verify('--evidence', TDX.dcap.quote, '--collateral', TDX.dcap.collateral, '--at', TDX.dcap.at));
+    expect(r.code).toBe(0);
+    for (const s of ['tdx quote v4', 'Intel SGX Root CA', 'policy', 'mrtd', DCAP.mrtd, 'rtmr[3]', 'tcbStatus', 'UpToDate', 'any-mrtd', 'ACCEPTED']) {
+      expect(r.stdout).toContain(s);
+    }
+  });
+
+  it('a debug TD (trustee/tdx_quote_4): exit 1 naming tdAttributes.debug, exit 0 with --allow-debug', async () => {
+    const base = verify('--evidence', TDX.debug.quote, '--collateral', TDX.debug.collateral, '--at', TDX.debug.at, '--json');
+    const r1 = await cir(base);
+    expect(r1.code).toBe(1);
+    const o1 = oneJson(r1);
+    expect(o1).toMatchObject({ ok: false, code: 'ERR_ATT_TDX_POLICY_FAILED' });
+    expect(o1['failures']).toEqual([{ field: 'tdAttributes.debug', expected: 'false', observed: 'true' }]);
+    const r2 = await cir([...base, '--allow-debug']);
+    expect(r2.code).toBe(0);
+    const c = oneJson(r2)['claims'] as Record<string, unknown>;
+    expect((c['tdAttributes'] as { debug: boolean }).debug).toBe(true);
+    expect(c['tcbStatus']).toBe('UpToDate');
+    expect(c['relaxations']).toEqual(expect.arrayContaining(['allow-debug', 'any-mrtd']));
+  });
+
+  it('an offline bundle directory (one layout-(a) directory per FMSPC) is read by the quote FMSPC', async () => {
+    const bundle = path.join(tmp, 'tdx-bundle');
+    await cp(TDX.debug.collateral, path.join(bundle, '50806f000000'), { recursive: true });
+    const r = await cir(verify('--evidence', TDX.debug.quote, '--collateral', bundle, '--at', TDX.debug.at, '--allow-debug', '--json'));
+    expect(r.code).toBe(0);
+    expect((oneJson(r)['claims'] as { fmspc: string }).fmspc).toBe('50806f000000');
+    // The dcap-qvl quote (FMSPC b0c06f000000) has no directory there.
+    const miss = await cir(verify('--evidence', TDX.dcap.quote, '--collateral', bundle, '--at', TDX.dcap.at, '--json'));
+    expect(miss.code).toBe(2);
+    expect(oneJson(miss)['code']).toBe('ERR_ATT_TDX_BAD_COLLATERAL');
+  });
+
+  it('a --policy TdxPolicy file, overridden by flags', async () => {
+    const policy = path.join(tmp, 'tdx-policy.yaml');
+    await writeFile(policy, `mrtd: ["${'ab'.repeat(48)}"]\nrtmr1: ["${DCAP.rtmr1}"]\n`);
+    const r1 = await cir(dcapArgs('--policy', policy));
+    expect(r1.code).toBe(1);
+    expect(fields(oneJson(r1))).toEqual(['mrtd']);
+    const r2 = await cir(dcapArgs('--policy', policy, '--expect-mrtd', DCAP.mrtd));
+    expect(r2.code).toBe(0);
+    expect((oneJson(r2)['claims'] as { relaxations: string[] }).relaxations).toEqual(['report-data-unchecked']);
+  });
+});
+
+describe('cir attest verify --tee tdx: rejected quotes', () => {
+  it('dcap-qvl/tdx_quote_outdated: exit 1, no TCB level matches (ERR_ATT_TDX_TCB_LEVEL_NOT_FOUND)', async () => {
+    const r = await cir(verify('--evidence', TDX.outdated.quote, '--collateral', TDX.outdated.collateral, '--at', TDX.outdated.at, '--json'));
+    expect(r.code).toBe(1);
+    const o = oneJson(r);
+    expect(o).toMatchObject({ ok: false, code: 'ERR_ATT_TDX_TCB_LEVEL_NOT_FOUND', failures: [] });
+    expect(o['detail']).toMatch(/TCB level|below every level/);
+  });
+
+  it('trustee/tdx_quote_6 (OutOfDate): rejected by default; accepted with --accept-tcb-status UpToDate,OutOfDate --allow-missing-crls', async () => {
+    const base = verify('--evidence', TDX.q6.quote, '--collateral', TDX.q6.collateral, '--at', TDX.q6.at, '--json');
+    // No PCK CRL covers 2025-11: refused unless explicitly allowed.
+    const r1 = await cir(base);
+    expect(r1.code).toBe(1);
+    expect(oneJson(r1)).toMatchObject({ ok: false, code: 'ERR_ATT_TDX_CRL_MISSING' });
+    // The CRL relaxation alone: the default policy still refuses OutOfDate.
+    const r2 = await cir([...base, '--allow-missing-crls']);
+    expect(r2.code).toBe(1);
+    const o2 = oneJson(r2);
+    expect(o2['code']).toBe('ERR_ATT_TDX_POLICY_FAILED');
+    expect(o2['failures']).toEqual([{ field: 'tcbStatus', expected: 'one of [UpToDate]', observed: 'OutOfDate' }]);
+    // The status relaxation alone: the missing CRL still fails verification.
+    const r3 = await cir([...base, '--accept-tcb-status', 'UpToDate,OutOfDate']);
+    expect(r3.code).toBe(1);
+    expect(oneJson(r3)['code']).toBe('ERR_ATT_TDX_CRL_MISSING');
+    const r4 = await cir([...base, '--accept-tcb-status', 'UpToDate,OutOfDate', '--allow-missing-crls']);
+    expect(r4.code).toBe(0);
+    const c = oneJson(r4)['claims'] as Record<string, unknown>;
+    expect(c['tcbStatus']).toBe('OutOfDate');
+    expect(c['fmspc']).toBe('00a06d080000');
+    expect(c['relaxations']).toEqual(['report-data-unchecked', 'pck-crl-unchecked', 'accept-tcb-status:OutOfDate', 'any-mrtd']);
+  });
+
+  it('--expect-mrtd that does not match: exit 1 naming mrtd', async () => {
+    const r = await cir(dcapArgs('--expect-mrtd', 'ab'.repeat(48)));
+    expect(r.code).toBe(1);
+    const o = oneJson(r);
+    expect(o).toMatchObject({ ok: false, code: 'ERR_ATT_TDX_POLICY_FAILED' });
+    expect(o['failures']).toEqual([{ field: 'mrtd', expected: `one of [${'ab'.repeat(48)}]`, observed: DCAP.mrtd }]);
+  });
+
+  it('--expect-rtmr 0=... that does not match: exit 1 naming rtmr[0]', async () => {
+    const r = await cir(dcapArgs('--expect-rtmr', `0=${'cd'.repeat(48)}`));
+    expect(r.code).toBe(1);
+    expect(oneJson(r)['failures']).toEqual([{ field: 'rtmr[0]', expected: `one of [${'cd'.repeat(48)}]`, observed: DCAP.rtmr0 }]);
+  });
+
+  it('--expect-report-data that does not match: exit 1, ERR_ATT_TDX_REPORT_DATA_MISMATCH', async () => {
+    const r = await cir(dcapArgs('--expect-report-data', '01'.repeat(64)));
+    expect(r.code).toBe(1);
+    expect(oneJson(r)).toMatchObject({ ok: false, code: 'ERR_ATT_TDX_REPORT_DATA_MISMATCH', failures: [] });
+  });
+
+  it('collateral signed under the look-alike Intel root: exit 1, ERR_ATT_TDX_ROOT_PIN_MISMATCH', async () => {
+    const r = await cir(verify('--evidence', TDX.dcap.quote, '--collateral', TDX.fakeRoot, '--at', TDX.dcap.at, '--json'));
+    expect(r.code).toBe(1);
+    expect(oneJson(r)).toMatchObject({ ok: false, code: 'ERR_ATT_TDX_ROOT_PIN_MISMATCH', failures: [] });
+  });
+
+  it('collateral outside its validity at --at: exit 1', async () => {
+    const r = await cir(verify('--evidence', TDX.dcap.quote, '--collateral', TDX.dcap.collateral, '--at', '2025-07-20T00:00:00Z', '--json'));
+    expect(r.code).toBe(1);
+    expect(oneJson(r)['code']).toBe('ERR_ATT_TDX_CRL_EXPIRED');
+  });
+});
+
+describe('cir attest verify --tee tdx: malformed input and usage errors', () => {
+  it('--tee tdx without --collateral: exit 2, ERR_CLI_BAD_ARGUMENT (also when TDX is detected)', async () => {
+    const r1 = await cir(verify('--evidence', TDX.dcap.quote, '--tee', 'tdx', '--at', TDX.dcap.at, '--json'));
+    expect(r1.code).toBe(2);
+    expect(oneJson(r1)).toMatchObject({ ok: false, code: 'ERR_CLI_BAD_ARGUMENT', failures: [] });
+    expect(oneJson(r1)['detail']).toMatch(/--collateral/);
+    const r2 = await cir(verify('--evidence', TDX.dcap.quote, '--at', TDX.dcap.at, '--json'));
+    expect(r2.code).toBe(2);
+    expect(oneJson(r2)['code']).toBe('ERR_CLI_BAD_ARGUMENT');
+    const plain = await cir(verify('--evidence', TDX.dcap.quote, '--tee', 'tdx'));
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toMatch(/ERR_CLI_BAD_ARGUMENT/);
+    expect(plain.stderr).not.toMatch(STACK_TRACE);
+  });
+
+  const hostile: [string, () => Buffer][] = [
+    ['5000 random bytes', () => randomBytes(5000)],
+    ['random bytes behind a TDX v4 header', () => Buffer.concat([readFileSync(TDX.dcap.quote).subarray(0, 48), randomBytes(4000)])],
+    ['a truncated real quote', () => readFileSync(TDX.dcap.quote).subarray(0, 2000)],
+    ['a real quote cut inside its header', () => readFileSync(TDX.dcap.quote).subarray(0, 47)],
+    ['a real SEV-SNP report', () => readFileSync(TURIN.report)],
+  ];
+  for (const [name, bytes] of hostile) {
+    for (const tee of [[], ['--tee', 'tdx']]) {
+      it(`${name}${tee.length ? ' (--tee tdx)' : ''}: exit 1 or 2, ok:false, no stack trace`, async () => {
+        const file = path.join(tmp, `tdx-${name.replace(/\W+/g, '-')}.bin`);
+        await writeFile(file, bytes());
+        const r = await cir(verify('--evidence', file, '--collateral', TDX.dcap.collateral, '--at', TDX.dcap.at, '--json', ...tee));
+        expect([1, 2]).toContain(r.code);
+        const o = oneJson(r);
+        expect(o['ok']).toBe(false);
+        expect(o['code']).toMatch(/^ERR_[A-Z0-9_]+$/);
+        expect(o['failures']).toEqual([]);
+        expect(r.stderr + r.stdout).not.toMatch(STACK_TRACE);
+      });
+    }
+  }
+
+  const usage: [string, string[]][] = [
+    ['unknown --accept-tcb-status', ['--accept-tcb-status', 'UpToDate,Fine']],
+    ['duplicate --accept-tcb-status', ['--accept-tcb-status', 'OutOfDate,OutOfDate']],
+    ['empty --accept-tcb-status', ['--accept-tcb-status', '']],
+    ['--expect-rtmr index 4', ['--expect-rtmr', `4=${'ab'.repeat(48)}`]],
+    ['--expect-rtmr without index', ['--expect-rtmr', 'ab'.repeat(48)]],
+    ['short --expect-rtmr hex', ['--expect-rtmr', '0=abcd']],
+    ['bad --expect-mrtd hex', ['--expect-mrtd', 'xyz']],
+    ['an SEV-SNP-only flag (--expect-measurement)', ['--expect-measurement', 'ab'.repeat(48)]],
+    ['an SEV-SNP-only flag (--min-tcb)', ['--min-tcb', 'bootloader=1,tee=1,snp=1,microcode=1']],
+    ['an SEV-SNP-only flag (--cert)', ['--cert', TURIN.vcek]],
+    ['an SEV-SNP-only flag (--allow-simulated)', ['--allow-simulated']],
+  ];
+  for (const [name, args] of usage) {
+    it(`${name}: exit 2, ERR_CLI_BAD_ARGUMENT`, async () => {
+      const r = await cir(dcapArgs(...args));
+      expect(r.code).toBe(2);
+      expect(oneJson(r)).toMatchObject({ ok: false, code: 'ERR_CLI_BAD_ARGUMENT', failures: [] });
+    });
+  }
+
+  it('an invalid TdxPolicy file: exit 2, ERR_ATT_TDX_BAD_POLICY naming the field', async () => {
+    const policy = path.join(tmp, 'bad-tdx-policy.yaml');
+    await writeFile(policy, 'acceptedTcbStatuses: [Fine]\n');
+    const r = await cir(dcapArgs('--policy', policy));
+    expect(r.code).toBe(2);
+    const o = oneJson(r);
+    expect(o['code']).toBe('ERR_ATT_TDX_BAD_POLICY');
+    expect(o['detail']).toMatch(/acceptedTcbStatuses/);
+  });
+
+  it('a missing or malformed --collateral: exit 2', async () => {
+    const r1 = await cir(verify('--evidence', TDX.dcap.quote, '--collateral', path.join(tmp, 'nope'), '--json'));
+    expect(r1.code).toBe(2);
+    expect(oneJson(r1)['code']).toBe('ERR_CLI_FILE_UNREADABLE');
+    const bad = path.join(tmp, 'bad-collateral.json');
+    await writeFile(bad, '{"tcb_info": 1}');
+    const r2 = await cir(verify('--evidence', TDX.dcap.quote, '--collateral', bad, '--json'));
+    expect(r2.code).toBe(2);
+    expect(oneJson(r2)['code']).toBe('ERR_ATT_TDX_BAD_COLLATERAL');
+  });
+});
+
+describe('TDX evidence handling in-process (property)', () => {
+  let collateral: TdxCollateral;
+  const real = new Uint8Array(readFileSync(TDX.dcap.quote));
+  beforeAll(async () => {
+    collateral = await loadTdxCollateral(TDX.dcap.collateral);
+  });
+
+  /** Either a typed rejection (exit 1 or 2) or a typed error; never an untyped throw, never acceptance. */
+  async function onlyTyped(evidence: Uint8Array): Promise<void> {
+    try {
+      const r = await evaluateTdxAttestation({
+        evidence,
+        collateral,
+        now: new Date(TDX.dcap.at),
+        policy: buildTdxPolicy(undefined, {}),
+        allowMissingCrls: false,
+      });
+      if (r.outcome.ok) throw new Error('arbitrary bytes were accepted');
+      expect(r.outcome.code).toMatch(/^ERR_ATT_TDX_[A-Z0-9_]+$/);
+      expect([1, 2]).toContain(r.exitCode);
+    } catch (e) {
+      if (!isCirError(e)) throw e;
+    }
+  }
+
+  it('arbitrary bytes never give anything but a typed rejection', async () => {
+    await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 8192 }), (b) => onlyTyped(b)), { numRuns: 300 });
+  });
+
+  it('arbitrary bytes behind a real v4 or v5 TDX header, likewise', async () => {
+    const arb = fc.tuple(fc.constantFrom(4, 5), fc.uint8Array({ maxLength: 6000 })).map(([v, rest]) => {
+      const b = new Uint8Array(48 + rest.length);
+      b.set(real.subarray(0, 48));
+      new DataView(b.buffer).setUint16(0, v, true);
+      b.set(rest, 48);
+      return b;
+    });
+    await fc.assert(fc.asyncProperty(arb, (b) => onlyTyped(b)), { numRuns: 300 });
+  });
+
+  it('single-byte corruptions and truncations of a real quote are rejected with a typed code', async () => {
+    const sigEnd = 48 + 584 + 4 + 64; // header, body, signature length, quote signature
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: sigEnd - 1 }), fc.integer({ min: 1, max: 255 }), (i, x) => {
+        const b = new Uint8Array(real);
+        b[i] = b[i]! ^ x;
+        return onlyTyped(b);
+      }),
+      { numRuns: 100 },
+    );
+    await fc.assert(fc.asyncProperty(fc.integer({ min: 0, max: real.length - 71 }), (n) => onlyTyped(real.subarray(0, n))), { numRuns: 100 });
+  });
+
+  it('detectTee: SEV-SNP by size and version, TDX by header, else undefined', () => {
+    expect(detectTee(real)).toBe('tdx');
+    expect(detectTee(new Uint8Array(readFileSync(TURIN.report)))).toBe('sev-snp');
+    expect(detectTee(real.subarray(0, 47))).toBeUndefined();
+    expect(detectTee(Object.assign(new Uint8Array(real), { 4: 0 }))).toBeUndefined(); // tee_type 0 (SGX)
+    expect(detectTee(Object.assign(new Uint8Array(real), { 0: 3 }))).toBeUndefined();
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 2048 }), (b) => {
+        expect([undefined, 'sev-snp', 'tdx']).toContain(detectTee(b));
+      }),
+    );
+  });
+});
+
+describe('TDX flag parsers', () => {
+  it('parseTcbStatuses', () => {
+    expect(parseTcbStatuses(['UpToDate,OutOfDate', ' SWHardeningNeeded '])).toEqual(['UpToDate', 'OutOfDate', 'SWHardeningNeeded']);
+    for (const bad of [[''], ['uptodate'], ['UpToDate', 'UpToDate'], []]) {
+      expect(() => parseTcbStatuses(bad)).toThrow(expect.objectContaining({ code: 'ERR_CLI_BAD_ARGUMENT' }));
+    }
+  });
+
+  it('parseRtmrs: per-index allow-lists, lower-cased', () => {
+    const a = 'AB'.repeat(48);
+    const b = 'cd'.repeat(48);
+    expect(parseRtmrs([`0=${a}`, `0=${b}`, ` 3 = ${b}`])).toEqual({ rtmr0: [a.toLowerCase(), b], rtmr3: [b] });
+    for (const bad of [`4=${b}`, `-1=${b}`, b, `0=${b}00`, '0=']) {
+      expect(() => parseRtmrs([bad])).toThrow(expect.objectContaining({ code: 'ERR_CLI_BAD_ARGUMENT' }));
+    }
+  });
+
+  it('buildTdxPolicy: flags override the file; no MRTD means anyMrtd', () => {
+    expect(buildTdxPolicy(undefined, {}).anyMrtd).toBe(true);
+    const m = 'ab'.repeat(48);
+    const p = buildTdxPolicy({ anyMrtd: true, rtmr1: [m] }, { expectMrtd: [m.toUpperCase()], allowDebug: true, acceptTcbStatus: ['UpToDate,OutOfDate'] });
+    expect(p.mrtd).toEqual([m]);
+    expect(p.anyMrtd).toBe(false);
+    expect(p.rtmr1).toEqual([m]);
+    expect(p.allowDebug).toBe(true);
+    expect(p.acceptedTcbStatuses).toEqual(['UpToDate', 'OutOfDate']);
+    expect(buildTdxPolicy({ mrtd: [m] }, {}).mrtd).toEqual([m]);
+    expect(() => buildTdxPolicy(['x'], {})).toThrow(expect.objectContaining({ code: 'ERR_CLI_BAD_ARGUMENT' }));
+    expect(() => buildTdxPolicy({ bogus: 1 }, {})).toThrow(expect.objectContaining({ code: 'ERR_ATT_TDX_BAD_POLICY' }));
   });
 });

@@ -12,6 +12,9 @@ import { verifySnpReport } from '../snp/verify.js';
 import { SimulatedSnp } from '../sim/simulated-snp.js';
 import { mintSnpReport } from '../sim/testing.js';
 import { OFF_REPORT_DATA } from '../snp/layout.js';
+import { parseTdxQuote } from '../tdx/parse.js';
+import { verifyTdxQuote } from '../tdx/verify.js';
+import { DCAP_NOW, dcapCollateral, vec as tdxVec } from '../tdx/testdata/fixtures.js';
 
 // Real recorded bytes: a Genoa report (report_data all zero) and its VCEK, from
 // microsoft/TEE-Attestation-Verification (test/data/vectors/PROVENANCE.md); ASK and ARK
@@ -156,7 +159,7 @@ describe('ConfigfsTsmProvider against a fake configfs-tsm tree with recorded byt
   });
 
   const failures: { name: string; opts: Partial<FakeTsmOptions>; code: AttestationErrorCode }[] = [
-    { name: 'wrong provider (tdx_guest)', opts: { provider: 'tdx_guest' }, code: 'ERR_ATT_TSM_PROVIDER_MISMATCH' },
+    { name: 'wrong provider (tdx_guest, not expected)', opts: { provider: 'tdx_guest' }, code: 'ERR_ATT_TSM_PROVIDER_MISMATCH' },
     { name: 'no provider registered (ENXIO)', opts: { provider: null }, code: 'ERR_ATT_TSM_IO' },
     { name: 'empty outblob', opts: { report: () => new Uint8Array(0) }, code: 'ERR_ATT_TSM_BAD_OUTBLOB' },
     { name: 'short outblob', opts: { report: (i) => recordedWith(i).subarray(0, 1000) }, code: 'ERR_ATT_TSM_BAD_OUTBLOB' },
@@ -267,5 +270,110 @@ describe('detectConfigfsTsm / probeConfigfsTsm', () => {
     const eacces: TsmFs = { ...t.fs, mkdir: () => Promise.reject(Object.assign(new Error('EACCES'), { code: 'EACCES' })) };
     expect(await probeConfigfsTsm(t.root, eacces)).toMatchObject({ state: 'not-writable' });
     expect(await detectConfigfsTsm(t.root, eacces)).toBeUndefined();
+  });
+});
+
+// --- Intel TDX (tdx_guest): real quotes from test/data/vectors/tdx (PROVENANCE.md) ------
+
+describe('ConfigfsTsmProvider with tdx_guest against a fake tree with real quote bytes', () => {
+  // A real quote's report_data cannot be changed (the signature covers it), so each test
+  // writes the quote's own report_data as inblob, as the guest that produced it did.
+  const DCAP_QUOTE = tdxVec('dcap-qvl/tdx_quote');
+  const DCAP_RD = parseTdxQuote(DCAP_QUOTE).body.reportData;
+  const TRUSTEE6 = tdxVec('trustee/tdx_quote_6.dat'); // 70 bytes after the signature data
+
+  async function tdxTsm(opts: Partial<FakeTsmOptions> = {}): Promise<FakeTsm> {
+    return fakeTsm({ provider: 'tdx_guest', report: () => DCAP_QUOTE, auxblob: null, ...opts });
+  }
+  const tdxProvider = (t: FakeTsm, opts: { maxRetries?: number } = {}) =>
+    new ConfigfsTsmProvider({ root: t.root, fs: t.fs, expect: 'tdx_guest', ...opts });
+
+  it('returns the quote byte for byte as TdxEvidence, and it verifies end to end', async () => {
+    const t = await tdxTsm();
+    const p = tdxProvider(t);
+    expect(p.tee).toBe('tdx');
+    expect(p.expect).toBe('tdx_guest');
+    expect(p.simulated).toBe(false);
+    const ev = await p.collect(DCAP_RD);
+    expect(ev).toEqual({ tee: 'tdx', quote: b64(DCAP_QUOTE) });
+    expect(t.writes).toEqual(['inblob']);
+    expect(await t.entries()).toEqual([]);
+    const claims = await verifyTdxQuote(Buffer.from(ev.quote, 'base64'), { now: DCAP_NOW, expectedReportData: DCAP_RD, collateral: dcapCollateral() });
+    expect(claims.tcbStatus).toBe('UpToDate');
+    expect(claims.reportData).toBe(Buffer.from(DCAP_RD).toString('hex'));
+  });
+
+  it('the inblob written is exactly the requested report_data', async () => {
+    let written: Uint8Array | undefined;
+    const t = await tdxTsm({
+      report: (inblob) => {
+        written = new Uint8Array(inblob);
+        return DCAP_QUOTE;
+      },
+    });
+    await tdxProvider(t).collect(new Uint8Array(DCAP_RD));
+    expect(written).toEqual(DCAP_RD);
+  });
+
+  it('keeps bytes after the signature data (the verifier ignores them)', async () => {
+    const rd = parseTdxQuote(TRUSTEE6).body.reportData;
+    const t = await tdxTsm({ report: () => TRUSTEE6 });
+    expect(parseTdxQuote(TRUSTEE6).trailingBytes).toBe(70);
+    expect((await tdxProvider(t).collect(rd)).quote).toBe(b64(TRUSTEE6));
+  });
+
+  it('reads no auxblob even when one exists (tdx_guest has none)', async () => {
+    const t = await tdxTsm({ auxblob: new Uint8Array([1, 2, 3]) });
+    expect(await tdxProvider(t).collect(DCAP_RD)).toEqual({ tee: 'tdx', quote: b64(DCAP_QUOTE) });
+  });
+
+  it('retries after a generation race and then succeeds', async () => {
+    const t = await tdxTsm({ raceWrites: (gen) => (gen === 1 ? 1 : 0) });
+    expect((await tdxProvider(t).collect(DCAP_RD)).quote).toBe(b64(DCAP_QUOTE));
+    expect(t.writes).toEqual(['inblob', 'inblob']);
+    const r = await tdxTsm({ raceWrites: () => 1 });
+    expect(await codeOf(tdxProvider(r, { maxRetries: 1 }).collect(DCAP_RD))).toBe('ERR_ATT_TSM_GENERATION_RACE');
+    expect(await r.entries()).toEqual([]);
+  });
+
+  const failures: { name: string; opts: Partial<FakeTsmOptions>; rd?: Uint8Array; code: AttestationErrorCode }[] = [
+    { name: 'another report_data (a real quote for other data)', opts: {}, rd: rdOf(7), code: 'ERR_ATT_TSM_REPORT_DATA_MISMATCH' },
+    {
+      name: 'report_data differing in the last byte',
+      opts: {},
+      rd: Object.assign(new Uint8Array(DCAP_RD), { 63: DCAP_RD[63]! ^ 1 }),
+      code: 'ERR_ATT_TSM_REPORT_DATA_MISMATCH',
+    },
+    { name: 'empty outblob', opts: { report: () => new Uint8Array(0) }, code: 'ERR_ATT_TSM_BAD_OUTBLOB' },
+    { name: 'truncated quote', opts: { report: () => DCAP_QUOTE.subarray(0, 1000) }, code: 'ERR_ATT_TSM_BAD_OUTBLOB' },
+    { name: 'an SEV-SNP report from tdx_guest', opts: { report: () => GENOA_REPORT }, code: 'ERR_ATT_TSM_BAD_OUTBLOB' },
+    { name: 'garbage outblob', opts: { report: () => new Uint8Array(5000).fill(0xa5) }, code: 'ERR_ATT_TSM_BAD_OUTBLOB' },
+    { name: 'quote version 3', opts: { report: () => Object.assign(new Uint8Array(DCAP_QUOTE), { 0: 3 }) }, code: 'ERR_ATT_TSM_BAD_OUTBLOB' },
+    { name: 'firmware refuses the request (EIO on inblob)', opts: { failWrite: 'inblob' }, code: 'ERR_ATT_TSM_IO' },
+  ];
+  for (const f of failures) {
+    it(`${f.name} -> ${f.code}, and the entry is removed`, async () => {
+      const t = await tdxTsm(f.opts);
+      expect(await codeOf(tdxProvider(t).collect(f.rd ?? DCAP_RD))).toBe(f.code);
+      expect(t.created).toHaveLength(1);
+      expect(await t.entries()).toEqual([]);
+    });
+  }
+
+  it('provider mismatch in both directions is detected before inblob is written', async () => {
+    const snp = await fakeTsm({ provider: 'sev_guest' });
+    expect(await codeOf(tdxProvider(snp).collect(DCAP_RD))).toBe('ERR_ATT_TSM_PROVIDER_MISMATCH');
+    expect(snp.writes).toEqual([]);
+    const tdx = await tdxTsm();
+    expect(await codeOf(provider(tdx).collect(DCAP_RD))).toBe('ERR_ATT_TSM_PROVIDER_MISMATCH');
+    expect(tdx.writes).toEqual([]);
+    expect(await tdx.entries()).toEqual([]);
+  });
+
+  it('rejects privlevel with tdx_guest and unknown providers', () => {
+    expect(() => new ConfigfsTsmProvider({ expect: 'tdx_guest', privlevel: 0 })).toThrow(expect.objectContaining({ code: 'ERR_ATT_BAD_ARGUMENT' }));
+    expect(() => new ConfigfsTsmProvider({ expect: 'sgx_guest' as 'tdx_guest' })).toThrow(expect.objectContaining({ code: 'ERR_ATT_BAD_ARGUMENT' }));
+    expect(new ConfigfsTsmProvider({ expect: 'sev_guest' }).tee).toBe('sev-snp');
+    expect(new ConfigfsTsmProvider().expect).toBe('sev_guest');
   });
 });

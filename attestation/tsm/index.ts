@@ -5,9 +5,13 @@ export {
   nodeTsmFs,
   TSM_REPORT_ROOT,
   TSM_PROVIDER_SEV_GUEST,
+  TSM_PROVIDER_TDX_GUEST,
   TSM_INBLOB_SIZE,
   TSM_DEFAULT_MAX_RETRIES,
   type ConfigfsTsmOptions,
+  type TsmGuestProvider,
+  type TsmEvidenceFor,
+  type TsmTeeFor,
   type TsmFs,
   type TsmProbe,
 } from './configfs.js';

@@ -1,0 +1,79 @@
+/**
+ * One short smoke run of the whole harness: every mode (server processes included), a tiny
+ * generated model, concurrency 1 and one open-loop rate, boot and seal figures. Asserts
+ * structure and zero errors only, never timings. Needs dist/ (`npm test` builds first).
+ */
+import { existsSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { defaultSimStateDir, runBench } from './harness.js';
+import { chartPanels, markdownSummary, REPORT_SCHEMA } from './report.js';
+import { latencyThroughputSvg } from './svg.js';
+import { MODES, serverProcessEntry } from './targets.js';
+import { mlpWorkload } from './workloads.js';
+
+describe('cir bench smoke run', () => {
+  it('runs all modes side by side and reports every figure', async () => {
+    expect(existsSync(serverProcessEntry()), 'run `npm run build` first').toBe(true);
+    const report = await runBench({
+      modes: MODES,
+      workloads: [mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny')],
+      concurrency: [1],
+      rates: [20],
+      warmupMs: 200,
+      durationMs: 600,
+      reps: 1,
+      seed: 1,
+      intraOpThreads: 1,
+      interOpThreads: 0,
+      executionProvider: 'cpu',
+      requestTimeoutMs: 10_000,
+      maxInFlight: 64,
+      sloP99Ms: 1000,
+      targetRps: 1000,
+      bootModelMb: 1,
+      warmBoots: 1,
+      sealMb: 1,
+      simStateDir: defaultSimStateDir(),
+      quick: true,
+    });
+    expect(report.schema).toBe(REPORT_SCHEMA);
+    expect(report.results).toHaveLength(MODES.length * 2);
+    for (const mode of MODES) {
+      for (const loop of ['closed', 'open'] as const) {
+        const r = report.results.find((x) => x.mode === mode && x.loop === loop);
+        expect(r, `${mode} ${loop}`).toBeDefined();
+        expect(r!.model).toBe('tiny');
+        expect(r!.errors, `${mode} ${loop}: ${JSON.stringify(r!.errorsByStatus)}`).toBe(0);
+        expect(r!.count).toBeGreaterThan(0);
+        expect(r!.throughput).toBeGreaterThan(0);
+        expect(r!.p99Ms).toBeGreaterThanOrEqual(r!.p50Ms);
+        expect(r!.perRep).toHaveLength(1);
+        if (mode === 'inproc') expect(r!.overhead).toBeNull();
+        else {
+          expect(r!.overhead).not.toBeNull();
+          expect(r!.serverCpuMsPerRequest).not.toBeNull();
+          expect(r!.serverMaxRssMiB).toBeGreaterThan(0);
+        }
+      }
+    }
+    expect(report.results.filter((x) => x.loop === 'closed').map((x) => x.concurrency)).toEqual([1, 1, 1, 1]);
+    expect(report.results.filter((x) => x.loop === 'open').map((x) => x.rate)).toEqual([20, 20, 20, 20]);
+    expect(report.servers.map((s) => [s.mode, s.tls, s.sealedModels])).toEqual([
+      ['grpc', false, false],
+      ['grpc-tls', true, false],
+      ['grpc-attested', true, true],
+    ]);
+    expect(report.attestedClient?.checks.every((c) => c.ok)).toBe(true);
+    expect(report.boot?.cold.steps.map((s) => s.name)).toEqual(expect.arrayContaining(['challenge', 'evidence', 'attest', 'release', 'decrypt', 'load']));
+    expect(report.boot?.warm).toHaveLength(1);
+    expect(report.sealThroughput?.openGBps).toBeGreaterThan(0);
+    expect(report.sizing?.rows).toHaveLength(MODES.length);
+    expect(report.sizing?.rows.every((r) => r.source === 'open')).toBe(true);
+    expect(report.skipped).toEqual([]);
+    expect(JSON.parse(JSON.stringify(report))).toEqual(report);
+    const md = markdownSummary(report);
+    for (const mode of MODES) expect(md).toContain(`| ${mode} |`);
+    const svg = latencyThroughputSvg(chartPanels(report), { title: 't' });
+    expect(svg.match(/class="series"/g)).toHaveLength(MODES.length * 2);
+  });
+});

@@ -1,0 +1,528 @@
+/**
+ * The serving benchmark: runs every selected mode (targets.ts) against every workload at
+ * every load level, side by side, and builds the report (report.ts).
+ *
+ * Method (research/anchors-performance-reliability.md §3):
+ * - Server and load generator are separate processes: each server mode runs in its own
+ *   child (bench/server-process.ts), started once and kept for the whole sweep.
+ * - Cells are interleaved: for each model, level and repetition, every mode runs once
+ *   before the next repetition, so slow drift in machine load hits all modes alike.
+ * - Each cell: warm-up (not recorded), then a fixed window recorded in an HdrHistogram.
+ *   Figures are medians across repetitions.
+ * - Closed loop (concurrency sweep) measures capacity; open loop (Poisson arrivals at
+ *   fixed rates, latency from the intended send time) measures latency at a given load.
+ *   SLO sizing prefers open-loop points.
+ * - Server CPU time and peak RSS come from the server process itself (process.cpuUsage,
+ *   resourceUsage().maxRSS) before and after each cell.
+ */
+import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import * as ort from 'onnxruntime-node';
+import { SimulatedSnp } from '../attestation/sim/index.js';
+import { openSealedModel, sealModel, DEFAULT_CHUNK_SIZE } from '../common/seal.js';
+import { packageVersion } from '../server/app.js';
+import { runClosedLoop, runOpenLoop, type WindowResult } from './load.js';
+import {
+  REPORT_SCHEMA,
+  type BenchReport,
+  type BootReport,
+  type LoopKind,
+  type RepFigures,
+  type ResultEntry,
+  type SealThroughput,
+  type ServerInfo,
+  type SizingRow,
+} from './report.js';
+import type { BootFigure, ServerSpec, ServerSpecModel, StatsMessage } from './server-process.js';
+import { maxThroughputUnderSlo, median, overheadRatios, serversNeeded } from './stats.js';
+import { grpcTarget, inprocTarget, MODES, ServerChild, sessionOptions, type Mode, type Target } from './targets.js';
+import { mlpSizeWorkload, requestBytes, type Workload } from './workloads.js';
+
+export interface BenchOptions {
+  readonly modes: readonly Mode[];
+  readonly workloads: readonly Workload[];
+  readonly concurrency: readonly number[];
+  /** Open-loop rates (req/s); 'auto' = autoRateFractions x the model's inproc closed-loop peak; [] = no open loop. */
+  readonly rates: readonly number[] | 'auto';
+  readonly autoRateFractions?: readonly number[];
+  readonly warmupMs: number;
+  readonly durationMs: number;
+  readonly reps: number;
+  readonly seed: number;
+  readonly intraOpThreads: number;
+  readonly interOpThreads: number;
+  readonly executionProvider: 'cpu' | 'cuda';
+  readonly requestTimeoutMs: number;
+  readonly maxInFlight: number;
+  readonly sloP99Ms?: number;
+  readonly targetRps?: number;
+  /** Boot figures with a generated sealed MLP of this many MiB; 0 = skip. */
+  readonly bootModelMb: number;
+  /** Warm boots after the cold one. */
+  readonly warmBoots: number;
+  /** Sealed-model throughput over this many MiB; 0 = skip. */
+  readonly sealMb: number;
+  /** Shared simulated-TEE state (created once, ~10 s of RSA-4096 key generation). */
+  readonly simStateDir: string;
+  readonly quick: boolean;
+  readonly label?: string;
+  readonly argv?: readonly string[];
+  /** Progress (stderr bar in the CLI). */
+  readonly onProgress?: (p: Progress) => void;
+  /** One-line notes (server start, skipped parts). */
+  readonly log?: (line: string) => void;
+}
+
+export interface Progress {
+  readonly done: number;
+  readonly total: number;
+  /** Fraction of the current cell. */
+  readonly cellFraction: number;
+  readonly label: string;
+  readonly etaMs: number;
+}
+
+export const DEFAULT_AUTO_RATE_FRACTIONS = Object.freeze([0.25, 0.5, 0.75, 0.9]);
+
+/** Default location of the shared simulated-TEE state. */
+export function defaultSimStateDir(): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+  return path.join(os.tmpdir(), `cir-bench-sim-${uid}`);
+}
+
+function pkgVersion(name: string): string {
+  try {
+    const req = createRequire(import.meta.url);
+    let dir = path.dirname(req.resolve(name));
+    for (let i = 0; i < 5; i++) {
+      const f = path.join(dir, 'package.json');
+      if (existsSync(f)) {
+        const pkg = JSON.parse(readFileSync(f, 'utf8')) as { name?: string; version?: string };
+        if (pkg.name === name && pkg.version) return pkg.version;
+      }
+      dir = path.dirname(dir);
+    }
+  } catch {
+    // unknown
+  }
+  return 'unknown';
+}
+
+function machineInfo(): Omit<BenchReport['machine'], 'loadAvgEnd'> {
+  const cpus = os.cpus();
+  return {
+    hostname: os.hostname(),
+    platform: os.platform(),
+    release: os.release(),
+    arch: os.arch(),
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    cpus: cpus.length,
+    totalMemBytes: os.totalmem(),
+    loadAvgStart: os.loadavg(),
+    confidential: {
+      sevGuest: existsSync('/dev/sev-guest'),
+      tdxGuest: existsSync('/dev/tdx_guest') || existsSync('/dev/tdx-guest'),
+      tsmReport: existsSync('/sys/kernel/config/tsm/report'),
+    },
+  };
+}
+
+/** Checks an execution provider by creating a session with it; returns why not when it fails. */
+async function probeExecutionProvider(ep: 'cpu' | 'cuda', model: Uint8Array): Promise<{ available: boolean; detail: string }> {
+  if (ep === 'cpu') return { available: true, detail: 'cpu' };
+  try {
+    const s = await ort.InferenceSession.create(model, { executionProviders: [{ name: 'cuda' }] });
+    await s.release();
+    return { available: true, detail: 'cuda session created' };
+  } catch (e) {
+    return { available: false, detail: `onnxruntime-node could not create a CUDA session: ${((e as Error).message ?? String(e)).split('\n')[0]}` };
+  }
+}
+
+function bootSum(b: BootFigure, names: readonly string[]): number {
+  return b.steps.filter((s) => names.includes(s.name) && s.ok).reduce((a, s) => a + s.ms, 0);
+}
+const ATTEST_STEPS = ['challenge', 'evidence', 'attest', 'release'];
+
+function stepMs(b: BootFigure, name: string): number | undefined {
+  const s = b.steps.filter((x) => x.name === name && x.ok);
+  return s.length ? s.reduce((a, x) => a + x.ms, 0) : undefined;
+}
+
+/** Sealed-model seal/open throughput in this process (common/seal.ts). */
+export function measureSealThroughput(mb: number, reps: number): SealThroughput {
+  const plaintext = randomBytes(mb * 1024 * 1024);
+  const dek = randomBytes(32);
+  const sealT: number[] = [];
+  const openT: number[] = [];
+  let sealed = sealModel(plaintext, dek, { keyId: 'bench', keyVersion: 1 });
+  openSealedModel(sealed, dek);
+  for (let i = 0; i < reps; i++) {
+    let t = performance.now();
+    sealed = sealModel(plaintext, dek, { keyId: 'bench', keyVersion: 1 });
+    sealT.push(performance.now() - t);
+    t = performance.now();
+    openSealedModel(sealed, dek);
+    openT.push(performance.now() - t);
+  }
+  const gbps = (ms: number): number => plaintext.length / 1e9 / (ms / 1000);
+  return { plaintextBytes: plaintext.length, chunkSize: DEFAULT_CHUNK_SIZE, reps, sealGBps: gbps(median(sealT)), openGBps: gbps(median(openT)) };
+}
+
+interface Cell {
+  readonly workload: Workload;
+  readonly loop: LoopKind;
+  readonly level: number;
+  readonly rep: number;
+  readonly mode: Mode;
+}
+
+/** The simulated launch measurement the bench servers report and their policy allows. */
+export const BENCH_MEASUREMENT = createHash('sha384').update('cir bench server image').digest('hex');
+
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const started = performance.now();
+  const log = o.log ?? (() => undefined);
+  const machine = machineInfo();
+  const skipped: { what: string; reason: string }[] = [];
+  const workDir = await mkdtemp(path.join(os.tmpdir(), 'cir-bench-'));
+  const children = new Map<Mode, ServerChild>();
+  const targets = new Map<Mode, Target>();
+  const servers: ServerInfo[] = [];
+  let attestedClient: BenchReport['attestedClient'] = null;
+  const results: ResultEntry[] = [];
+  let boot: BootReport | null = null;
+  let sealThroughput: SealThroughput | null = null;
+  const autoFractions = o.autoRateFractions ?? DEFAULT_AUTO_RATE_FRACTIONS;
+
+  const first = o.workloads[0];
+  const ep = first ? await probeExecutionProvider(o.executionProvider, first.onnx) : { available: true, detail: 'no workload' };
+  let modes = [...o.modes];
+  if (!ep.available) {
+    skipped.push({ what: `every mode with --ep ${o.executionProvider}`, reason: ep.detail });
+    log(`${o.executionProvider} execution provider unavailable: ${ep.detail}; skipping the sweep`);
+    modes = [];
+  } else if (o.executionProvider !== 'cpu') {
+    for (const m of modes.filter((x) => x !== 'inproc')) {
+      skipped.push({ what: `${m} with --ep ${o.executionProvider}`, reason: 'the cir server always creates CPU sessions (server/boot.ts executionProviders: ["cpu"])' });
+    }
+    modes = modes.filter((x) => x === 'inproc');
+  }
+
+  try {
+    // 1. Models on disk for the server processes.
+    const files = new Map<string, string>();
+    for (const w of o.workloads) {
+      const f = path.join(workDir, `${w.name}.onnx`);
+      if (!w.sealedFile) await writeFile(f, w.onnx);
+      files.set(w.name, f);
+    }
+
+    // 2. Shared simulated TEE state, then the server processes (in parallel).
+    const serverModes = modes.filter((m): m is Exclude<Mode, 'inproc'> => m !== 'inproc');
+    if (serverModes.length > 0 || o.bootModelMb > 0) {
+      const t0 = performance.now();
+      await SimulatedSnp.open(o.simStateDir);
+      if (performance.now() - t0 > 1000) log(`created the simulated TEE state in ${o.simStateDir} (${((performance.now() - t0) / 1000).toFixed(1)} s, reused next time)`);
+    }
+    const specFor = (mode: Exclude<Mode, 'inproc'>): ServerSpec => ({
+      simStateDir: o.simStateDir,
+      workDir: path.join(workDir, mode),
+      insecure: mode === 'grpc',
+      measurement: BENCH_MEASUREMENT,
+      intraOpThreads: o.intraOpThreads,
+      interOpThreads: o.interOpThreads,
+      models: o.workloads.map((w): ServerSpecModel => {
+        if (w.sealedFile) return { name: w.name, file: w.sealedFile.file, dekFile: w.sealedFile.dekFile };
+        return { name: w.name, file: files.get(w.name)!, plaintext: mode !== 'grpc-attested' };
+      }),
+    });
+    await Promise.all(
+      serverModes.map(async (mode) => {
+        const child = await ServerChild.start(specFor(mode), path.join(workDir, `${mode}.spec.json`));
+        children.set(mode, child);
+        servers.push({
+          mode,
+          tls: mode !== 'grpc',
+          sealedModels: child.ready.models.every((m) => m.sealed),
+          spawnToReadyMs: child.spawnToReadyMs,
+          processToReadyMs: child.ready.processToReadyMs,
+          boot: child.ready.boots[0] ?? null,
+        });
+      }),
+    );
+    servers.sort((a, b) => modes.indexOf(a.mode) - modes.indexOf(b.mode));
+    if (serverModes.length) log(`server processes ready: ${servers.map((s) => `${s.mode} pid ${children.get(s.mode)?.pid} :${children.get(s.mode)?.port}`).join(', ')}`);
+
+    // 3. Clients.
+    if (modes.includes('inproc')) {
+      targets.set('inproc', await inprocTarget(o.workloads, { intraOpThreads: o.intraOpThreads, interOpThreads: o.interOpThreads, executionProvider: o.executionProvider }));
+    }
+    for (const mode of serverModes) {
+      const t = await grpcTarget({ mode, server: children.get(mode)!, requestTimeoutMs: o.requestTimeoutMs });
+      targets.set(mode, t);
+      if (t.verification) attestedClient = { verifyMs: t.verification.ms, checks: t.verification.checks };
+    }
+
+    // 4. The sweep.
+    const cellMs = o.warmupMs + o.durationMs;
+    const closedCells: Cell[] = [];
+    for (const w of o.workloads) {
+      for (const c of o.concurrency) {
+        for (let rep = 0; rep < o.reps; rep++) for (const mode of modes) closedCells.push({ workload: w, loop: 'closed', level: c, rep, mode });
+      }
+    }
+    const openLevels = (w: Workload): number[] => {
+      if (o.rates === 'auto') {
+        const peak = Math.max(0, ...results.filter((x) => x.model === w.name && x.loop === 'closed' && x.mode === (modes.includes('inproc') ? 'inproc' : x.mode)).map((x) => x.throughput));
+        return peak > 0 ? autoFractions.map((f) => Math.max(1, Math.round(peak * f))) : [];
+      }
+      return [...o.rates];
+    };
+    const openCount = o.rates === 'auto' ? autoFractions.length : o.rates.length;
+    const total = closedCells.length + o.workloads.length * openCount * o.reps * modes.length;
+    let done = 0;
+    const reps = new Map<string, { cell: Cell; figs: RepFigures[]; maxRssKb?: number }>();
+    const runCell = async (cell: Cell): Promise<void> => {
+      const label = `${cell.mode} ${cell.workload.name} ${cell.loop === 'closed' ? `c=${cell.level}` : `${cell.level} req/s`} rep ${cell.rep + 1}/${o.reps}`;
+      const progress = (fraction: number): void =>
+        o.onProgress?.({ done, total, cellFraction: fraction, label, etaMs: (total - done - fraction) * cellMs });
+      progress(0);
+      const target = targets.get(cell.mode)!;
+      const child = children.get(cell.mode);
+      const invoke = target.invoker(cell.workload);
+      const before: StatsMessage | undefined = await child?.stats();
+      const clientBefore = process.cpuUsage();
+      let res: WindowResult;
+      if (cell.loop === 'closed') {
+        res = await runClosedLoop({ invoke, concurrency: cell.level, warmupMs: o.warmupMs, durationMs: o.durationMs, onProgress: progress });
+      } else {
+        res = await runOpenLoop({
+          invoke,
+          ratePerSec: cell.level,
+          warmupMs: o.warmupMs,
+          durationMs: o.durationMs,
+          seed: o.seed + cell.rep,
+          maxInFlight: o.maxInFlight,
+          drainMs: Math.min(o.requestTimeoutMs, 5000),
+          onProgress: progress,
+        });
+      }
+      const clientCpu = process.cpuUsage(clientBefore);
+      const after: StatsMessage | undefined = await child?.stats();
+      const key = `${cell.workload.name}|${cell.loop}|${cell.level}|${cell.mode}`;
+      const entry = reps.get(key) ?? { cell, figs: [] };
+      entry.figs.push({
+        p50Ms: res.latency.p50Ms,
+        p90Ms: res.latency.p90Ms,
+        p99Ms: res.latency.p99Ms,
+        p999Ms: res.latency.p999Ms,
+        maxMs: res.latency.maxMs,
+        meanMs: res.latency.meanMs,
+        count: res.completed,
+        throughput: res.throughput,
+        errors: res.errorCount,
+        errorsByStatus: res.errors,
+        // The window plus warm-up: both were served; per-request figures divide by all requests served.
+        serverCpuMs: before && after ? (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / 1000 : null,
+        clientCpuMs: (clientCpu.user + clientCpu.system) / 1000,
+        sendLagP99Ms: res.sendLag ? res.sendLag.p99Ms : null,
+        histogram: res.histogram,
+      });
+      if (after) entry.maxRssKb = after.maxRssKb;
+      reps.set(key, entry);
+      done++;
+      progress(0);
+    };
+    const summarise = (keys: string[]): void => {
+      for (const key of keys) {
+        const { cell, figs, maxRssKb } = reps.get(key)!;
+        const med = (pick: (x: RepFigures) => number): number => median(figs.map(pick));
+        // CPU per request: the server served warm-up + window; scale by the measured fraction.
+        const served = (x: RepFigures): number => x.count * (cellMs / o.durationMs);
+        const cpuPerReq = figs.every((x) => x.serverCpuMs !== null) ? med((x) => (served(x) > 0 ? x.serverCpuMs! / served(x) : NaN)) : null;
+        const errorsByStatus: Record<string, number> = {};
+        for (const x of figs) for (const [k, v] of Object.entries(x.errorsByStatus)) errorsByStatus[k] = (errorsByStatus[k] ?? 0) + v;
+        results.push({
+          mode: cell.mode,
+          model: cell.workload.name,
+          loop: cell.loop,
+          concurrency: cell.loop === 'closed' ? cell.level : null,
+          rate: cell.loop === 'open' ? cell.level : null,
+          reps: figs.length,
+          p50Ms: med((x) => x.p50Ms),
+          p90Ms: med((x) => x.p90Ms),
+          p99Ms: med((x) => x.p99Ms),
+          p999Ms: med((x) => x.p999Ms),
+          maxMs: med((x) => x.maxMs),
+          meanMs: med((x) => x.meanMs),
+          throughput: med((x) => x.throughput),
+          errors: figs.reduce((a, x) => a + x.errors, 0),
+          errorsByStatus,
+          count: figs.reduce((a, x) => a + x.count, 0),
+          serverCpuMsPerRequest: cpuPerReq !== null && Number.isFinite(cpuPerReq) ? cpuPerReq : null,
+          serverCpuCores: figs.every((x) => x.serverCpuMs !== null) ? med((x) => x.serverCpuMs! / cellMs) : null,
+          serverMaxRssMiB: maxRssKb !== undefined ? maxRssKb / 1024 : null,
+          clientCpuMsPerRequest: med((x) => (served(x) > 0 ? x.clientCpuMs / served(x) : NaN)),
+          sendLagP99Ms: cell.loop === 'open' ? med((x) => x.sendLagP99Ms ?? NaN) : null,
+          overhead: null,
+          perRep: figs,
+        });
+      }
+    };
+    for (const cell of closedCells) await runCell(cell);
+    summarise([...reps.keys()]);
+    for (const w of o.workloads) {
+      const levels = openLevels(w);
+      const keysBefore = new Set(reps.keys());
+      for (const rate of levels) {
+        for (let rep = 0; rep < o.reps; rep++) for (const mode of modes) await runCell({ workload: w, loop: 'open', level: rate, rep, mode });
+      }
+      summarise([...reps.keys()].filter((k) => !keysBefore.has(k)));
+    }
+    // Overhead ratios against inproc at the same model, loop and level.
+    for (let i = 0; i < results.length; i++) {
+      const x = results[i]!;
+      if (x.mode === 'inproc') continue;
+      const base = results.find((b) => b.mode === 'inproc' && b.model === x.model && b.loop === x.loop && b.concurrency === x.concurrency && b.rate === x.rate);
+      if (base) results[i] = { ...x, overhead: overheadRatios(x, base) };
+    }
+    o.onProgress?.({ done: total, total, cellFraction: 0, label: 'done', etaMs: 0 });
+  } finally {
+    for (const t of targets.values()) await t.close().catch(() => undefined);
+    await Promise.all([...children.values()].map((c) => c.close().catch(() => undefined)));
+  }
+
+  try {
+    // 5. Other figures, after the sweep so they do not compete with it.
+    if (o.sealMb > 0) sealThroughput = measureSealThroughput(o.sealMb, o.quick ? 3 : 5);
+    if (o.bootModelMb > 0) boot = await measureBoot(o, workDir);
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+
+  let sizing: BenchReport['sizing'] = null;
+  if (o.sloP99Ms !== undefined) {
+    const rows: SizingRow[] = [];
+    for (const w of o.workloads) {
+      for (const mode of modes) {
+        const open = results.filter((x) => x.model === w.name && x.mode === mode && x.loop === 'open');
+        const source: LoopKind = open.length ? 'open' : 'closed';
+        const pts = (open.length ? open : results.filter((x) => x.model === w.name && x.mode === mode && x.loop === 'closed')).map((x) => ({
+          throughput: x.throughput,
+          p99Ms: x.p99Ms,
+          errors: x.errors,
+          ...(x.rate !== null ? { offeredRate: x.rate } : {}),
+        }));
+        const best = maxThroughputUnderSlo(pts, o.sloP99Ms);
+        rows.push({ model: w.name, mode, source, maxThroughput: best, serversNeeded: o.targetRps !== undefined ? serversNeeded(o.targetRps, best) : null });
+      }
+    }
+    sizing = { sloP99Ms: o.sloP99Ms, targetRps: o.targetRps ?? null, rows };
+  }
+
+  return {
+    schema: REPORT_SCHEMA,
+    createdAt: new Date().toISOString(),
+    label: o.label ?? null,
+    argv: o.argv ?? [],
+    wallMs: performance.now() - started,
+    machine: { ...machine, loadAvgEnd: os.loadavg() },
+    versions: {
+      cir: packageVersion(),
+      node: process.versions.node,
+      v8: process.versions.v8,
+      openssl: process.versions.openssl ?? 'unknown',
+      'onnxruntime-node': pkgVersion('onnxruntime-node'),
+      '@grpc/grpc-js': pkgVersion('@grpc/grpc-js'),
+      'hdr-histogram-js': pkgVersion('hdr-histogram-js'),
+    },
+    settings: {
+      quick: o.quick,
+      modes: o.modes,
+      models: o.workloads.map((w) => w.name),
+      concurrency: o.concurrency,
+      rates: o.rates,
+      autoRateFractions: autoFractions,
+      warmupMs: o.warmupMs,
+      durationMs: o.durationMs,
+      reps: o.reps,
+      seed: o.seed,
+      intraOpThreads: o.intraOpThreads,
+      interOpThreads: o.interOpThreads,
+      executionProvider: o.executionProvider,
+      requestTimeoutMs: o.requestTimeoutMs,
+      maxInFlight: o.maxInFlight,
+      sloP99Ms: o.sloP99Ms ?? null,
+      targetRps: o.targetRps ?? null,
+    },
+    executionProvider: { requested: o.executionProvider, ...ep },
+    workloads: o.workloads.map((w) => ({
+      name: w.name,
+      description: w.description,
+      onnxBytes: w.onnx.length,
+      requestBytes: requestBytes(w),
+      inputs: w.inputs.map((t) => ({ name: t.name, datatype: t.datatype, shape: t.shape })),
+      generated: w.generated ?? null,
+    })),
+    servers,
+    attestedClient,
+    results,
+    sizing,
+    boot,
+    sealThroughput,
+    skipped,
+  };
+}
+
+/**
+ * Boot figures: a fresh server process with one generated sealed MLP of `bootModelMb` MiB,
+ * booted once cold and `warmBoots` more times in the same process.
+ */
+async function measureBoot(o: BenchOptions, workDir: string): Promise<BootReport> {
+  const w = mlpSizeWorkload(o.bootModelMb);
+  const file = path.join(workDir, `boot-${w.name}.onnx`);
+  await writeFile(file, w.onnx);
+  const child = await ServerChild.start(
+    {
+      simStateDir: o.simStateDir,
+      workDir: path.join(workDir, 'boot'),
+      insecure: false,
+      measurement: BENCH_MEASUREMENT,
+      intraOpThreads: o.intraOpThreads,
+      interOpThreads: o.interOpThreads,
+      models: [{ name: w.name, file }],
+      extraBoots: o.warmBoots,
+    },
+    path.join(workDir, 'boot.spec.json'),
+  );
+  await child.close();
+  const [cold, ...warm] = child.ready.boots;
+  if (!cold) throw new Error('boot process reported no boot');
+  const plaintextBytes = (await readFile(file)).length;
+  const gbps = (b: BootFigure): number | null => {
+    const ms = stepMs(b, 'decrypt');
+    return ms && ms > 0 ? plaintextBytes / 1e9 / (ms / 1000) : null;
+  };
+  const warmMedian = (pick: (b: BootFigure) => number | null): number | null => {
+    const xs = warm.map(pick).filter((x): x is number => x !== null);
+    return xs.length ? median(xs) : null;
+  };
+  return {
+    model: w.name,
+    plaintextBytes,
+    sealedBytes: child.ready.models[0]?.bytes ?? 0,
+    processToReadyMs: child.ready.processToReadyMs,
+    cold,
+    warm,
+    attestationAndReleaseMs: { cold: bootSum(cold, ATTEST_STEPS), warm: warmMedian((b) => bootSum(b, ATTEST_STEPS)) },
+    decryptGBps: { cold: gbps(cold), warm: warmMedian(gbps) },
+    startToReadyMs: { cold: cold.startToReadyMs, warm: warmMedian((b) => b.startToReadyMs) },
+  };
+}
+
+export { MODES, sessionOptions };

@@ -1,0 +1,149 @@
+/**
+ * Generated ONNX models for the benchmark, built in code with onnx-proto (protobufjs 6
+ * bindings of onnx.proto, ONNX v1.10): so the harness can produce a model of any size or
+ * compute cost without shipping files.
+ *
+ * - `mlpModel`: L layers of MatMul + Add + Relu on [N, D] activations. Weights are
+ *   L·(D² + D)·4 bytes, so `mlpForSize(mb)` picks L for a model of about `mb` MiB.
+ *   Compute per request is 2·N·L·D² flops; at batch 1 it is memory-bound (each request
+ *   reads every weight once), at larger N it becomes compute-bound.
+ * - `convNetModel`: a small CNN on [N, 3, 32, 32] (three 3x3 convolutions, global average
+ *   pool, a dense layer to 10 classes).
+ *
+ * Weights come from a seeded PRNG (He-style scaling so activations neither vanish nor blow
+ * up), so a given shape always yields the same bytes. What this does not produce: anything
+ * meaningful to infer with; these models exist to cost time and memory.
+ */
+import onnxPkg from 'onnx-proto';
+import type { onnx as O } from 'onnx-proto';
+import { seededRandom } from './load.js';
+
+// onnx-proto is CommonJS; its namespace object is the default export under nodenext.
+const { onnx } = onnxPkg;
+
+/** ONNX IR version 8 and default-domain opset 13: loaded by every onnxruntime since 1.10. */
+export const IR_VERSION = 8;
+export const OPSET = 13;
+const FLOAT = onnx.TensorProto.DataType.FLOAT;
+
+function floatTensor(name: string, dims: readonly number[], random: () => number, scale: number): O.ITensorProto {
+  const n = dims.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = (random() * 2 - 1) * scale;
+  return { name, dims: [...dims], dataType: FLOAT, rawData: new Uint8Array(data.buffer) };
+}
+
+type Dim = number | string;
+
+function valueInfo(name: string, dims: readonly Dim[]): O.IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: FLOAT,
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
+}
+
+function intsAttr(name: string, ints: readonly number[]): O.IAttributeProto {
+  return { name, type: onnx.AttributeProto.AttributeType.INTS, ints: [...ints] };
+}
+
+function encodeModel(graph: O.IGraphProto, name: string): Uint8Array {
+  const model = onnx.ModelProto.create({
+    irVersion: IR_VERSION,
+    opsetImport: [{ domain: '', version: OPSET }],
+    producerName: 'cir-bench',
+    producerVersion: '1',
+    graph: { ...graph, name },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}
+
+export interface MlpShape {
+  /** Number of MatMul+Add+Relu layers. */
+  readonly layers: number;
+  /** Width D of every layer (input and output are [N, D]). */
+  readonly dim: number;
+  readonly seed?: number;
+}
+
+/** Bytes of weights and biases of an MLP: L·(D² + D)·4. */
+export function mlpWeightBytes(s: MlpShape): number {
+  return s.layers * (s.dim * s.dim + s.dim) * 4;
+}
+
+/** The MLP shape of about `mb` MiB of weights at width `dim` (at least one layer). */
+export function mlpForSize(mb: number, dim = 1024): MlpShape {
+  const layers = Math.max(1, Math.round((mb * 1024 * 1024) / (4 * dim * dim)));
+  return { layers, dim };
+}
+
+/** Input `x` f32[N, D] (N symbolic), output `y` f32[N, D]. */
+export function mlpModel(s: MlpShape): Uint8Array {
+  if (!Number.isInteger(s.layers) || s.layers < 1 || !Number.isInteger(s.dim) || s.dim < 1) {
+    throw new RangeError('layers and dim must be positive integers');
+  }
+  const random = seededRandom(s.seed ?? 1);
+  const scale = Math.sqrt(6 / s.dim); // He-uniform: keeps Relu activations of order 1
+  const initializer: O.ITensorProto[] = [];
+  const node: O.INodeProto[] = [];
+  let prev = 'x';
+  for (let i = 0; i < s.layers; i++) {
+    const out = i === s.layers - 1 ? 'y' : `h${i}`;
+    initializer.push(floatTensor(`w${i}`, [s.dim, s.dim], random, scale), floatTensor(`b${i}`, [s.dim], random, 0.01));
+    node.push(
+      { opType: 'MatMul', input: [prev, `w${i}`], output: [`m${i}`], name: `matmul${i}` },
+      { opType: 'Add', input: [`m${i}`, `b${i}`], output: [`a${i}`], name: `add${i}` },
+      { opType: 'Relu', input: [`a${i}`], output: [out], name: `relu${i}` },
+    );
+    prev = out;
+  }
+  return encodeModel(
+    { node, initializer, input: [valueInfo('x', ['N', s.dim])], output: [valueInfo('y', ['N', s.dim])] },
+    `mlp_${s.layers}x${s.dim}`,
+  );
+}
+
+/** Input `x` f32[N, 3, 32, 32], output `y` f32[N, 10]. About 100 kB of weights. */
+export function convNetModel(seed = 1): Uint8Array {
+  const random = seededRandom(seed);
+  const layers = [
+    { cin: 3, cout: 16, stride: 1 },
+    { cin: 16, cout: 32, stride: 2 },
+    { cin: 32, cout: 64, stride: 2 },
+  ];
+  const initializer: O.ITensorProto[] = [];
+  const node: O.INodeProto[] = [];
+  let prev = 'x';
+  layers.forEach((l, i) => {
+    initializer.push(
+      floatTensor(`k${i}`, [l.cout, l.cin, 3, 3], random, Math.sqrt(6 / (l.cin * 9))),
+      floatTensor(`kb${i}`, [l.cout], random, 0.01),
+    );
+    node.push(
+      {
+        opType: 'Conv',
+        input: [prev, `k${i}`, `kb${i}`],
+        output: [`c${i}`],
+        name: `conv${i}`,
+        attribute: [intsAttr('kernel_shape', [3, 3]), intsAttr('pads', [1, 1, 1, 1]), intsAttr('strides', [l.stride, l.stride])],
+      },
+      { opType: 'Relu', input: [`c${i}`], output: [`r${i}`], name: `relu${i}` },
+    );
+    prev = `r${i}`;
+  });
+  initializer.push(floatTensor('fc_w', [64, 10], random, Math.sqrt(6 / 64)), floatTensor('fc_b', [10], random, 0.01));
+  node.push(
+    { opType: 'GlobalAveragePool', input: [prev], output: ['gap'], name: 'gap' },
+    { opType: 'Flatten', input: ['gap'], output: ['flat'], name: 'flatten', attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }] },
+    { opType: 'MatMul', input: ['flat', 'fc_w'], output: ['fc'], name: 'fc' },
+    { opType: 'Add', input: ['fc', 'fc_b'], output: ['y'], name: 'fc_bias' },
+  );
+  return encodeModel(
+    { node, initializer, input: [valueInfo('x', ['N', 3, 32, 32])], output: [valueInfo('y', ['N', 10])] },
+    'convnet_cifar',
+  );
+}

@@ -1,0 +1,262 @@
+/**
+ * The benchmark report: a versioned JSON document (`schema: "cir.bench.report/v1"`,
+ * documented field by field in bench/README.md), a Markdown summary and the chart panels.
+ *
+ * Versioning: a field may be added within v1; renaming, removing or changing the meaning
+ * or unit of a field makes it v2. Every time is in milliseconds (`...Ms`), every rate in
+ * requests per second, every size in bytes unless the name says otherwise.
+ */
+import type { BootFigure } from './server-process.js';
+import type { OverheadRatios } from './stats.js';
+import type { ChartPanel } from './svg.js';
+import type { Mode } from './targets.js';
+
+export const REPORT_SCHEMA = 'cir.bench.report/v1';
+
+export type LoopKind = 'closed' | 'open';
+
+export interface RepFigures {
+  readonly p50Ms: number;
+  readonly p90Ms: number;
+  readonly p99Ms: number;
+  readonly p999Ms: number;
+  readonly maxMs: number;
+  readonly meanMs: number;
+  readonly count: number;
+  readonly throughput: number;
+  readonly errors: number;
+  readonly errorsByStatus: Readonly<Record<string, number>>;
+  readonly serverCpuMs: number | null;
+  readonly clientCpuMs: number;
+  readonly sendLagP99Ms: number | null;
+  /** HdrHistogram, compressed base64 (HistogramLogWriter format), values in microseconds. */
+  readonly histogram: string;
+}
+
+export interface ResultEntry {
+  readonly mode: Mode;
+  readonly model: string;
+  readonly loop: LoopKind;
+  /** Closed loop: outstanding requests. Null for open loop. */
+  readonly concurrency: number | null;
+  /** Open loop: offered Poisson rate (req/s). Null for closed loop. */
+  readonly rate: number | null;
+  readonly reps: number;
+  /** Medians across repetitions of each repetition's figure. */
+  readonly p50Ms: number;
+  readonly p90Ms: number;
+  readonly p99Ms: number;
+  readonly p999Ms: number;
+  readonly maxMs: number;
+  readonly meanMs: number;
+  /** Successful requests per second (median across repetitions). */
+  readonly throughput: number;
+  /** Failed requests, summed over repetitions. */
+  readonly errors: number;
+  readonly errorsByStatus: Readonly<Record<string, number>>;
+  /** Successful requests recorded, summed over repetitions. */
+  readonly count: number;
+  /** Server process CPU time (user+system) per successful request; null for inproc. */
+  readonly serverCpuMsPerRequest: number | null;
+  /** Server CPU time / wall time of the window (1.0 = one core busy); null for inproc. */
+  readonly serverCpuCores: number | null;
+  /** Peak RSS of the server process so far (MiB); null for inproc. */
+  readonly serverMaxRssMiB: number | null;
+  /** Bench (load generator) process CPU per successful request; includes onnxruntime for inproc. */
+  readonly clientCpuMsPerRequest: number;
+  /** Open loop: p99 of (actual send - intended send); large values mean the load generator lagged. */
+  readonly sendLagP99Ms: number | null;
+  /** Against inproc at the same model, loop and level; null for inproc or when not measured. */
+  readonly overhead: OverheadRatios | null;
+  readonly perRep: readonly RepFigures[];
+}
+
+export interface ServerInfo {
+  readonly mode: Mode;
+  readonly tls: boolean;
+  readonly sealedModels: boolean;
+  /** Harness spawn to the child's ready line (node start, broker, sealing, boot). */
+  readonly spawnToReadyMs: number;
+  readonly processToReadyMs: number;
+  readonly boot: BootFigure | null;
+}
+
+export interface BootReport {
+  readonly model: string;
+  readonly plaintextBytes: number;
+  readonly sealedBytes: number;
+  /** Server process start to its first server ready (node start, simulated TEE, broker, sealing, cold boot). */
+  readonly processToReadyMs: number;
+  /** server.start() to ready in a fresh process. */
+  readonly cold: BootFigure;
+  /** Later boots in the same process (JIT, caches and broker connections warm). */
+  readonly warm: readonly BootFigure[];
+  /** challenge + evidence + attest + release (the attestation-gated key release), cold and median warm. */
+  readonly attestationAndReleaseMs: { readonly cold: number; readonly warm: number | null };
+  /** Plaintext bytes / decrypt step time, GB/s (1e9 bytes/s). */
+  readonly decryptGBps: { readonly cold: number | null; readonly warm: number | null };
+  readonly startToReadyMs: { readonly cold: number; readonly warm: number | null };
+}
+
+export interface SealThroughput {
+  readonly plaintextBytes: number;
+  readonly chunkSize: number;
+  readonly reps: number;
+  /** Median over reps, GB/s (1e9 bytes/s), common/seal.ts in this process. */
+  readonly sealGBps: number;
+  readonly openGBps: number;
+}
+
+export interface SizingRow {
+  readonly model: string;
+  readonly mode: Mode;
+  /** Which points were used: open-loop (preferred, SLO-grade) or closed-loop (no open-loop data). */
+  readonly source: LoopKind;
+  readonly maxThroughput: number | null;
+  readonly serversNeeded: number | null;
+}
+
+export interface BenchReport {
+  readonly schema: typeof REPORT_SCHEMA;
+  readonly createdAt: string;
+  readonly label: string | null;
+  readonly argv: readonly string[];
+  readonly wallMs: number;
+  readonly machine: {
+    readonly hostname: string;
+    readonly platform: string;
+    readonly release: string;
+    readonly arch: string;
+    readonly cpuModel: string;
+    readonly cpus: number;
+    readonly totalMemBytes: number;
+    readonly loadAvgStart: readonly number[];
+    readonly loadAvgEnd: readonly number[];
+    readonly confidential: { readonly sevGuest: boolean; readonly tdxGuest: boolean; readonly tsmReport: boolean };
+  };
+  readonly versions: Readonly<Record<string, string>>;
+  readonly settings: {
+    readonly quick: boolean;
+    readonly modes: readonly Mode[];
+    readonly models: readonly string[];
+    readonly concurrency: readonly number[];
+    readonly rates: readonly number[] | 'auto';
+    readonly autoRateFractions: readonly number[];
+    readonly warmupMs: number;
+    readonly durationMs: number;
+    readonly reps: number;
+    readonly seed: number;
+    readonly intraOpThreads: number;
+    readonly interOpThreads: number;
+    readonly executionProvider: 'cpu' | 'cuda';
+    readonly requestTimeoutMs: number;
+    readonly maxInFlight: number;
+    readonly sloP99Ms: number | null;
+    readonly targetRps: number | null;
+  };
+  readonly executionProvider: { readonly requested: 'cpu' | 'cuda'; readonly available: boolean; readonly detail: string };
+  readonly workloads: readonly {
+    readonly name: string;
+    readonly description: string;
+    readonly onnxBytes: number;
+    readonly requestBytes: number;
+    readonly inputs: readonly { readonly name: string; readonly datatype: string; readonly shape: readonly number[] }[];
+    readonly generated: Readonly<Record<string, number | string>> | null;
+  }[];
+  readonly servers: readonly ServerInfo[];
+  /** grpc-attested: the client's one-time verification before the sweep. */
+  readonly attestedClient: { readonly verifyMs: number; readonly checks: readonly { name: string; ok: boolean }[] } | null;
+  readonly results: readonly ResultEntry[];
+  readonly sizing: { readonly sloP99Ms: number; readonly targetRps: number | null; readonly rows: readonly SizingRow[] } | null;
+  readonly boot: BootReport | null;
+  readonly sealThroughput: SealThroughput | null;
+  readonly skipped: readonly { readonly what: string; readonly reason: string }[];
+}
+
+const f = (v: number | null | undefined, digits = 2): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits));
+const r = (v: number | null | undefined): string => (v === null || v === undefined ? '–' : `${v.toFixed(2)}x`);
+
+/** The Markdown summary: settings, one table per model and loop, boot figures, sizing. */
+export function markdownSummary(rep: BenchReport): string {
+  const L: string[] = [];
+  const m = rep.machine;
+  L.push(`# cir bench${rep.label ? `: ${rep.label}` : ''}`, '');
+  L.push(`${rep.createdAt} · ${m.cpuModel} × ${m.cpus} · ${(m.totalMemBytes / 2 ** 30).toFixed(1)} GiB · ${m.platform} ${m.release} · load avg ${m.loadAvgStart.map((x) => x.toFixed(2)).join('/')} → ${m.loadAvgEnd.map((x) => x.toFixed(2)).join('/')}`);
+  L.push(`TEE guest: SEV-SNP ${m.confidential.sevGuest ? 'yes' : 'no'}, TDX ${m.confidential.tdxGuest ? 'yes' : 'no'} · node ${rep.versions['node']} · onnxruntime ${rep.versions['onnxruntime-node']} · grpc-js ${rep.versions['@grpc/grpc-js']}`);
+  const s = rep.settings;
+  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, window ${s.durationMs} ms, ${s.reps} rep(s) (median), intra-op threads ${s.intraOpThreads || 'auto'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level.`, '');
+  for (const w of rep.workloads) {
+    L.push(`## ${w.name}`, '', `${w.description}; model ${(w.onnxBytes / 2 ** 20).toFixed(2)} MiB, request ${(w.requestBytes / 1024).toFixed(1)} KiB.`, '');
+    for (const loop of ['closed', 'open'] as const) {
+      const rows = rep.results.filter((x) => x.model === w.name && x.loop === loop);
+      if (rows.length === 0) continue;
+      L.push(loop === 'closed' ? '**Closed loop** (capacity; latency from actual send)' : '**Open loop**, Poisson arrivals (latency from intended send time: coordinated omission corrected)', '');
+      L.push(`| mode | ${loop === 'closed' ? 'conc.' : 'rate'} | p50 | p90 | p99 | p99.9 | max | req/s | errors | srv CPU ms/req | srv peak RSS MiB | p50 × | p99 × | req/s × |`);
+      L.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+      const levels = [...new Set(rows.map((x) => (loop === 'closed' ? x.concurrency : x.rate)))];
+      for (const lvl of levels) {
+        for (const x of rows.filter((y) => (loop === 'closed' ? y.concurrency : y.rate) === lvl)) {
+          L.push(
+            `| ${x.mode} | ${lvl} | ${f(x.p50Ms)} | ${f(x.p90Ms)} | ${f(x.p99Ms)} | ${f(x.p999Ms)} | ${f(x.maxMs)} | ${f(x.throughput, 1)} | ${x.errors}${x.errors ? ` (${Object.entries(x.errorsByStatus).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''} | ${f(x.serverCpuMsPerRequest, 3)} | ${f(x.serverMaxRssMiB, 0)} | ${r(x.overhead?.p50)} | ${r(x.overhead?.p99)} | ${r(x.overhead?.throughput)} |`,
+          );
+        }
+      }
+      L.push('');
+    }
+  }
+  if (rep.attestedClient) {
+    L.push(`**grpc-attested client verification** (once, before the sweep): ${f(rep.attestedClient.verifyMs, 1)} ms (${rep.attestedClient.checks.map((c) => c.name).join(', ')}).`, '');
+  }
+  if (rep.boot) {
+    const b = rep.boot;
+    L.push(`## Boot: ${b.model} (${(b.plaintextBytes / 2 ** 20).toFixed(0)} MiB plaintext, sealed)`, '');
+    L.push('| figure | cold | warm |', '|---|--:|--:|');
+    L.push(`| server start → ready (ms) | ${f(b.startToReadyMs.cold, 1)} | ${f(b.startToReadyMs.warm, 1)} |`);
+    L.push(`| attestation + key release (challenge, evidence, attest, release; ms) | ${f(b.attestationAndReleaseMs.cold, 1)} | ${f(b.attestationAndReleaseMs.warm, 1)} |`);
+    L.push(`| sealed-model decryption at boot (GB/s) | ${f(b.decryptGBps.cold)} | ${f(b.decryptGBps.warm)} |`);
+    for (const step of b.cold.steps) {
+      const warm = b.warm.map((w) => w.steps.find((x) => x.name === step.name)?.ms).filter((x): x is number => x !== undefined);
+      L.push(`| · step ${step.name} (ms) | ${f(step.ms, 1)} | ${warm.length ? f(warm.sort((a, c) => a - c)[warm.length >> 1], 1) : '–'} |`);
+    }
+    L.push(`| process start → ready, incl. node start, broker, sealing (ms) | ${f(b.processToReadyMs, 0)} | |`, '');
+  }
+  if (rep.sealThroughput) {
+    const t = rep.sealThroughput;
+    L.push(`**Sealed-model throughput** (common/seal.ts, ${(t.plaintextBytes / 2 ** 20).toFixed(0)} MiB, ${t.chunkSize / 1024} KiB chunks, median of ${t.reps}): seal ${f(t.sealGBps)} GB/s, open ${f(t.openGBps)} GB/s.`, '');
+  }
+  if (rep.sizing) {
+    const z = rep.sizing;
+    L.push(`## Sizing: p99 ≤ ${z.sloP99Ms} ms${z.targetRps !== null ? `, target ${z.targetRps} req/s` : ''}`, '');
+    L.push(`| model | mode | from | max req/s meeting SLO | servers needed |`, '|---|---|---|--:|--:|');
+    for (const row of z.rows) {
+      L.push(`| ${row.model} | ${row.mode} | ${row.source} loop | ${f(row.maxThroughput, 1)} | ${row.serversNeeded ?? '–'} |`);
+    }
+    L.push('');
+  }
+  if (rep.skipped.length) {
+    L.push('## Skipped', '');
+    for (const k of rep.skipped) L.push(`- ${k.what}: ${k.reason}`);
+    L.push('');
+  }
+  return `${L.join('\n')}\n`;
+}
+
+/** Chart panels: per model, closed-loop p99 against throughput per mode (plus open loop when run). */
+export function chartPanels(rep: BenchReport): ChartPanel[] {
+  const panels: ChartPanel[] = [];
+  for (const w of rep.workloads) {
+    for (const loop of ['closed', 'open'] as const) {
+      const rows = rep.results.filter((x) => x.model === w.name && x.loop === loop);
+      if (rows.length === 0) continue;
+      const series = [...new Set(rows.map((x) => x.mode))].map((mode) => ({
+        name: mode,
+        points: rows
+          .filter((x) => x.mode === mode)
+          .sort((a, b) => (a.concurrency ?? a.rate ?? 0) - (b.concurrency ?? b.rate ?? 0))
+          .map((x) => ({ x: x.throughput, y: x.p99Ms, label: loop === 'closed' ? `c=${x.concurrency}` : `rate=${x.rate}` })),
+      }));
+      panels.push({ title: `${w.name}: p99, ${loop} loop`, series });
+    }
+  }
+  return panels;
+}

@@ -1,0 +1,227 @@
+/**
+ * The benchmark's server process: builds a whole cir stack in THIS process (simulated
+ * TEE, key broker on loopback, sealed models registered with a release policy, the cir
+ * server), waits until the server is ready, and then talks to the harness over stdio:
+ *
+ *   stdout line 1   {"type":"ready", port, certPem, arkPem, measurement, models, boots, processToReadyMs}
+ *   stdin  line     {"cmd":"stats"}  -> stdout {"type":"stats", cpuUserUs, cpuSystemUs, maxRssKb, rssBytes}
+ *   stdin  EOF      stop the server and broker, exit 0
+ *
+ * Started by bench/harness.ts as `node dist/bench/server-process.js SPEC_FILE` where
+ * SPEC_FILE holds a ServerSpec (JSON). Logs (pino) go to stderr. Failures print
+ * {"type":"error", message} on stdout and exit 1.
+ *
+ * The broker runs in the same process as the server: it is idle after boot, so it does not
+ * disturb the measurements, and its boot-time work is part of the boot figures. The
+ * simulated TEE's state (RSA-4096 keys, ~10 s to generate) is shared across processes and
+ * runs through `simStateDir`.
+ */
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { SimulatedSnp } from '../attestation/sim/index.js';
+import { sealModel, readSealedHeader } from '../common/seal.js';
+import { createLogger } from '../common/logger.js';
+import { loadBrokerConfig } from '../kms-broker/config.js';
+import { startBroker } from '../kms-broker/main.js';
+import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
+import { buildServer, type CirServer } from '../server/app.js';
+import { loadServerConfig } from '../server/config.js';
+import { readDekFile } from './workloads.js';
+
+export interface ServerSpecModel {
+  readonly name: string;
+  /** Plain ONNX file; sealed by this process under a fresh key unless `plaintext`. */
+  readonly file: string;
+  /** Serve the plain file (allowPlaintextModels). */
+  readonly plaintext?: boolean;
+  /** `file` is already sealed under the key in this file (raw/hex/base64); registered as is. */
+  readonly dekFile?: string;
+}
+
+export interface ServerSpec {
+  readonly simStateDir: string;
+  /** Per-process directory: broker state and sealed model files. */
+  readonly workDir: string;
+  readonly insecure: boolean;
+  /** 96 hex chars: the simulated launch measurement, allowed by the release policy. */
+  readonly measurement: string;
+  readonly models: readonly ServerSpecModel[];
+  readonly intraOpThreads: number;
+  readonly interOpThreads: number;
+  readonly maxConcurrentInfers?: number;
+  /** Further boots of a second server with the same config after the first (warm figures). */
+  readonly extraBoots?: number;
+  readonly logLevel?: string;
+}
+
+export interface BootFigure {
+  /** From server.start() to ready: TLS key, HPKE key, bind, challenge..load. */
+  readonly startToReadyMs: number;
+  readonly steps: readonly { readonly name: string; readonly ms: number; readonly ok: boolean }[];
+}
+
+export interface ReadyMessage {
+  readonly type: 'ready';
+  readonly port: number;
+  readonly certPem: string | null;
+  readonly arkPem: string;
+  readonly measurement: string;
+  readonly models: readonly { readonly name: string; readonly sealed: boolean; readonly bytes: number }[];
+  /** boots[0] is the cold boot (first in a fresh process); the rest are warm. */
+  readonly boots: readonly BootFigure[];
+  /** From this process's start to the first server being ready (includes sealing and broker start). */
+  readonly processToReadyMs: number;
+}
+
+export interface StatsMessage {
+  readonly type: 'stats';
+  readonly cpuUserUs: number;
+  readonly cpuSystemUs: number;
+  readonly maxRssKb: number;
+  readonly rssBytes: number;
+}
+
+function send(msg: object): void {
+  process.stdout.write(`${JSON.stringify(msg)}\n`);
+}
+
+async function main(specFile: string): Promise<void> {
+  const spec = JSON.parse(await readFile(specFile, 'utf8')) as ServerSpec;
+  const logger = createLogger({ level: spec.logLevel ?? 'warn', name: 'cir-bench-server' });
+  await mkdir(spec.workDir, { recursive: true, mode: 0o700 });
+  const sim = await SimulatedSnp.open(spec.simStateDir);
+  const arkFile = path.join(spec.workDir, 'sim-ark.pem');
+  await writeFile(arkFile, sim.arkPem);
+
+  const closers: (() => Promise<unknown>)[] = [];
+  const needsBroker = spec.models.some((m) => !m.plaintext);
+  let brokerUrl: string | undefined;
+  const adminToken = randomBytes(32).toString('base64url');
+  if (needsBroker) {
+    const env = { NODE_ENV: 'development', CIR_KMS_ADMIN_TOKEN: adminToken };
+    const config = loadBrokerConfig(
+      { listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(spec.workDir, 'broker'), attestation: { simulatedRootFile: arkFile, allowSimulated: true } },
+      { env },
+    );
+    const broker = await startBroker(config, { logger, env });
+    brokerUrl = broker.url;
+    closers.push(() => broker.close());
+  }
+  const register = async (keyId: string, dek: Uint8Array): Promise<void> => {
+    const res = await fetch(new URL(ROUTES.adminKeys, brokerUrl), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+      body: JSON.stringify({ keyId, dek: Buffer.from(dek).toString('base64url'), policy: { allowSimulated: true, measurements: [spec.measurement] } }),
+    });
+    if (res.status !== 201) throw new Error(`key registration failed: HTTP ${res.status}`);
+  };
+
+  const models: { name: string; path: string; plaintext: boolean }[] = [];
+  const modelInfo: { name: string; sealed: boolean; bytes: number }[] = [];
+  for (const m of spec.models) {
+    if (m.plaintext) {
+      models.push({ name: m.name, path: m.file, plaintext: true });
+      modelInfo.push({ name: m.name, sealed: false, bytes: (await readFile(m.file)).length });
+    } else if (m.dekFile !== undefined) {
+      const sealed = await readFile(m.file);
+      const dek = await readDekFile(m.dekFile);
+      await register(readSealedHeader(sealed).keyId, dek);
+      dek.fill(0);
+      models.push({ name: m.name, path: m.file, plaintext: false });
+      modelInfo.push({ name: m.name, sealed: true, bytes: sealed.length });
+    } else {
+      const dek = randomBytes(32);
+      const keyId = `bench-${m.name}`.slice(0, 128);
+      const sealed = sealModel(await readFile(m.file), dek, { keyId, keyVersion: 1 });
+      await register(keyId, dek);
+      dek.fill(0);
+      const out = path.join(spec.workDir, `${m.name}.sealed`);
+      await writeFile(out, sealed);
+      models.push({ name: m.name, path: out, plaintext: false });
+      modelInfo.push({ name: m.name, sealed: true, bytes: sealed.length });
+    }
+  }
+
+  const config = loadServerConfig({
+    listen: { host: '127.0.0.1', port: 0 },
+    models,
+    ...(brokerUrl ? { broker: { url: brokerUrl, jwksFile: path.join(spec.workDir, 'broker', BROKER_JWKS_FILE) } } : {}),
+    insecure: spec.insecure,
+    allowPlaintextModels: models.some((m) => m.plaintext),
+    intraOpThreads: spec.intraOpThreads,
+    interOpThreads: spec.interOpThreads,
+    ...(spec.maxConcurrentInfers ? { maxConcurrentInfers: spec.maxConcurrentInfers } : {}),
+    maxMessageBytes: 256 * 1024 * 1024,
+    retry: { initialMs: 50, maxMs: 500, maxAttempts: 5 },
+  });
+  const provider = sim.provider({ measurement: Buffer.from(spec.measurement, 'hex') });
+
+  const bootOnce = async (): Promise<{ server: CirServer; port: number; figure: BootFigure }> => {
+    const steps: { name: string; ms: number; ok: boolean }[] = [];
+    const server = buildServer(config, { provider, logger, onStep: (s) => steps.push({ name: s.name, ms: s.ms, ok: s.ok }) });
+    const t0 = performance.now();
+    const { port } = await server.start();
+    await server.whenReady();
+    return { server, port, figure: { startToReadyMs: performance.now() - t0, steps } };
+  };
+
+  const first = await bootOnce();
+  closers.unshift(() => first.server.stop());
+  const processToReadyMs = process.uptime() * 1000;
+  const boots = [first.figure];
+  for (let i = 0; i < (spec.extraBoots ?? 0); i++) {
+    const again = await bootOnce();
+    boots.push(again.figure);
+    await again.server.stop();
+  }
+
+  const ready: ReadyMessage = {
+    type: 'ready',
+    port: first.port,
+    certPem: first.server.certPem ?? null,
+    arkPem: sim.arkPem,
+    measurement: spec.measurement,
+    models: modelInfo,
+    boots,
+    processToReadyMs,
+  };
+  send(ready);
+
+  const rl = createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    let cmd: unknown;
+    try {
+      cmd = (JSON.parse(line) as { cmd?: unknown }).cmd;
+    } catch {
+      return;
+    }
+    if (cmd === 'stats') {
+      const cpu = process.cpuUsage();
+      const msg: StatsMessage = {
+        type: 'stats',
+        cpuUserUs: cpu.user,
+        cpuSystemUs: cpu.system,
+        maxRssKb: process.resourceUsage().maxRSS,
+        rssBytes: process.memoryUsage.rss(),
+      };
+      send(msg);
+    }
+  });
+  await new Promise<void>((resolve) => rl.once('close', resolve));
+  for (const c of closers) await c().catch(() => undefined);
+}
+
+const specFile = process.argv[2];
+if (!specFile) {
+  process.stderr.write('usage: server-process.js SPEC_FILE\n');
+  process.exit(2);
+}
+main(specFile).then(
+  () => process.exit(0),
+  (e: unknown) => {
+    send({ type: 'error', message: e instanceof Error ? `${(e as { code?: string }).code ?? e.name}: ${e.message}` : String(e) });
+    process.exit(1);
+  },
+);

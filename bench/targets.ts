@@ -1,0 +1,261 @@
+/**
+ * What the load generator calls, per mode:
+ *
+ *   inproc         onnxruntime-node InferenceSession.run in the bench process (no server):
+ *                  the baseline every other mode is compared against.
+ *   grpc           the cir server in a child process, plaintext HTTP/2 on loopback
+ *                  (server config `insecure: true`, plain model).
+ *   grpc-tls       the same over TLS, the client pinning the server's certificate
+ *                  (plain model, `allowPlaintextModels`).
+ *   grpc-attested  the confidential path: the server boots a SEALED model through
+ *                  attestation and key release; the client verifies the server once
+ *                  (client/verify.ts: evidence, binding, policy) and then sends every
+ *                  request over TLS pinned to the attested key. Attestation is never on
+ *                  the per-request path.
+ *
+ * Every gRPC mode sends the same ModelInferRequest (raw_input_contents, built once) on one
+ * channel (one HTTP/2 connection; grpc-js multiplexes concurrent calls as streams).
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as ort from 'onnxruntime-node';
+import { loadServiceClients } from '../server/proto.js';
+import { verifyServer } from '../client/verify.js';
+import { PINNED_CHANNEL_OPTIONS } from '../client/pinned-tls.js';
+import type { Invoke } from './load.js';
+import type { ReadyMessage, ServerSpec, StatsMessage } from './server-process.js';
+import { inferRequest, ortFeeds, type Workload } from './workloads.js';
+
+export const MODES = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested'] as const;
+export type Mode = (typeof MODES)[number];
+
+/** An error with a status name, as the load loops count them. */
+export class CallError extends Error {
+  constructor(readonly status: string, message: string) {
+    super(message);
+  }
+}
+
+/** Path of the compiled server-process entry (from source under vitest, or from dist/). */
+export function serverProcessEntry(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  return import.meta.url.endsWith('.ts')
+    ? path.resolve(here, '..', 'dist', 'bench', 'server-process.js')
+    : path.join(here, 'server-process.js');
+}
+
+/**
+ * A cir server running in a child process (bench/server-process.ts). `stats()` asks it for
+ * its CPU time and peak RSS; `close()` ends its stdin, which stops it.
+ */
+export class ServerChild {
+  private readonly waiters: ((m: StatsMessage) => void)[] = [];
+  private exited = false;
+  private stderrTail = '';
+
+  private constructor(
+    private readonly child: ChildProcessWithoutNullStreams,
+    readonly ready: ReadyMessage,
+    readonly spawnToReadyMs: number,
+  ) {}
+
+  static async start(spec: ServerSpec, specFile: string, timeoutMs = 120_000): Promise<ServerChild> {
+    await writeFile(specFile, JSON.stringify(spec), { mode: 0o600 });
+    const t0 = performance.now();
+    // CIR_BENCH_SERVER_NODE_ARGS: extra node flags for the server process (e.g. --cpu-prof).
+    const nodeArgs = (process.env['CIR_BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, serverProcessEntry(), specFile], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
+    });
+    const lines = createInterface({ input: child.stdout });
+    let self: ServerChild | undefined;
+    const ready = await new Promise<ReadyMessage>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`server process did not become ready within ${timeoutMs} ms\n${stderr}`));
+      }, timeoutMs);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`server process exited with code ${code} before ready\n${stderr}`));
+      });
+      lines.on('line', (line) => {
+        let msg: { type?: string; message?: string };
+        try {
+          msg = JSON.parse(line) as typeof msg;
+        } catch {
+          return;
+        }
+        if (msg.type === 'ready') {
+          clearTimeout(timer);
+          resolve(msg as ReadyMessage);
+        } else if (msg.type === 'error') {
+          clearTimeout(timer);
+          reject(new Error(`server process failed: ${msg.message}\n${stderr}`));
+        } else if (msg.type === 'stats') {
+          self?.waiters.shift()?.(msg as unknown as StatsMessage);
+        }
+      });
+    });
+    self = new ServerChild(child, ready, performance.now() - t0);
+    child.removeAllListeners('exit');
+    child.once('exit', () => {
+      self!.exited = true;
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      self!.stderrTail = (self!.stderrTail + d.toString()).slice(-4000);
+    });
+    return self;
+  }
+
+  get port(): number {
+    return this.ready.port;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  stats(): Promise<StatsMessage> {
+    if (this.exited) return Promise.reject(new Error(`server process exited\n${this.stderrTail}`));
+    return new Promise((resolve) => {
+      this.waiters.push(resolve);
+      this.child.stdin.write(`${JSON.stringify({ cmd: 'stats' })}\n`);
+    });
+  }
+
+  /** Stops the server (stdin EOF), then SIGKILL after `graceMs`. */
+  async close(graceMs = 10_000): Promise<void> {
+    if (this.exited) return;
+    const done = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.stdin.end();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+    await done;
+    clearTimeout(timer);
+  }
+}
+
+/** A connected target: `invoker(workload)` returns the call the load loops repeat. */
+export interface Target {
+  readonly mode: Mode;
+  invoker(w: Workload): Invoke;
+  close(): Promise<void>;
+}
+
+export interface InprocOptions {
+  readonly intraOpThreads: number;
+  readonly interOpThreads: number;
+  readonly executionProvider: 'cpu' | 'cuda';
+}
+
+/** onnxruntime session options matching what server/boot.ts uses. */
+export function sessionOptions(o: InprocOptions): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [o.executionProvider],
+    graphOptimizationLevel: 'all',
+    ...(o.intraOpThreads ? { intraOpNumThreads: o.intraOpThreads } : {}),
+    ...(o.interOpThreads ? { interOpNumThreads: o.interOpThreads } : {}),
+  };
+}
+
+/** The in-process baseline: one session per workload in this process. */
+export async function inprocTarget(workloads: readonly Workload[], o: InprocOptions): Promise<Target> {
+  const sessions = new Map<string, { session: ort.InferenceSession; feeds: Record<string, ort.Tensor> }>();
+  for (const w of workloads) {
+    sessions.set(w.name, { session: await ort.InferenceSession.create(w.onnx, sessionOptions(o)), feeds: ortFeeds(w) });
+  }
+  return {
+    mode: 'inproc',
+    invoker(w) {
+      const s = sessions.get(w.name);
+      if (!s) throw new Error(`no session for ${w.name}`);
+      return () =>
+        s.session.run(s.feeds).catch((e: unknown) => {
+          throw new CallError('ORT_ERROR', (e as Error).message);
+        });
+    },
+    async close() {
+      for (const s of sessions.values()) await s.session.release().catch(() => undefined);
+    },
+  };
+}
+
+export interface GrpcTargetOptions {
+  readonly mode: Exclude<Mode, 'inproc'>;
+  readonly server: ServerChild;
+  readonly requestTimeoutMs: number;
+}
+
+export interface GrpcTarget extends Target {
+  /** grpc-attested only: the one-time client verification (ms) and its checks. */
+  readonly verification?: { readonly ms: number; readonly checks: readonly { name: string; ok: boolean }[] };
+}
+
+const STATUS_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(grpc.status).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v as number, k]),
+);
+
+/** A gRPC client for one of the server modes; grpc-attested verifies the server first. */
+export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
+  const address = `127.0.0.1:${o.server.port}`;
+  let credentials: grpc.ChannelCredentials;
+  let options: Record<string, string | number> = {};
+  let verification: GrpcTarget['verification'];
+  if (o.mode === 'grpc') {
+    credentials = grpc.credentials.createInsecure();
+  } else if (o.mode === 'grpc-tls') {
+    const cert = o.server.ready.certPem;
+    if (!cert) throw new Error('grpc-tls: the server has no certificate');
+    credentials = grpc.credentials.createSsl(Buffer.from(cert));
+    options = { 'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost' };
+  } else {
+    const t0 = performance.now();
+    const v = await verifyServer({
+      server: address,
+      expectMeasurements: [o.server.ready.measurement],
+      allowSimulated: true,
+      simulatedRootPem: o.server.ready.arkPem,
+    });
+    const ms = performance.now() - t0;
+    if (!v.ok || !v.credentials) {
+      throw new Error(`grpc-attested: verification failed: ${v.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.detail})`).join(', ')}`);
+    }
+    verification = { ms, checks: v.checks.map((c) => ({ name: c.name, ok: c.ok })) };
+    credentials = v.credentials;
+    options = { ...PINNED_CHANNEL_OPTIONS };
+  }
+  const { GRPCInferenceService } = loadServiceClients();
+  const client = new GRPCInferenceService(address, credentials, {
+    ...options,
+    'grpc.max_receive_message_length': 256 * 1024 * 1024,
+    'grpc.max_send_message_length': 256 * 1024 * 1024,
+  });
+  const infer = (client as unknown as Record<string, Function>)['ModelInfer']!.bind(client) as (
+    req: unknown,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, res: { outputs?: unknown[] }) => void,
+  ) => void;
+  return {
+    mode: o.mode,
+    ...(verification ? { verification } : {}),
+    invoker(w) {
+      const request = inferRequest(w);
+      return () =>
+        new Promise<void>((resolve, reject) => {
+          infer(request, { deadline: Date.now() + o.requestTimeoutMs }, (err, res) => {
+            if (err) reject(new CallError(STATUS_NAMES[err.code] ?? `CODE_${err.code}`, err.details || err.message));
+            else if (!res.outputs || res.outputs.length === 0) reject(new CallError('EMPTY_RESPONSE', 'no outputs'));
+            else resolve();
+          });
+        });
+    },
+    async close() {
+      client.close();
+    },
+  };
+}

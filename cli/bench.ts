@@ -1,0 +1,202 @@
+/**
+ * `cir bench`: the serving benchmark (bench/harness.ts). In-process onnxruntime vs the cir
+ * server over plaintext gRPC, TLS and the attested path, closed and open loop, with a JSON
+ * report (schema cir.bench.report/v1, bench/README.md), a Markdown summary (stdout, and
+ * --markdown FILE) and an SVG chart (--svg FILE). Progress goes to stderr on a TTY.
+ */
+import { writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { ClientError } from '../client/codes.js';
+import { DEFAULT_AUTO_RATE_FRACTIONS, defaultSimStateDir, runBench, type Progress } from '../bench/harness.js';
+import { chartPanels, markdownSummary } from '../bench/report.js';
+import { latencyThroughputSvg } from '../bench/svg.js';
+import { MODES, type Mode } from '../bench/targets.js';
+import {
+  convNetWorkload,
+  MLP_10MS,
+  mlpSizeWorkload,
+  mlpWorkload,
+  parseInputSpec,
+  userWorkload,
+  vadWorkload,
+  type InputTensor,
+  type Workload,
+} from '../bench/workloads.js';
+
+interface BenchFlags {
+  quick?: boolean;
+  json?: string;
+  markdown?: string;
+  svg?: string;
+  outDir?: string;
+  modes?: string;
+  models?: string;
+  model?: string;
+  input: string[];
+  dekFile?: string;
+  concurrency?: string;
+  rates?: string;
+  warmup?: string;
+  duration?: string;
+  reps?: string;
+  seed: string;
+  ep: 'cpu' | 'cuda';
+  intraOpThreads: string;
+  interOpThreads: string;
+  requestTimeoutMs: string;
+  maxInFlight: string;
+  sloP99Ms?: string;
+  targetRps?: string;
+  bootModelMb?: string;
+  warmBoots?: string;
+  sealMb?: string;
+  simState?: string;
+  label?: string;
+  progress: boolean;
+}
+
+const bad = (detail: string): ClientError => new ClientError('ERR_CLI_BAD_ARGUMENT', { detail });
+
+function num(name: string, v: string, { min = 0, integer = false } = {}): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) throw bad(`${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}`);
+  return n;
+}
+
+function list(name: string, v: string, opts: { min?: number; integer?: boolean } = {}): number[] {
+  const xs = v.split(',').filter((s) => s.trim() !== '').map((s) => num(name, s.trim(), opts));
+  if (xs.length === 0) throw bad(`${name} needs at least one value`);
+  return xs;
+}
+
+async function builtinWorkload(name: string): Promise<Workload> {
+  if (name === 'vad') return vadWorkload();
+  if (name === 'mlp') return mlpWorkload(MLP_10MS);
+  if (name === 'convnet') return convNetWorkload(1);
+  const m = /^mlp-(\d+)mb$/.exec(name);
+  if (m) return mlpSizeWorkload(Number(m[1]));
+  throw bad(`unknown model ${JSON.stringify(name)} (vad, mlp, convnet, mlp-<N>mb; or --model FILE)`);
+}
+
+function progressBar(): (p: Progress) => void {
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    if (now - last < 200 && p.done < p.total) return;
+    last = now;
+    const frac = p.total ? Math.min(1, (p.done + p.cellFraction) / p.total) : 1;
+    const width = 30;
+    const filled = Math.round(frac * width);
+    const eta = Math.max(0, Math.round(p.etaMs / 1000));
+    const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.round(frac * 100)).padStart(3)}% ${p.done}/${p.total} ${p.label} ETA ${eta}s`;
+    process.stderr.write(`\r${line.slice(0, (process.stderr.columns || 100) - 1).padEnd((process.stderr.columns || 100) - 1)}`);
+    if (p.done >= p.total) process.stderr.write('\n');
+  };
+}
+
+export function registerBenchCommand(program: Command): void {
+  program
+    .command('bench')
+    .description('benchmark serving: in-process onnxruntime vs the cir server over gRPC, TLS and the attested path')
+    .option('--quick', 'a short sweep (all modes, vad + mlp, concurrency 1 and 4, 2 s windows): about a minute')
+    .option('--json <file>', 'write the JSON report (schema cir.bench.report/v1)')
+    .option('--markdown <file>', 'write the Markdown summary (also printed on stdout)')
+    .option('--svg <file>', 'write the latency-vs-throughput chart')
+    .option('--out-dir <dir>', 'write bench.json, bench.md and bench.svg into this directory')
+    .option('--modes <list>', `comma-separated modes (${MODES.join(', ')})`)
+    .option('--models <list>', 'built-in models: vad, mlp (~10 ms), convnet, mlp-<N>mb (default vad,mlp,convnet)')
+    .option('--model <file>', 'your own .onnx (or sealed file with --dek-file); needs --input')
+    .option('--input <spec>', 'input of --model as name:dtype:dims[:value], e.g. x:fp32:1x3x224x224 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--dek-file <file>', '32-byte key of a sealed --model (raw, hex or base64)')
+    .option('--concurrency <list>', 'closed-loop concurrency levels (default 1,2,4,8,16,32,64)')
+    .option('--rates <list>', `open-loop Poisson rates in req/s, "auto" (${DEFAULT_AUTO_RATE_FRACTIONS.join('/')} of the inproc peak) or "none" (default auto)`)
+    .option('--warmup <seconds>', 'warm-up per cell (default 2)')
+    .option('--duration <seconds>', 'measured window per cell (default 10)')
+    .option('--reps <n>', 'repetitions per cell; figures are medians (default 3)')
+    .option('--seed <n>', 'seed of the arrival schedules and inputs', '1')
+    .addOption(new Option('--ep <provider>', 'onnxruntime execution provider').choices(['cpu', 'cuda']).default('cpu'))
+    .option('--intra-op-threads <n>', 'onnxruntime intra-op threads, in-process and server (0 = onnxruntime decides)', '1')
+    .option('--inter-op-threads <n>', 'onnxruntime inter-op threads (0 = onnxruntime decides)', '0')
+    .option('--request-timeout-ms <ms>', 'gRPC deadline per request', '30000')
+    .option('--max-in-flight <n>', 'open loop: most outstanding requests', '1024')
+    .option('--slo-p99-ms <ms>', 'size against this p99 SLO: highest sustained req/s per mode')
+    .option('--target-rps <r>', 'with --slo-p99-ms: servers needed for this many req/s')
+    .option('--boot-model-mb <n>', 'boot figures with a sealed generated MLP of N MiB; 0 skips (default 100)')
+    .option('--warm-boots <n>', 'warm boots after the cold one (default 2; quick 1)')
+    .option('--seal-mb <n>', 'sealed-model seal/open throughput over N MiB; 0 skips (default 64; quick 32)')
+    .option('--sim-state <dir>', 'shared simulated-TEE state (created once)')
+    .option('--label <text>', 'a label for this machine/run (e.g. "cc-on"), kept in the report')
+    .option('--no-progress', 'no progress bar')
+    .action(async (f: BenchFlags) => {
+      const q = !!f.quick;
+      const modes = (f.modes ? f.modes.split(',').map((s) => s.trim()) : [...MODES]) as Mode[];
+      for (const m of modes) if (!MODES.includes(m)) throw bad(`unknown mode ${JSON.stringify(m)} (${MODES.join(', ')})`);
+      if (f.input.length > 0 && !f.model) throw bad('--input needs --model');
+      const seed = num('--seed', f.seed, { integer: true });
+      const workloads: Workload[] = [];
+      const names = f.models ? f.models.split(',').map((s) => s.trim()).filter(Boolean) : f.model ? [] : q ? ['vad', 'mlp'] : ['vad', 'mlp', 'convnet'];
+      for (const n of names) workloads.push(await builtinWorkload(n));
+      if (f.model) {
+        let inputs: InputTensor[];
+        try {
+          inputs = f.input.map((s, i) => parseInputSpec(s, seed + i));
+        } catch (e) {
+          throw bad((e as Error).message);
+        }
+        workloads.push(await userWorkload(f.model, inputs, f.dekFile));
+      }
+      if (new Set(workloads.map((w) => w.name)).size !== workloads.length) throw bad('two models have the same name');
+      const rates = f.rates === undefined ? (q ? [] : 'auto') : f.rates === 'auto' ? 'auto' : f.rates === 'none' ? [] : list('--rates', f.rates, { min: 0.001 });
+      const sloP99Ms = f.sloP99Ms !== undefined ? num('--slo-p99-ms', f.sloP99Ms, { min: 0.001 }) : undefined;
+      const targetRps = f.targetRps !== undefined ? num('--target-rps', f.targetRps, { min: 0 }) : undefined;
+      if (targetRps !== undefined && sloP99Ms === undefined) throw bad('--target-rps needs --slo-p99-ms');
+      const showProgress = f.progress && process.stderr.isTTY === true;
+      const note = (line: string): void => void process.stderr.write(`${showProgress ? '\r\x1b[K' : ''}cir bench: ${line}\n`);
+
+      const report = await runBench({
+        modes,
+        workloads,
+        concurrency: list('--concurrency', f.concurrency ?? (q ? '1,4' : '1,2,4,8,16,32,64'), { min: 1, integer: true }),
+        rates,
+        warmupMs: num('--warmup', f.warmup ?? (q ? '0.5' : '2')) * 1000,
+        durationMs: num('--duration', f.duration ?? (q ? '2' : '10'), { min: 0.1 }) * 1000,
+        reps: num('--reps', f.reps ?? (q ? '1' : '3'), { min: 1, integer: true }),
+        seed,
+        intraOpThreads: num('--intra-op-threads', f.intraOpThreads, { integer: true }),
+        interOpThreads: num('--inter-op-threads', f.interOpThreads, { integer: true }),
+        executionProvider: f.ep,
+        requestTimeoutMs: num('--request-timeout-ms', f.requestTimeoutMs, { min: 1, integer: true }),
+        maxInFlight: num('--max-in-flight', f.maxInFlight, { min: 1, integer: true }),
+        ...(sloP99Ms !== undefined ? { sloP99Ms } : {}),
+        ...(targetRps !== undefined ? { targetRps } : {}),
+        bootModelMb: num('--boot-model-mb', f.bootModelMb ?? '100', { integer: true }),
+        warmBoots: num('--warm-boots', f.warmBoots ?? (q ? '1' : '2'), { integer: true }),
+        sealMb: num('--seal-mb', f.sealMb ?? (q ? '32' : '64'), { integer: true }),
+        simStateDir: f.simState ?? defaultSimStateDir(),
+        quick: q,
+        ...(f.label !== undefined ? { label: f.label } : {}),
+        argv: process.argv.slice(2),
+        ...(showProgress ? { onProgress: progressBar() } : {}),
+        log: note,
+      });
+
+      const md = markdownSummary(report);
+      const svg = latencyThroughputSvg(chartPanels(report), { title: `cir bench${report.label ? ` (${report.label})` : ''}: p99 latency vs throughput` });
+      const json = `${JSON.stringify(report, null, 2)}\n`;
+      const outputs: [string | undefined, string][] = [
+        [f.json, json],
+        [f.markdown, md],
+        [f.svg, svg],
+      ];
+      if (f.outDir) {
+        await mkdir(f.outDir, { recursive: true });
+        outputs.push([path.join(f.outDir, 'bench.json'), json], [path.join(f.outDir, 'bench.md'), md], [path.join(f.outDir, 'bench.svg'), svg]);
+      }
+      for (const [file, text] of outputs) if (file) await writeFile(file, text);
+      process.stdout.write(md);
+      const errors = report.results.reduce((a, x) => a + x.errors, 0);
+      if (errors > 0) note(`${errors} request(s) failed; see errorsByStatus in the report`);
+      process.exitCode = report.executionProvider.available ? 0 : 1;
+    });
+}
