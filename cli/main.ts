@@ -15,15 +15,52 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { printError } from './output.js';
-import { registerBrokerCommands } from './broker.js';
-import { registerServeCommand } from './serve.js';
-import { registerSealCommand } from './seal.js';
-import { registerClientCommands } from './client.js';
-import { registerDemoCommand } from './demo-command.js';
-import { registerSimCommand } from './sim.js';
-import { registerAttestCommand } from './attest.js';
-import { registerBenchCommand } from './bench.js';
-import { errorTableMarkdown, errorCatalog } from './error-catalog.js';
+
+type Register = (program: Command) => void;
+
+/**
+ * Each top-level command and the module that registers it. Modules are imported only when
+ * needed: a command run loads its own module (so `cir attest verify` never loads
+ * onnxruntime or gRPC), while root help or an unknown command loads them all.
+ */
+const COMMAND_MODULES: Readonly<Record<string, () => Promise<Register | Register[]>>> = {
+  broker: async () => (await import('./broker.js')).registerBrokerCommands,
+  serve: async () => (await import('./serve.js')).registerServeCommand,
+  seal: async () => (await import('./seal.js')).registerSealCommand,
+  verify: async () => (await import('./client.js')).registerClientCommands,
+  infer: async () => (await import('./client.js')).registerClientCommands,
+  demo: async () => (await import('./demo-command.js')).registerDemoCommand,
+  sim: async () => (await import('./sim.js')).registerSimCommand,
+  attest: async () => (await import('./attest.js')).registerAttestCommand,
+  bench: async () => (await import('./bench.js')).registerBenchCommand,
+  errors: async () => registerErrorsCommand,
+};
+
+function registerErrorsCommand(program: Command): void {
+  program
+    .command('errors')
+    .description('list every error code with its category, HTTP status, gRPC status and CLI exit code')
+    .option('--markdown', 'print the Markdown table used in the README')
+    .action(async (f: { markdown?: boolean }) => {
+      const { errorTableMarkdown, errorCatalog } = await import('./error-catalog.js');
+      process.stdout.write(f.markdown ? `${errorTableMarkdown()}\n` : `${JSON.stringify(errorCatalog(), null, 2)}\n`);
+    });
+}
+
+/** The subcommand named in argv (first argument that is not a root option), if any. */
+function requestedCommand(argv: readonly string[]): string | undefined {
+  const args = argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--log-level') {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    return a;
+  }
+  return undefined;
+}
 
 function version(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
@@ -38,7 +75,7 @@ function version(): string {
   return '0.0.0';
 }
 
-export function buildProgram(): Command {
+export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('cir')
     .description('cir, the confidential inference runtime: attested ONNX model serving with attestation-gated key release')
     .version(version())
@@ -48,26 +85,22 @@ export function buildProgram(): Command {
     .exitOverride()
     // Options after a subcommand belong to it (`broker` and `broker keys create` share flags).
     .enablePositionalOptions();
-  registerBrokerCommands(program);
-  registerServeCommand(program);
-  registerSealCommand(program);
-  registerClientCommands(program);
-  registerDemoCommand(program);
-  registerSimCommand(program);
-  registerAttestCommand(program);
-  registerBenchCommand(program);
-  program
-    .command('errors')
-    .description('list every error code with its category, HTTP status, gRPC status and CLI exit code')
-    .option('--markdown', 'print the Markdown table used in the README')
-    .action((f: { markdown?: boolean }) => {
-      process.stdout.write(f.markdown ? `${errorTableMarkdown()}\n` : `${JSON.stringify(errorCatalog(), null, 2)}\n`);
-    });
+  const wanted = requestedCommand(argv);
+  const loaders = wanted !== undefined && wanted in COMMAND_MODULES ? [COMMAND_MODULES[wanted]!] : [...new Set(Object.values(COMMAND_MODULES))];
+  const registered = new Set<Register>();
+  for (const load of loaders) {
+    const r = await load();
+    for (const register of Array.isArray(r) ? r : [r]) {
+      if (registered.has(register)) continue; // verify and infer share one module
+      registered.add(register);
+      register(program);
+    }
+  }
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
