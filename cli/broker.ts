@@ -17,6 +17,8 @@ interface BrokerFlags {
   stateDir?: string;
   simulatedRoot?: string;
   allowSimulated?: boolean;
+  tdxCollateral?: string;
+  tdxAllowMissingCrls?: boolean;
   adminTokenFile?: string;
   masterKeyFile?: string;
 }
@@ -31,6 +33,8 @@ async function brokerConfigFrom(f: BrokerFlags): Promise<BrokerConfig> {
       stateDir: f.stateDir ?? (file && typeof file === 'object' && 'stateDir' in file ? undefined : '.cir-state/broker'),
       'attestation.simulatedRootFile': f.simulatedRoot,
       'attestation.allowSimulated': f.allowSimulated,
+      'attestation.tdxCollateral': f.tdxCollateral,
+      'attestation.tdxAllowMissingCrls': f.tdxAllowMissingCrls,
       adminTokenFile: f.adminTokenFile,
       masterKeyFile: f.masterKeyFile,
     }),
@@ -72,7 +76,9 @@ export function registerBrokerCommands(program: Command): void {
       .description('run the key broker: challenge → attest → release of model keys to attested servers')
       .option('--listen <host:port>', 'listen address (default 127.0.0.1:8443)')
       .option('--simulated-root <file>', 'PEM of the simulated TEE ARK to trust (development only)')
-      .option('--allow-simulated', 'trust the simulated TEE root (refused when NODE_ENV=production)'),
+      .option('--allow-simulated', 'trust the simulated TEE root (refused when NODE_ENV=production)')
+      .option('--tdx-collateral <dir|file>', 'Intel collateral to verify TDX evidence (bundle directory or JSON file); without it TDX evidence is refused')
+      .option('--tdx-allow-missing-crls', 'TDX: accept collateral without PCK/root CRLs covering the time (relaxation)'),
   )
     .enablePositionalOptions()
     .action(async (f: BrokerFlags) => {

@@ -1,16 +1,25 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { kmsReportData } from '../attestation/binding.js';
-import type { Claims } from '../attestation/types.js';
 import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/bytes.js';
 import { isCirError } from '../common/errors.js';
 import { HPKE_SUITE_ID, hpkeSeal } from '../common/hpke.js';
 import type { Logger } from '../common/logger.js';
 import { adminRoutes } from './admin.js';
 import { ChallengeStore, challengeClientKey } from './challenges.js';
-import { KmsError } from './codes.js';
+import { isKmsError, KmsError } from './codes.js';
 import { assertAdminTransport, isProduction, type BrokerConfig } from './config.js';
 import { assertKeyId, type KeyStore } from './keystore.js';
-import { allowsSimulated, evaluatePolicy, parseReleasePolicy, type PolicyDecision, type ReleasePolicy } from './policy.js';
+import {
+  allowsSimulated,
+  BROKER_TEES,
+  evaluatePolicy,
+  measurementOf,
+  parseReleasePolicy,
+  policyTee,
+  type BrokerClaims,
+  type PolicyDecision,
+  type ReleasePolicy,
+} from './policy.js';
 import { notFoundHandler, parseBody, problemErrorHandler } from './problem.js';
 import {
   AttestRequestSchema,
@@ -25,12 +34,14 @@ import {
 import type { TokenService } from './tokens.js';
 
 /**
- * Turns TEE evidence into verified claims. Must check the evidence's signature chain to a
- * trusted root, and that its report_data equals `expectedReportData`; throws a `CirError`
- * of category 'verification' or 'bad-input' otherwise.
+ * Turns TEE evidence (SEV-SNP or Intel TDX) into verified claims. Must check the evidence's
+ * signature chain to a trusted root, and that its report_data equals `expectedReportData`;
+ * throws a `CirError` of category 'verification' or 'bad-input' otherwise (or
+ * `ERR_KMS_TEE_NOT_CONFIGURED` for a TEE it was not set up for). When the evidence names
+ * its TEE (`tee`), the claims must be of that TEE.
  */
 export interface EvidenceVerifier {
-  verify(evidence: unknown, opts: { now: Date; expectedReportData: Uint8Array }): Promise<Claims>;
+  verify(evidence: unknown, opts: { now: Date; expectedReportData: Uint8Array }): Promise<BrokerClaims>;
 }
 
 export interface BrokerDeps {
@@ -60,7 +71,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
   const now = deps.now ?? (() => new Date());
   const production = isProduction(deps.env ?? process.env);
   const policyOpts = { production };
-  const attestationPolicy = resolveAttestationPolicy(config, production);
+  const attestationPolicies = resolveAttestationPolicies(config, production);
   // SECURITY: checked again here (startBroker checks first) so an embedder cannot skip it.
   assertAdminTransport(config, { adminEnabled: deps.adminToken !== undefined, tls: deps.https !== undefined, logger: deps.logger });
   const challenges = new ChallengeStore({
@@ -132,7 +143,8 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       const at = now();
       const expected = kmsReportData(nonce, publicKey);
       const claims = await verifyEvidence(deps.verifier, body.evidence, at, expected, alog);
-      who.measurement = claims.measurement;
+      who.tee = claims.tee;
+      who.measurement = measurementOf(claims);
       who.simulated = claims.simulated;
       // SECURITY: re-check the binding on the claims, so a verifier that forgot
       // `expectedReportData` still cannot mint a token for someone else's nonce or key.
@@ -140,7 +152,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       if (!observed || !constantTimeEqual(observed, expected)) {
         throw new KmsError('ERR_KMS_BINDING_MISMATCH', { detail: 'report_data' });
       }
-      const decision = evaluateAttestation(claims, attestationPolicy, config, policyOpts);
+      const decision = evaluateAttestation(claims, attestationPolicies, config, policyOpts);
       who.policyHash = decision.policyHash;
       if (!decision.allowed) throw policyDenied('ERR_KMS_ATTESTATION_DENIED', decision);
       const relaxations = [...new Set([...(claims.relaxations ?? []), ...decision.relaxations])];
@@ -148,7 +160,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         {
           nonce: body.nonce,
           keyHash: sha256(publicKey).toString('base64url'),
-          tee: 'sev-snp',
+          tee: claims.tee,
           claims: claims as unknown as Record<string, unknown>,
           relaxations,
           policyHash: decision.policyHash,
@@ -174,10 +186,12 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       const publicKey = decodeFixed(body.publicKey, 'publicKey');
       const at = now();
       const token = await deps.tokens.verify(bearer, at);
-      const claims = token.claims as unknown as Claims;
+      // The token is ours (signature checked), and its schema ties `claims.tee` to `tee`.
+      const claims = token.claims as unknown as BrokerClaims;
       who.jti = token.jti;
       who.keyHash = token.keyHash.slice(0, 12);
-      who.measurement = claims.measurement;
+      who.tee = claims.tee;
+      who.measurement = measurementOf(claims);
       who.simulated = claims.simulated;
       // SECURITY: the DEK goes only to the key the evidence bound; compare digests in constant time.
       const boundHash = fromBase64Url(token.keyHash);
@@ -228,23 +242,45 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
   return app;
 }
 
-function resolveAttestationPolicy(config: BrokerConfig, production: boolean): ReleasePolicy {
-  // Without an explicit policy the broker checks only what every release needs anyway
-  // (the schema's fail-closed defaults) and leaves measurements to the per-key policies.
-  const input = config.attestation.policy ?? { anyMeasurement: true, allowSimulated: config.attestation.allowSimulated };
-  try {
-    return parseReleasePolicy(input, { production });
-  } catch (cause) {
-    throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: `attestation.policy: ${(cause as KmsError).detail ?? 'invalid'}`, cause });
-  }
+/**
+ * Default broker attestation policy of each TEE, used when `attestation.policy` is absent.
+ * It checks only what every release needs anyway (the schemas' fail-closed defaults: no
+ * debug, SEV-SNP VMPL 0 and committed firmware, TDX TCB status UpToDate) and leaves
+ * measurements to the per-key release policies. SEV-SNP keeps its historical form (no
+ * `tee`), so its hash, which tokens carry, does not change.
+ */
+export function defaultAttestationPolicy(tee: (typeof BROKER_TEES)[number], config: BrokerConfig): unknown {
+  return tee === 'tdx' ? { tee: 'tdx', anyMrtd: true } : { anyMeasurement: true, allowSimulated: config.attestation.allowSimulated };
+}
+
+/** The attestation policy of each TEE; see `attestation.policy` in config.ts. */
+type AttestationPolicies = readonly ReleasePolicy[];
+
+function resolveAttestationPolicies(config: BrokerConfig, production: boolean): AttestationPolicies {
+  const configured = config.attestation.policy;
+  const inputs: readonly unknown[] =
+    configured === undefined ? BROKER_TEES.map((tee) => defaultAttestationPolicy(tee, config)) : [configured].flat();
+  return Object.freeze(
+    inputs.map((input) => {
+      try {
+        return parseReleasePolicy(input, { production });
+      } catch (cause) {
+        throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: `attestation.policy: ${(cause as KmsError).detail ?? 'invalid'}`, cause });
+      }
+    }),
+  );
 }
 
 function evaluateAttestation(
-  claims: Claims,
-  policy: ReleasePolicy,
+  claims: BrokerClaims,
+  policies: AttestationPolicies,
   config: BrokerConfig,
   opts: { production: boolean },
 ): PolicyDecision {
+  // SECURITY: no policy for this TEE -> the first configured one, which fails on `tee`:
+  // configuring a policy for one TEE never leaves the other unchecked.
+  const policy = policies.find((p) => policyTee(p) === claims.tee) ?? policies[0];
+  if (policy === undefined) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'no attestation policy' });
   const d = evaluatePolicy(claims, policy, opts);
   // SECURITY: `attestation.allowSimulated` is the trust switch; a policy alone cannot turn it on.
   if (claims.simulated && !config.attestation.allowSimulated && !d.failures.some((f) => f.field === 'simulated')) {
@@ -257,7 +293,7 @@ function evaluateAttestation(
   return d;
 }
 
-/** Deepest evidence nesting accepted. SEV-SNP evidence is `{report, certs: {...}}`: depth 2. */
+/** Deepest evidence nesting accepted. SEV-SNP evidence is `{report, certs: {...}}`: depth 2; TDX `{tee, quote}`: depth 1. */
 export const MAX_EVIDENCE_DEPTH = 32;
 
 /**
@@ -289,11 +325,13 @@ async function verifyEvidence(
   now: Date,
   expected: Uint8Array,
   log: Pick<FastifyBaseLogger, 'warn'>,
-): Promise<Claims> {
-  let claims: Claims;
+): Promise<BrokerClaims> {
+  let claims: BrokerClaims;
   try {
     claims = await verifier.verify(evidence, { now, expectedReportData: expected });
   } catch (e) {
+    // Already the broker's answer (the default verifier's envelope and TEE checks).
+    if (isKmsError(e) && (e.code === 'ERR_KMS_EVIDENCE_MALFORMED' || e.code === 'ERR_KMS_TEE_NOT_CONFIGURED')) throw e;
     if (!isCirError(e)) {
       // SECURITY: fail closed. Log the error's name only: its message and stack may quote
       // the hostile evidence or internals; neither is attached as `cause`, so no later
@@ -315,8 +353,14 @@ async function verifyEvidence(
         throw e;
     }
   }
-  if (typeof claims !== 'object' || claims === null || claims.tee !== 'sev-snp') {
-    throw new KmsError('ERR_KMS_INTERNAL', { detail: 'verifier returned no SEV-SNP claims' });
+  if (typeof claims !== 'object' || claims === null || !(BROKER_TEES as readonly unknown[]).includes(claims.tee)) {
+    throw new KmsError('ERR_KMS_INTERNAL', { detail: 'verifier returned no SEV-SNP or TDX claims' });
+  }
+  // SECURITY: evidence that names its TEE must yield claims of that TEE, so a verifier
+  // mix-up cannot have one TEE's evidence judged under the other's rules.
+  const named = (evidence as { tee?: unknown }).tee;
+  if (typeof named === 'string' && named !== claims.tee) {
+    throw new KmsError('ERR_KMS_INTERNAL', { detail: 'verifier returned claims of another TEE' });
   }
   return claims;
 }

@@ -23,6 +23,7 @@ export const KMS_CODES = {
   ERR_KMS_BINDING_MISMATCH: { category: 'verification', message: 'report_data does not bind the nonce and public key' },
   ERR_KMS_ATTESTATION_DENIED: { category: 'policy', message: 'attestation policy denied the evidence' },
   ERR_KMS_VERIFIER_UNAVAILABLE: { category: 'unavailable', message: 'evidence verifier unavailable' },
+  ERR_KMS_TEE_NOT_CONFIGURED: { category: 'forbidden', message: 'this broker is not configured to verify evidence of this TEE' },
   // Release
   ERR_KMS_TOKEN_MISSING: { category: 'unauthorized', message: 'attestation token required' },
   ERR_KMS_TOKEN_INVALID: { category: 'unauthorized', message: 'attestation token invalid' },

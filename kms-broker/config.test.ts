@@ -37,6 +37,16 @@ describe('loadBrokerConfig', () => {
     [{ stateDir: '/x', adminToken: 'inline-secret-value' }, 'adminToken'],
     [{ stateDir: '/x', attestation: { policy: { allowDebug: 'yes' } } }, 'attestation.policy'],
     [{ stateDir: '/x', tls: { certFile: 'c' } }, 'tls.keyFile'],
+    [{ stateDir: '/x', attestation: { tdxCollateral: '' } }, 'attestation.tdxCollateral'],
+    [{ stateDir: '/x', attestation: { tdxCollateral: 42 } }, 'attestation.tdxCollateral'],
+    [{ stateDir: '/x', attestation: { tdxCollateral: '/c', tdxAllowMissingCrls: 'yes' } }, 'attestation.tdxAllowMissingCrls'],
+    [{ stateDir: '/x', attestation: { tdxAllowMissingCrls: true } }, 'attestation.tdxAllowMissingCrls'],
+    [{ stateDir: '/x', attestation: { policy: { tee: 'tdx', anyMrtd: true, measurements: ['aa'] } } }, 'attestation.policy: unknown field(s) measurements'],
+    [{ stateDir: '/x', attestation: { policy: { tee: 'tdx', mrtd: ['zz'] } } }, 'attestation.policy.mrtd.0'],
+    [{ stateDir: '/x', attestation: { policy: { tee: 'sgx' } } }, 'attestation.policy.tee'],
+    [{ stateDir: '/x', attestation: { policy: [{ anyMeasurement: true }, { tee: 'sev-snp', anyMeasurement: true }] } }, 'attestation.policy: at most one policy per TEE'],
+    [{ stateDir: '/x', attestation: { policy: [{ anyMeasurement: true }, { tee: 'tdx' }] } }, 'attestation.policy.1.mrtd'],
+    [{ stateDir: '/x', attestation: { policy: [] } }, 'attestation.policy'],
   ])('names the bad field: %j -> %s', (input, field) => {
     let err: unknown;
     try {
@@ -61,6 +71,29 @@ describe('loadBrokerConfig', () => {
     }
   });
 
+  it('accepts TDX settings: collateral, the CRL relaxation, and one attestation policy per TEE', () => {
+    const c = loadBrokerConfig(
+      {
+        stateDir: '/x',
+        attestation: {
+          tdxCollateral: '/etc/cir/tdx-bundle',
+          tdxAllowMissingCrls: true,
+          policy: [{ anyMeasurement: true }, { tee: 'tdx', mrtd: ['AB'.repeat(48)] }],
+        },
+      },
+      DEV,
+    );
+    expect(c.attestation).toMatchObject({
+      tdxCollateral: '/etc/cir/tdx-bundle',
+      tdxAllowMissingCrls: true,
+      policy: [{ anyMeasurement: true }, { tee: 'tdx', mrtd: ['ab'.repeat(48)], acceptedTcbStatuses: ['UpToDate'] }],
+    });
+    const d = loadBrokerConfig({ stateDir: '/x' }, DEV);
+    expect(d.attestation.tdxAllowMissingCrls).toBe(false);
+    expect(d.attestation.tdxCollateral).toBeUndefined();
+    expect(loadBrokerConfig({ stateDir: '/x', attestation: { policy: { tee: 'tdx', anyMrtd: true } } }, PROD).attestation.policy).toMatchObject({ tee: 'tdx' });
+  });
+
   it('refuses to trust the simulated TEE in production, in either place', () => {
     expect(() => loadBrokerConfig({ stateDir: '/x', attestation: { allowSimulated: true } }, PROD)).toThrow(
       expect.objectContaining({ code: 'ERR_KMS_CONFIG_INVALID' }),
@@ -68,6 +101,9 @@ describe('loadBrokerConfig', () => {
     expect(() =>
       loadBrokerConfig({ stateDir: '/x', attestation: { policy: { allowSimulated: true, anyMeasurement: true } } }, PROD),
     ).toThrow(expect.objectContaining({ code: 'ERR_KMS_CONFIG_INVALID' }));
+    expect(() =>
+      loadBrokerConfig({ stateDir: '/x', attestation: { policy: [{ tee: 'tdx', anyMrtd: true }, { allowSimulated: true, anyMeasurement: true }] } }, PROD),
+    ).toThrow(expect.objectContaining({ code: 'ERR_KMS_CONFIG_INVALID', detail: expect.stringContaining('attestation.policy.allowSimulated') }));
     expect(loadBrokerConfig({ stateDir: '/x', attestation: { allowSimulated: true } }, DEV).attestation.allowSimulated).toBe(true);
     expect(loadBrokerConfig({ stateDir: '/x' }, PROD).attestation.allowSimulated).toBe(false);
   });

@@ -3,8 +3,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { Logger } from '../common/logger.js';
 import { deepFreeze, issuesDetail } from '../common/config.js';
-import { SnpPolicySchema } from '../attestation/snp/policy.js';
 import { KmsError } from './codes.js';
+import { BROKER_TEES, policyTee, ReleasePolicySchema, type ReleasePolicy } from './policy.js';
 import { BROKER_JWKS_FILE } from './protocol.js';
 
 /**
@@ -23,6 +23,31 @@ export const DEFAULT_MAX_CHALLENGES_PER_CLIENT = 16;
 
 const FilePath = z.string().min(1).max(4096);
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
+/**
+ * `attestation.policy`: one policy document (see policy.ts), or a list of them with at most
+ * one per TEE. Dispatched by hand rather than with `z.union`, so that an error names the
+ * field inside the policy instead of "invalid union".
+ */
+const AttestationPolicySchema = z.unknown().transform((input, ctx): ReleasePolicy | readonly ReleasePolicy[] => {
+  if (!Array.isArray(input)) {
+    const r = ReleasePolicySchema.safeParse(input);
+    if (r.success) return r.data;
+    for (const i of r.error.issues) ctx.addIssue({ code: 'custom', message: i.message, path: [...i.path], input });
+    return z.NEVER;
+  }
+  const r = ReleasePolicySchema.array().min(1).max(BROKER_TEES.length).safeParse(input);
+  if (!r.success) {
+    for (const i of r.error.issues) ctx.addIssue({ code: 'custom', message: i.message, path: [...i.path], input });
+    return z.NEVER;
+  }
+  const tees = r.data.map(policyTee);
+  if (new Set(tees).size !== tees.length) {
+    ctx.addIssue({ code: 'custom', message: 'at most one policy per TEE', path: [], input });
+    return z.NEVER;
+  }
+  return r.data;
+});
 
 export const BrokerConfigSchema = z.strictObject({
   listen: z
@@ -56,8 +81,29 @@ export const BrokerConfigSchema = z.strictObject({
       simulatedRootFile: FilePath.optional(),
       /** Trust the simulated TEE root at all. Refused when NODE_ENV=production. */
       allowSimulated: z.boolean().default(false),
-      /** Policy every attestation must pass before a token is issued (per-key release policies come on top). */
-      policy: SnpPolicySchema.optional(),
+      /**
+       * Policy every attestation must pass before a token is issued (per-key release policies
+       * come on top): one policy (SEV-SNP, or TDX with `tee: "tdx"`), or a list with at most
+       * one per TEE. Evidence of a TEE the configured policies do not cover is denied (`tee`).
+       * Absent: each TEE's default (`defaultAttestationPolicy`).
+       */
+      policy: AttestationPolicySchema.optional(),
+      /**
+       * Intel TDX collateral (no network): a layout-(a) directory (`tcb_info.json`, ...), a
+       * dcap-qvl style JSON file, or an offline bundle root (one directory per FMSPC).
+       * Without it the broker refuses TDX evidence (`ERR_KMS_TEE_NOT_CONFIGURED`).
+       */
+      tdxCollateral: FilePath.optional(),
+      /**
+       * Relaxation: accept TDX collateral without a PCK CRL and/or root CA CRL (recorded in
+       * claims and tokens as `pck-crl-unchecked` / `root-ca-crl-unchecked`). Needs `tdxCollateral`.
+       */
+      tdxAllowMissingCrls: z.boolean().default(false),
+    })
+    .superRefine((a, ctx) => {
+      if (a.tdxAllowMissingCrls && a.tdxCollateral === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['tdxAllowMissingCrls'], message: 'requires tdxCollateral' });
+      }
     })
     .prefault({}),
   /** Largest accepted request body, bytes. */
@@ -109,7 +155,8 @@ export function loadBrokerConfig(input: unknown, options: LoadConfigOptions = {}
     // SECURITY: the simulated TEE proves nothing; a production broker must never trust it.
     const bad: string[] = [];
     if (cfg.attestation.allowSimulated) bad.push('attestation.allowSimulated');
-    if (policyAllowsSimulated(cfg.attestation.policy)) bad.push('attestation.policy.allowSimulated');
+    const policies = cfg.attestation.policy === undefined ? [] : [cfg.attestation.policy].flat();
+    if (policies.some(policyAllowsSimulated)) bad.push('attestation.policy.allowSimulated');
     if (bad.length > 0) {
       throw new KmsError('ERR_KMS_CONFIG_INVALID', {
         detail: `${bad.join(', ')}: the simulated TEE is refused when NODE_ENV=production`,

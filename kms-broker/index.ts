@@ -2,7 +2,7 @@
  * Public surface of the key broker. Internals (secret-file helpers, route handlers) are not
  * exported.
  */
-export { buildApp, MAX_EVIDENCE_DEPTH, type BrokerDeps, type EvidenceVerifier } from './app.js';
+export { buildApp, defaultAttestationPolicy, MAX_EVIDENCE_DEPTH, type BrokerDeps, type EvidenceVerifier } from './app.js';
 export { startBroker, type RunningBroker, type StartBrokerOptions } from './main.js';
 export {
   BrokerConfigSchema,
@@ -46,15 +46,23 @@ export {
 } from './admin.js';
 export {
   parseReleasePolicy,
+  safeParseReleasePolicy,
+  ReleasePolicySchema,
   evaluatePolicy,
   policyHash,
+  policyTee,
+  policyRelaxations,
   canonicalJson,
+  BROKER_TEES,
   type ReleasePolicy,
+  type SnpReleasePolicy,
+  type TdxReleasePolicy,
+  type BrokerClaims,
   type PolicyDecision,
   type PolicyOptions,
 } from './policy.js';
 export { TokenService, type TokenServiceOptions, type IssuedToken, type ReleaseSignedBody } from './tokens.js';
-export { createDefaultVerifier } from './verifier.js';
+export { createDefaultVerifier, TdxEvidenceSchema, MAX_TDX_QUOTE_BYTES, type TdxCollateralLayout } from './verifier.js';
 export {
   ROUTES,
   KEY_ID_RE,

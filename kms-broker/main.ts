@@ -76,7 +76,14 @@ export async function startBroker(config: BrokerConfig, opts: StartBrokerOptions
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
   const url = `${https ? 'https' : 'http'}://${host}:${port}`;
   logger.info(
-    { url, adminApi: adminToken !== undefined, kid: tokens.kid, allowSimulated: config.attestation.allowSimulated },
+    {
+      url,
+      adminApi: adminToken !== undefined,
+      kid: tokens.kid,
+      allowSimulated: config.attestation.allowSimulated,
+      tdx: config.attestation.tdxCollateral !== undefined,
+      ...(config.attestation.tdxAllowMissingCrls ? { tdxAllowMissingCrls: true } : {}),
+    },
     'kms broker listening',
   );
 

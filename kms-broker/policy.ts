@@ -1,23 +1,85 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import { relaxationsFor, SnpPolicySchema } from '../attestation/snp/policy.js';
 import { validateSnpClaims } from '../attestation/snp/validate.js';
-import type { Claims, PolicyFailure } from '../attestation/types.js';
+import { TdxPolicySchema, tdxRelaxationsFor, validateTdxClaims, type TdxClaims } from '../attestation/tdx/index.js';
+import type { PolicyFailure, SnpClaims, TeeType } from '../attestation/types.js';
 import { sha256 } from '../common/bytes.js';
 import { KmsError } from './codes.js';
 import { issuesDetail } from '../common/config.js';
 
 /**
- * Release and attestation policies of the broker. A policy is data: the SEV-SNP policy of
- * the attestation package (`SnpPolicySchema`), checked against verified claims by
- * `validateSnpClaims`. This module adds what the broker needs around it: parsing with
- * typed errors, the production rule on the simulated TEE, a stable hash that names a
- * policy in logs and tokens, and an explanation of every decision.
+ * Release and attestation policies of the broker. A policy is data: the policy of one TEE
+ * from the attestation package, checked against verified claims by that TEE's validator.
+ *
+ * - SEV-SNP: a document without `tee` (every policy stored before TDX support) or with
+ *   `tee: "sev-snp"`; the rest is `SnpPolicySchema`, evaluated by `validateSnpClaims`.
+ * - Intel TDX: `{ tee: "tdx", ...TdxPolicySchema fields }`, evaluated by `validateTdxClaims`.
+ *
+ * This module adds what the broker needs around them: parsing with typed errors, the
+ * production rule on the simulated TEE, a stable hash (over the whole document, `tee`
+ * included) that names a policy in logs and tokens, the TEE match, and an explanation of
+ * every decision.
  */
-export type ReleasePolicy = z.output<typeof SnpPolicySchema>;
+export type SnpReleasePolicy = z.output<typeof SnpPolicySchema> & { readonly tee?: 'sev-snp' };
+export type TdxReleasePolicy = z.output<typeof TdxPolicySchema> & { readonly tee: 'tdx' };
+export type ReleasePolicy = SnpReleasePolicy | TdxReleasePolicy;
+
+/** Claims the broker decides on: whatever one of its verifiers returns. */
+export type BrokerClaims = SnpClaims | TdxClaims;
+
+/** TEEs the broker can decide on. */
+export const BROKER_TEES = ['sev-snp', 'tdx'] as const satisfies readonly TeeType[];
 
 export interface PolicyOptions {
   /** True when NODE_ENV=production: policies that trust the simulated TEE are refused. */
   readonly production: boolean;
+}
+
+/** The TEE a parsed policy is for: `tdx` when it says so, SEV-SNP otherwise. */
+export function policyTee(policy: ReleasePolicy): TeeType {
+  return policy.tee === 'tdx' ? 'tdx' : 'sev-snp';
+}
+
+const TeeSchema = z.enum(BROKER_TEES);
+
+type PolicyParse = { success: true; data: ReleasePolicy } | { success: false; issues: z.core.$ZodIssue[] };
+
+/**
+ * Parses a policy document of either TEE without throwing: `tee` selects the schema and
+ * is kept in the result exactly as written (absent stays absent, so the hash of a stored
+ * SEV-SNP policy never changes). Issues name fields, never values.
+ */
+export function safeParseReleasePolicy(input: unknown): PolicyParse {
+  if (typeof input !== 'object' || input === null || Array.isArray(input) || !Object.hasOwn(input, 'tee')) {
+    const r = SnpPolicySchema.safeParse(input);
+    return r.success ? { success: true, data: r.data } : { success: false, issues: r.error.issues };
+  }
+  const { tee, ...rest } = input as Record<string, unknown>;
+  const t = TeeSchema.safeParse(tee);
+  if (!t.success) return { success: false, issues: t.error.issues.map((i) => ({ ...i, path: ['tee', ...i.path] })) };
+  if (t.data === 'tdx') {
+    // SECURITY: the TDX schema is strict, so an SEV-SNP field (measurements, allowSimulated,
+    // ...) in a TDX policy is an error rather than a rule that is silently never checked.
+    const r = TdxPolicySchema.safeParse(rest);
+    return r.success ? { success: true, data: { tee: 'tdx', ...r.data } } : { success: false, issues: r.error.issues };
+  }
+  const r = SnpPolicySchema.safeParse(rest);
+  return r.success ? { success: true, data: { tee: 'sev-snp', ...r.data } } : { success: false, issues: r.error.issues };
+}
+
+/**
+ * zod schema of a policy document of either TEE (see `safeParseReleasePolicy`), for
+ * configuration files. Does not apply the production rule; `parseReleasePolicy` does.
+ */
+export const ReleasePolicySchema = z.unknown().transform((input, ctx): ReleasePolicy => {
+  const r = safeParseReleasePolicy(input);
+  if (r.success) return r.data;
+  for (const i of r.issues) ctx.addIssue({ code: 'custom', message: issueMessage(i), path: [...i.path], input });
+  return z.NEVER;
+});
+
+function issueMessage(i: z.core.$ZodIssue): string {
+  return i.code === 'unrecognized_keys' ? `unknown field(s) ${i.keys.join(', ')}` : i.message;
 }
 
 /**
@@ -25,9 +87,9 @@ export interface PolicyOptions {
  * the value) or `ERR_KMS_POLICY_SIMULATED_IN_PRODUCTION`.
  */
 export function parseReleasePolicy(input: unknown, opts: PolicyOptions): ReleasePolicy {
-  const parsed = SnpPolicySchema.safeParse(input);
+  const parsed = safeParseReleasePolicy(input);
   if (!parsed.success) {
-    throw new KmsError('ERR_KMS_POLICY_INVALID', { detail: issuesDetail(parsed.error.issues) });
+    throw new KmsError('ERR_KMS_POLICY_INVALID', { detail: issuesDetail(parsed.issues) });
   }
   if (opts.production && allowsSimulated(parsed.data)) {
     // SECURITY: the simulated TEE's root key is not secret; trusting it in production gives keys away.
@@ -36,6 +98,7 @@ export function parseReleasePolicy(input: unknown, opts: PolicyOptions): Release
   return parsed.data;
 }
 
+/** True for an SEV-SNP policy with `allowSimulated: true` (a TDX policy has no such knob). */
 export function allowsSimulated(policy: ReleasePolicy): boolean {
   return (policy as Readonly<Record<string, unknown>>).allowSimulated === true;
 }
@@ -61,7 +124,7 @@ export function canonicalJson(value: unknown): string {
   throw new TypeError(`not JSON data: ${typeof value}`);
 }
 
-/** SHA-256 of the canonical JSON of a parsed policy, lower-case hex. */
+/** SHA-256 of the canonical JSON of a parsed policy (the whole document, `tee` included), lower-case hex. */
 export function policyHash(policy: ReleasePolicy): string {
   return sha256(Buffer.from(canonicalJson(policy), 'utf8')).toString('hex');
 }
@@ -71,26 +134,44 @@ export interface PolicyDecision {
   /** Every failing rule; empty when allowed. */
   readonly failures: readonly PolicyFailure[];
   readonly policyHash: string;
-  /** Relaxations the policy enables (`relaxationsFor`, e.g. 'allow-debug'), recorded with the decision. */
+  /**
+   * Relaxations the policy enables (`relaxationsFor` / `tdxRelaxationsFor`, e.g.
+   * 'allow-debug', 'any-mrtd'), recorded with the decision.
+   */
   readonly relaxations: readonly string[];
 }
 
 /**
- * Evaluates `policy` against verified `claims` (`validateSnpClaims`), then applies the
- * broker's own fail-closed rules: in production, simulated claims are always refused and
- * so is a policy that would admit them, whatever else the policy says.
+ * Evaluates `policy` against verified `claims`: claims of another TEE than the policy's
+ * fail on `tee` (and nothing else is checked); otherwise that TEE's validator
+ * (`validateSnpClaims` / `validateTdxClaims`) decides. Then the broker's own fail-closed
+ * rules: in production, simulated claims are always refused and so is a policy that would
+ * admit them, whatever else the policy says; simulated TDX claims do not exist and are
+ * refused everywhere.
  * Does not verify anything: `claims` must come from a verifier (or from a token the
  * broker signed itself).
  */
-export function evaluatePolicy(claims: Claims, policy: ReleasePolicy, opts: PolicyOptions): PolicyDecision {
-  const failures: PolicyFailure[] = validateSnpClaims(claims, policy).map((f) => ({
-    field: f.field,
-    expected: f.expected,
-    observed: f.observed,
-  }));
+export function evaluatePolicy(claims: BrokerClaims, policy: ReleasePolicy, opts: PolicyOptions): PolicyDecision {
+  const want = policyTee(policy);
+  const failures: PolicyFailure[] = [];
+  // SECURITY: a policy only speaks for its own TEE. Evaluating SEV-SNP rules on TDX claims
+  // (or the reverse) would test fields that are absent and could pass by omission.
+  if (claims.tee !== want) {
+    failures.push({ field: 'tee', expected: want, observed: String((claims as { tee?: unknown }).tee) });
+  } else if (claims.tee === 'tdx') {
+    const { tee: _tee, ...tdx } = policy as TdxReleasePolicy;
+    failures.push(...validateTdxClaims(claims, tdx).map(copyFailure));
+  } else {
+    const { tee: _tee, ...snp } = policy as SnpReleasePolicy;
+    failures.push(...validateSnpClaims(claims, snp).map(copyFailure));
+  }
   const hasSimulatedFailure = () => failures.some((f) => f.field === 'simulated');
   // SECURITY: belt and braces around the policy engine for the one relaxation that must
-  // never reach production (and must never pass by accident anywhere).
+  // never reach production (and must never pass by accident anywhere). Simulated is
+  // SEV-SNP only: TDX claims that say otherwise are refused whatever the policy.
+  if (claims.tee === 'tdx' && (claims.simulated as boolean) !== false && !hasSimulatedFailure()) {
+    failures.push({ field: 'simulated', expected: 'false (no simulated TDX)', observed: String(claims.simulated) });
+  }
   if (claims.simulated && !allowsSimulated(policy) && !hasSimulatedFailure()) {
     failures.push({ field: 'simulated', expected: 'false', observed: 'true' });
   }
@@ -104,6 +185,25 @@ export function evaluatePolicy(claims: Claims, policy: ReleasePolicy, opts: Poli
     allowed: failures.length === 0,
     failures: Object.freeze(failures),
     policyHash: policyHash(policy),
-    relaxations: Object.freeze(relaxationsFor(policy)),
+    relaxations: Object.freeze(policyRelaxations(policy)),
   });
+}
+
+/** The relaxations a parsed policy enables, in that TEE's fixed order. */
+export function policyRelaxations(policy: ReleasePolicy): string[] {
+  if (policy.tee === 'tdx') {
+    const { tee: _tee, ...tdx } = policy;
+    return tdxRelaxationsFor(tdx);
+  }
+  const { tee: _tee, ...snp } = policy;
+  return relaxationsFor(snp);
+}
+
+/** The launch measurement of either TEE's claims (SEV-SNP MEASUREMENT, TDX MRTD), for logs. */
+export function measurementOf(claims: BrokerClaims): string {
+  return claims.tee === 'tdx' ? claims.mrtd : claims.measurement;
+}
+
+function copyFailure(f: PolicyFailure): PolicyFailure {
+  return { field: f.field, expected: f.expected, observed: f.observed };
 }

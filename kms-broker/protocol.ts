@@ -38,7 +38,7 @@ export type ChallengeResponse = z.infer<typeof ChallengeResponseSchema>;
 
 export const AttestRequestSchema = z.strictObject({
   nonce: b64url(32),
-  /** TEE evidence (e.g. SnpEvidence); the verifier checks its shape. */
+  /** TEE evidence (SnpEvidence, TdxEvidence); the verifier checks its shape. */
   evidence: z.record(z.string(), z.unknown()),
   /** Raw X25519 HPKE public key born inside the TEE. */
   publicKey: b64url(32),
@@ -133,27 +133,30 @@ export const ATTESTATION_TOKEN_TYPE = 'cir-attestation-result+jwt';
  * Payload of an attestation-result token (added by kms-broker). ES256, signed by the
  * broker's key published at `ROUTES.jwks`; `aud` is `TOKEN_AUDIENCE`, lifetime at most 5 min.
  */
-export const AttestationTokenPayloadSchema = z.object({
-  iss: z.string(),
-  aud: z.union([z.string(), z.array(z.string())]),
-  iat: z.number().int(),
-  exp: z.number().int(),
-  jti: z.string().min(1),
-  /** The broker nonce the evidence was bound to. */
-  nonce: b64url(32),
-  /** SHA-256 of the raw HPKE public key bound in report_data. */
-  keyHash: b64url(32),
-  tee: z.literal('sev-snp'),
-  /** Verified claims (SnpClaims). */
-  claims: z.record(z.string(), z.unknown()),
-  /** Relaxations of default checks: the verifier's plus the attestation policy's. */
-  relaxations: z.array(z.string()),
-  /** SHA-256 (hex) of the broker attestation policy the evidence passed. */
-  policyHash: z.string(),
-});
+export const AttestationTokenPayloadSchema = z
+  .object({
+    iss: z.string(),
+    aud: z.union([z.string(), z.array(z.string())]),
+    iat: z.number().int(),
+    exp: z.number().int(),
+    jti: z.string().min(1),
+    /** The broker nonce the evidence was bound to. */
+    nonce: b64url(32),
+    /** SHA-256 of the raw HPKE public key bound in report_data. */
+    keyHash: b64url(32),
+    /** The TEE the evidence came from; always equal to `claims.tee`. */
+    tee: z.enum(['sev-snp', 'tdx']),
+    /** Verified claims (SnpClaims or TdxClaims, by `tee`). */
+    claims: z.record(z.string(), z.unknown()),
+    /** Relaxations of default checks: the verifier's plus the attestation policy's. */
+    relaxations: z.array(z.string()),
+    /** SHA-256 (hex) of the broker attestation policy the evidence passed. */
+    policyHash: z.string(),
+  })
+  .refine((p) => p.claims.tee === p.tee, { path: ['claims', 'tee'], message: 'must equal tee' });
 export type AttestationTokenPayload = z.infer<typeof AttestationTokenPayloadSchema>;
 
-/** `POST ROUTES.adminKeys` body (added by kms-broker). `policy` is an SEV-SNP policy (SnpPolicySchema). */
+/** `POST ROUTES.adminKeys` body (added by kms-broker). `policy` is a release policy: SEV-SNP (SnpPolicySchema), or TDX with `tee: "tdx"` (TdxPolicySchema). */
 export const AdminCreateKeyRequestSchema = z.strictObject({
   keyId: KeyIdSchema,
   /** The 32-byte data-encryption key. */

@@ -17,9 +17,8 @@
  * logged. Simulated evidence is still refused by any verifier or policy that does not allow
  * it explicitly.
  *
- * Not covered here: the broker's default verifier (kms-broker/verifier.ts) is SEV-SNP only,
- * so a TDX guest's evidence is answered with a typed 400 (ERR_KMS_EVIDENCE_MALFORMED) until
- * the broker verifies TDX too.
+ * A TDX guest's evidence is verified by the broker only when it has Intel collateral
+ * (`attestation.tdxCollateral`); otherwise the broker answers ERR_KMS_TEE_NOT_CONFIGURED.
  */
 import type { Logger } from 'pino';
 import type { EvidenceProvider } from '../attestation/types.js';

@@ -12,8 +12,10 @@ import { REDACT_PATHS, type Logger } from '../../common/logger.js';
 import { CirError } from '../../common/errors.js';
 import { generateHpkeKeyPair, type HpkeKeyPair } from '../../common/hpke.js';
 import { kmsReportData } from '../../attestation/binding.js';
+import type { TdxClaims } from '../../attestation/tdx/index.js';
 import type { SnpClaims } from '../../attestation/types.js';
 import { buildApp, type EvidenceVerifier } from '../app.js';
+import type { BrokerClaims } from '../policy.js';
 import { loadBrokerConfig, type BrokerConfigInput, type BrokerConfig } from '../config.js';
 import { openKeyStore, type FileKeyStore } from '../keystore.js';
 import { TokenService } from '../tokens.js';
@@ -54,10 +56,64 @@ export function makeClaims(over: Partial<SnpClaims> = {}): SnpClaims {
   };
 }
 
-/** What the fake TEE puts in "evidence": the report_data it was asked for plus claim overrides. */
+/**
+ * MRTD of the real Intel TDX quote test/data/vectors/tdx/dcap-qvl/tdx_quote (what
+ * `verifyTdxQuote` reports for it at 2025-07-01 with its dcap-qvl collateral).
+ */
+export const TDX_MRTD = '91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7';
+export const TDX_MRTD_OTHER = 'c'.repeat(96);
+
+/**
+ * TdxClaims as `verifyTdxQuote` returns them for the real dcap-qvl quote (UpToDate, TD 1.0
+ * body, no relaxations); `tdx-claims.test.ts` keeps this copy equal to the verifier's output.
+ */
+export function makeTdxClaims(over: Partial<TdxClaims> = {}): TdxClaims {
+  const zero48 = '00'.repeat(48);
+  return {
+    tee: 'tdx',
+    simulated: false,
+    quoteVersion: 4,
+    bodyType: 2,
+    mrtd: TDX_MRTD,
+    rtmr: [
+      '44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0',
+      '0084452c01668329d4bc06acdf58a7205c26743304509973949e5619bf81a6a7aea8c323c173019b3093d54e579e9378',
+      'd833feef2cd945148aa38ead2c53e9b7f138190aaaebfc551dccd829fc207aa3ba80b70870d7330733642e01d48c3132',
+      zero48,
+    ],
+    mrseam: '5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab58c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1',
+    mrsignerseam: zero48,
+    mrconfigid: zero48,
+    mrowner: zero48,
+    mrownerconfig: zero48,
+    reportData: '9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20',
+    tdAttributes: { hex: '0000001000000000', debug: false, septVeDisable: true, migratable: false, pks: false, kl: false, perfmon: false },
+    seamAttributes: '0000000000000000',
+    xfam: 'e702060000000000',
+    teeTcbSvn: '06010300000000000000000000000000',
+    fmspc: 'b0c06f000000',
+    pceId: '0000',
+    tcbStatus: 'UpToDate',
+    platformTcbStatus: 'UpToDate',
+    tdxModuleTcbStatus: 'UpToDate',
+    tdxModuleId: 'TDX_01',
+    qeTcbStatus: 'UpToDate',
+    tcbDate: '2024-03-13T00:00:00.000Z',
+    advisoryIds: [],
+    tcbEvaluationDataNumber: 17,
+    relaxations: [],
+    ...over,
+  };
+}
+
+/**
+ * What the fake TEE puts in "evidence": the report_data it was asked for plus claim
+ * overrides. `tee: 'tdx'` makes the fake verifier return TdxClaims (`makeTdxClaims`).
+ */
 export interface FakeEvidence {
+  tee?: 'tdx';
   reportData: string;
-  claims?: Partial<SnpClaims>;
+  claims?: Partial<SnpClaims> | Partial<TdxClaims>;
   fail?: 'verification' | 'bad-input' | 'crash';
 }
 
@@ -69,7 +125,7 @@ export interface FakeEvidence {
 export function fakeVerifier(opts: { strict?: boolean } = {}): EvidenceVerifier & { calls: number } {
   const v = {
     calls: 0,
-    async verify(evidence: unknown, o: { now: Date; expectedReportData: Uint8Array }): Promise<SnpClaims> {
+    async verify(evidence: unknown, o: { now: Date; expectedReportData: Uint8Array }): Promise<BrokerClaims> {
       v.calls++;
       const e = evidence as FakeEvidence;
       if (e.fail === 'verification') throw new CirError('ERR_ATT_FAKE_BAD_SIGNATURE', { category: 'verification', message: 'bad signature' });
@@ -79,7 +135,8 @@ export function fakeVerifier(opts: { strict?: boolean } = {}): EvidenceVerifier 
       if ((opts.strict ?? true) && e.reportData !== Buffer.from(o.expectedReportData).toString('hex')) {
         throw new CirError('ERR_ATT_FAKE_REPORT_DATA', { category: 'verification', message: 'report_data mismatch' });
       }
-      return makeClaims({ ...e.claims, reportData: e.reportData });
+      if (e.tee === 'tdx') return makeTdxClaims({ ...(e.claims as Partial<TdxClaims>), reportData: e.reportData });
+      return makeClaims({ ...(e.claims as Partial<SnpClaims>), reportData: e.reportData });
     },
   };
   return v;
@@ -120,7 +177,7 @@ export interface Harness {
   config: BrokerConfig;
   store: FileKeyStore;
   tokens: TokenService;
-  verifier: ReturnType<typeof fakeVerifier>;
+  verifier: EvidenceVerifier & { calls?: number };
   clock: Clock;
   logs: LogCapture;
   dir: string;
@@ -136,7 +193,9 @@ export async function makeHarness(
     config?: Partial<BrokerConfigInput>;
     env?: Record<string, string | undefined>;
     adminToken?: string | undefined;
-    verifier?: ReturnType<typeof fakeVerifier>;
+    verifier?: EvidenceVerifier & { calls?: number };
+    /** Builds the verifier from the loaded config (e.g. `createDefaultVerifier`); wins over `verifier`. */
+    makeVerifier?: (config: BrokerConfig, env: Record<string, string | undefined>) => Promise<EvidenceVerifier>;
   } = {},
 ): Promise<Harness> {
   const dir = await tempDir();
@@ -146,7 +205,7 @@ export async function makeHarness(
   const logs = captureLogs();
   const store = await openKeyStore(config, { env, now: clock.now });
   const tokens = await TokenService.generate({ issuer: config.issuer, ttlSeconds: config.tokenTtlSeconds });
-  const verifier = opts.verifier ?? fakeVerifier();
+  const verifier = opts.makeVerifier ? await opts.makeVerifier(config, env) : (opts.verifier ?? fakeVerifier());
   const app = buildApp(config, {
     logger: logs.logger,
     verifier,
@@ -184,7 +243,9 @@ export async function attest(
   opts: {
     keyPair?: HpkeKeyPair;
     nonce?: Buffer;
-    claims?: Partial<SnpClaims>;
+    claims?: Partial<SnpClaims> | Partial<TdxClaims>;
+    /** Fake Intel TDX evidence: the fake verifier returns TdxClaims. */
+    tee?: 'tdx';
     reportData?: Buffer;
     fail?: FakeEvidence['fail'];
     /** Extra members merged into the evidence object (the fake verifier ignores them). */
@@ -196,6 +257,7 @@ export async function attest(
   const reportData = opts.reportData ?? kmsReportData(nonce, keyPair.publicKey);
   const evidence: FakeEvidence = {
     ...opts.extraEvidence,
+    ...(opts.tee ? { tee: opts.tee } : {}),
     reportData: reportData.toString('hex'),
     ...(opts.claims ? { claims: opts.claims } : {}),
     ...(opts.fail ? { fail: opts.fail } : {}),
