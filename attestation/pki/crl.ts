@@ -27,6 +27,9 @@ export interface Crl {
   readonly tbs: Uint8Array;
   readonly signature: Uint8Array;
   readonly signatureAlgorithm: SignatureAlgorithm | undefined;
+  /** The outer and the TBS signature AlgorithmIdentifier, as DER. */
+  readonly signatureAlgorithmDer: Uint8Array;
+  readonly tbsSignatureAlgorithmDer: Uint8Array;
   /** True when the outer and TBS algorithm fields are byte-identical. */
   readonly algorithmFieldsAgree: boolean;
 }
@@ -91,18 +94,29 @@ export function crlDer(input: Uint8Array | string): Uint8Array {
 }
 
 /**
- * Parses a CRL (DER, or PEM bytes/text). Checks: size; strict DER outer structure;
- * version absent or v2; nextUpdate present; valid dates; every revoked serial decodes;
- * no critical extension on the CRL or an entry (delta CRLs, issuing distribution points
- * and indirect CRLs all come as critical extensions and none is supported). Throws
+ * Parses a CRL (DER, or PEM bytes/text): crlDer, then parseCrlDer. Throws
  * PkiFailure('malformed-crl'). Does NOT check the signature or dates (verifyCrl).
  */
 export function parseCrl(input: Uint8Array | string): Crl {
   if (!(input instanceof Uint8Array) && typeof input !== 'string') throw malformed('CRL must be bytes or PEM text');
-  const der = crlDer(input); // SECURITY: a private copy either way
+  return parseCrlDer(crlDer(input)); // SECURITY: crlDer returns a private copy either way
+}
+
+/**
+ * Parses a DER CRL that the caller already owns (it is kept, not copied: pass a private
+ * copy). For callers with their own PEM rules. Checks: size; strict DER outer structure;
+ * version absent or v2; nextUpdate present; valid dates; every revoked serial decodes; no
+ * critical extension on the CRL or an entry (delta CRLs, issuing distribution points and
+ * indirect CRLs all come as critical extensions and none is supported). Throws
+ * PkiFailure('malformed-crl'). Does NOT check the signature or dates (verifyCrl).
+ */
+export function parseCrlDer(der: Uint8Array): Crl {
+  if (!(der instanceof Uint8Array)) throw malformed('CRL must be bytes');
   if (der.length > MAX_CRL_BYTES) throw malformed(`larger than ${MAX_CRL_BYTES} bytes`);
   const parts = splitCrl(der);
   if (!parts) throw malformed('not a DER X.509 v2 CRL');
+  // SECURITY: @peculiar/x509 decodes lazily and throws untyped errors on hostile bytes;
+  // every access happens inside this try, and the library object is not kept.
   try {
     const crl = new x509.X509Crl(der);
     const thisUpdate = new Date(crl.thisUpdate.getTime());
@@ -129,6 +143,8 @@ export function parseCrl(input: Uint8Array | string): Crl {
       tbs: parts.tbs,
       signature: parts.signature,
       signatureAlgorithm: signatureAlgorithmOf(parts.sigAlg),
+      signatureAlgorithmDer: parts.sigAlg,
+      tbsSignatureAlgorithmDer: parts.tbsSigAlg,
       algorithmFieldsAgree: Buffer.compare(parts.sigAlg, parts.tbsSigAlg) === 0,
     });
   } catch (e) {

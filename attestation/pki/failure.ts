@@ -38,3 +38,16 @@ export class PkiFailure extends Error {
 export function isPkiFailure(e: unknown): e is PkiFailure {
   return e instanceof PkiFailure;
 }
+
+/**
+ * Runs `f`; a PkiFailure it throws becomes `toError(failure)`, the caller's own error
+ * (looked up in its total reason table); anything else passes through unchanged.
+ */
+export function translatePkiFailure<T>(f: () => T, toError: (failure: PkiFailure) => Error): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof PkiFailure) throw toError(e);
+    throw e;
+  }
+}

@@ -3,7 +3,7 @@
  * certificates and CRLs, verify a path to a pinned root key, verify CRLs. Failures are
  * PkiFailure with a fixed `reason`; each verifier maps reasons to its own error codes.
  */
-export { PkiFailure, isPkiFailure, type PkiFailureReason } from './failure.js';
+export { PkiFailure, isPkiFailure, translatePkiFailure, type PkiFailureReason } from './failure.js';
 export { decodeOidContent, oidAt, signatureAlgorithmOf, TAG_OID, TAG_ENUMERATED, type SignatureAlgorithm } from './asn1.js';
 export {
   parseCertificate,
@@ -16,5 +16,5 @@ export {
   MAX_PEM_CHAIN_CHARS,
   type Certificate,
 } from './cert.js';
-export { checkValidity, checkSignedBy, checkCa, checkLeaf, checkCriticalExtensions, signatureVerifies, verifyPath, type PathInput } from './path.js';
-export { parseCrl, verifyCrl, isRevoked, checkNotRevoked, crlDer, MAX_CRL_BYTES, type Crl } from './crl.js';
+export { checkValidity, checkSignedBy, checkCa, checkLeaf, checkCriticalExtensions, signatureVerifies, verifyPath, type PathInput, type SignatureMemo } from './path.js';
+export { parseCrl, parseCrlDer, verifyCrl, isRevoked, checkNotRevoked, crlDer, MAX_CRL_BYTES, type Crl } from './crl.js';

@@ -45,18 +45,37 @@ export function signatureVerifies(
   }
 }
 
-// Links already verified: `${child DER sha256}|${issuer SPKI sha256}|${alg}`. The key
-// covers the whole signed certificate and the whole issuer key, so a hit is exactly as
-// good as re-running the verification. Bounded; oldest entries are dropped first.
+/**
+ * Memo of signature checks that succeeded: answers true for a (issuer SubjectPublicKeyInfo,
+ * signed bytes, signature) triple it has seen verify, and otherwise runs `verify` and may
+ * remember a success. The algorithm is fixed by the caller's allow-list, so the answer
+ * depends on these byte strings only. A verifier with its own bounded cache (SEV-SNP's
+ * cert-cache.ts) passes it here.
+ */
+export type SignatureMemo = (issuerSpki: Uint8Array, tbs: Uint8Array, signature: Uint8Array, verify: () => boolean) => boolean;
+
+// The default memo. Key: `${child DER sha256}|${issuer SPKI sha256}|${alg}`: it covers the
+// whole signed certificate and the whole issuer key, so a hit is exactly as good as
+// re-running the verification. Bounded; oldest entries are dropped first.
 const verifiedLinks = new Set<string>();
 const MAX_VERIFIED_LINKS = 1024;
 
+function defaultMemo(child: Certificate, issuer: Certificate, alg: SignatureAlgorithm, verify: () => boolean): boolean {
+  const key = `${child.derSha256}|${issuer.spkiSha256}|${alg}`;
+  if (verifiedLinks.has(key)) return true;
+  if (!verify()) return false;
+  if (verifiedLinks.size >= MAX_VERIFIED_LINKS) verifiedLinks.delete(verifiedLinks.values().next().value!);
+  verifiedLinks.add(key);
+  return true;
+}
+
 /**
- * Checks that `issuer` signed `child`: names chain (byte-equal DER), the outer and TBS
- * algorithm fields agree, the algorithm is on the allow-list, and the signature verifies
- * over the exact TBS bytes with the issuer's key.
+ * Checks that `issuer` signed `child`: names chain (byte-equal DER), the algorithm is on
+ * the allow-list, the outer and TBS algorithm fields agree, and the signature verifies
+ * over the exact TBS bytes with the issuer's key (parameters fixed by signatureVerifies).
+ * Successes are remembered by `memo` when given, else by a built-in bounded memo.
  */
-export function checkSignedBy(child: Certificate, issuer: Certificate, algorithms: readonly SignatureAlgorithm[]): void {
+export function checkSignedBy(child: Certificate, issuer: Certificate, algorithms: readonly SignatureAlgorithm[], memo?: SignatureMemo): void {
   if (Buffer.compare(child.parts.issuer, issuer.parts.subject) !== 0) {
     throw new PkiFailure('chain-invalid', `${child.label}: issuer is not the subject of ${issuer.label}`);
   }
@@ -67,13 +86,10 @@ export function checkSignedBy(child: Certificate, issuer: Certificate, algorithm
   if (Buffer.compare(child.parts.signatureAlgorithm, child.parts.tbsSignatureAlgorithm) !== 0) {
     throw new PkiFailure('bad-algorithm', `${child.label}: signature algorithm fields disagree`);
   }
-  const key = `${child.derSha256}|${issuer.spkiSha256}|${alg}`;
-  if (verifiedLinks.has(key)) return;
-  if (!signatureVerifies(issuer.publicKey, alg, child.parts.tbs, child.parts.signature)) {
-    throw new PkiFailure('chain-invalid', `${child.label}: signature does not verify with ${issuer.label}`);
-  }
-  if (verifiedLinks.size >= MAX_VERIFIED_LINKS) verifiedLinks.delete(verifiedLinks.values().next().value!);
-  verifiedLinks.add(key);
+  const { tbs, signature } = child.parts;
+  const verify = () => signatureVerifies(issuer.publicKey, alg, tbs, signature);
+  const ok = memo ? memo(issuer.parts.subjectPublicKeyInfo, tbs, signature, verify) : defaultMemo(child, issuer, alg, verify);
+  if (!ok) throw new PkiFailure('chain-invalid', `${child.label}: signature does not verify with ${issuer.label}`);
 }
 
 /**
@@ -124,6 +140,14 @@ export interface PathInput {
   readonly algorithms: readonly SignatureAlgorithm[];
   /** Critical extensions the caller processes itself (beyond basicConstraints/keyUsage). */
   readonly knownCritical?: ReadonlySet<string>;
+  /**
+   * The caller's own profile of each certificate (key type and size, ...): run right
+   * after that certificate's CA or end-entity checks and before its signature check,
+   * root first. It throws the caller's own error.
+   */
+  readonly profile?: (c: Certificate, role: 'root' | 'intermediate' | 'leaf') => void;
+  /** Memo for the signature checks (checkSignedBy); the built-in one when absent. */
+  readonly memo?: SignatureMemo;
 }
 
 /**
@@ -133,26 +157,29 @@ export interface PathInput {
  * - every intermediate is a CA (pathLen respected, keyCertSign), signed by the next
  *   certificate, valid at now;
  * - the leaf is an end-entity certificate, signed by the next one, valid at now;
- * - every signature algorithm is on the allow-list; no unknown critical extension.
+ * - every signature algorithm is on the allow-list; no unknown critical extension;
+ * - the caller's `profile`, if any, accepts each certificate.
  *
  * Does NOT check revocation (crl.ts) or any application extension. Throws PkiFailure.
  */
 export function verifyPath(input: PathInput): void {
-  const { chain, root, now, algorithms } = input;
+  const { chain, root, now, algorithms, profile, memo } = input;
   if (chain.length === 0) throw new PkiFailure('chain-invalid', 'empty chain');
   // SECURITY: trust comes only from the pinned key.
   if (!input.pins.includes(root.spkiSha256)) throw new PkiFailure('pin-mismatch', `${root.label}: key ${root.spkiSha256} is not pinned`);
   const all = [...chain, root];
   for (const c of all) checkCriticalExtensions(c, input.knownCritical);
   checkCa(root, chain.length - 1);
-  checkSignedBy(root, root, algorithms);
+  profile?.(root, 'root');
+  checkSignedBy(root, root, algorithms, memo);
   checkValidity(root, now);
   for (let i = chain.length - 1; i >= 0; i--) {
     const c = chain[i]!;
     const issuer = all[i + 1]!;
     if (i === 0) checkLeaf(c);
     else checkCa(c, i - 1);
-    checkSignedBy(c, issuer, algorithms);
+    profile?.(c, i === 0 ? 'leaf' : 'intermediate');
+    checkSignedBy(c, issuer, algorithms, memo);
     checkValidity(c, now);
   }
 }

@@ -1,13 +1,13 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
 import { AttestationError } from '../codes.js';
-import { splitCertificate, decodeSmallUint, decodeIa5String, decodeSingle, TAG_OCTET_STRING, type CertificateParts } from '../der.js';
-import { sha256, toHex } from '../../common/bytes.js';
+import { decodeSmallUint, decodeIa5String, decodeSingle, TAG_OCTET_STRING } from '../der.js';
 import { x509 } from '../../common/x509.js';
+import { parseCertificate as parsePkiCertificate, translatePkiFailure, type Certificate } from '../pki/index.js';
 import type { SnpProduct } from './abi.js';
 
 /**
- * Certificate parsing for SEV-SNP (internal): DER -> ParsedCert, and the AMD VCEK/VLEK
- * extensions -> typed values. No signature is checked here (chain.ts does that).
+ * Certificate parsing for SEV-SNP (internal): DER -> ParsedCert (with the shared X.509
+ * decoder in ../pki), and the AMD VCEK/VLEK extensions -> typed values. No signature is
+ * checked here (chain.ts does that).
  *
  * Spec: AMD "Versioned Chip Endorsement Key (VCEK) Certificate and KDS Interface
  * Specification" (pub. 57230), table "VCEK Certificate Extensions", and the VLEK
@@ -24,136 +24,37 @@ export const OID_FMC_SPL = '1.3.6.1.4.1.3704.1.3.9';
 export const OID_HWID = '1.3.6.1.4.1.3704.1.4';
 export const OID_CSP_ID = '1.3.6.1.4.1.3704.1.5';
 
-export const OID_BASIC_CONSTRAINTS = '2.5.29.19';
-export const OID_KEY_USAGE = '2.5.29.15';
+export { OID_BASIC_CONSTRAINTS, OID_KEY_USAGE, normalizeSerialHex } from '../pki/index.js';
 
 /** hwID length: 64 bytes, 8 on Turin (MANIFEST.md, "VCEK/VLEK X.509 extensions"). */
 export const HWID_LENGTH = 64;
 export const HWID_LENGTH_TURIN = 8;
 
-/** basicConstraints (RFC 5280 §4.2.1.9) as decoded at parse time. */
-export interface ParsedBasicConstraints {
-  readonly ca: boolean;
-  readonly pathLength?: number;
-}
-
 /**
- * A certificate decoded once, eagerly. Every value the verifier needs is read here, so
- * nothing after parseCertificate touches @peculiar/x509's lazily-decoded getters (which
- * throw untyped AsnSchemaValidationError/TypeError on hostile bytes). The library object
- * itself is deliberately not kept.
+ * A certificate decoded once, eagerly, by pki/cert.ts: every value the verifier needs is
+ * read at parse time, so nothing afterwards touches @peculiar/x509's lazily-decoded
+ * getters (which throw untyped errors on hostile bytes). `signatureAlgorithm` is the
+ * recognised algorithm ('rsa-pss-sha384' for AMD's chains) or undefined.
  */
-export interface ParsedCert {
-  /** What the certificate is, for error details ("VCEK", "bundled ARK", ...). */
-  readonly label: string;
-  readonly der: Uint8Array;
-  readonly parts: CertificateParts;
-  readonly publicKey: KeyObject;
-  /** Lower-case hex SHA-256 of the SubjectPublicKeyInfo DER. */
-  readonly spkiSha256: string;
-  /** Subject DN in RFC 4514-like text form (for error details and tests only). */
-  readonly subject: string;
-  /** Serial number as normalized hex (see normalizeSerialHex), for revocation checks. */
-  readonly serialHex: string;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  /**
-   * The outer signatureAlgorithm as a WebCrypto algorithm object, or undefined when the
-   * library does not recognise it (chain.ts then rejects the link).
-   */
-  readonly signatureAlgorithm?: { readonly name?: unknown; readonly hash?: { readonly name?: unknown }; readonly saltLength?: unknown };
-  /** Decoded basicConstraints, when the extension is present. */
-  readonly basicConstraints?: ParsedBasicConstraints;
-  /** keyUsage bit flags (x509.KeyUsageFlags), when the extension is present. */
-  readonly keyUsage?: number;
-  /** Extension OIDs, each present at most once. */
-  readonly extensions: ReadonlyMap<string, { readonly critical: boolean; readonly value: Uint8Array }>;
-}
+export type ParsedCert = Certificate;
 
 function badCert(label: string, detail: string, cause?: unknown): AttestationError {
   return new AttestationError('ERR_ATT_SNP_BAD_CERT', { detail: `${label}: ${detail}`, cause });
 }
 
-function basicConstraintsOf(bc: x509.BasicConstraintsExtension): ParsedBasicConstraints {
-  return Object.freeze({ ca: bc.ca === true, ...(bc.pathLength !== undefined ? { pathLength: bc.pathLength } : {}) });
-}
-
 /**
- * Parses one DER certificate and decodes, eagerly, every field the verifier uses:
- * extensions (duplicates rejected), basicConstraints, keyUsage, validity, signature
- * algorithm, subject and public key. Throws ERR_ATT_SNP_BAD_CERT on anything malformed,
- * including a malformed value inside a known extension. Checks no signature (chain.ts).
+ * Parses one DER certificate (pki/cert.ts parseCertificate), decoding eagerly every field
+ * the verifier uses: extensions (duplicates rejected), basicConstraints, keyUsage,
+ * validity, signature algorithm, serial, subject and public key. Throws
+ * ERR_ATT_SNP_BAD_CERT on anything malformed, including a malformed value inside a known
+ * extension. Checks no signature or date (chain.ts) and reads no AMD extension
+ * (readSnpKeyCertInfo).
  */
-export function parseCertificate(derIn: Uint8Array, label: string): ParsedCert {
-  const der = new Uint8Array(derIn); // SECURITY: private copy
-  const parts = splitCertificate(der);
-  if (!parts) throw badCert(label, 'not a DER X.509 certificate');
-  // SECURITY: @peculiar/x509 decodes extension values, names and dates lazily, on first
-  // access, and throws untyped errors (AsnSchemaValidationError, TypeError) on hostile
-  // bytes. Every such access happens inside this try so a malformed certificate always
-  // becomes ERR_ATT_SNP_BAD_CERT, and the library object is not kept afterwards.
-  let decoded: Omit<ParsedCert, 'label' | 'der' | 'parts' | 'spkiSha256'>;
-  try {
-    const cert = new x509.X509Certificate(der);
-    const publicKey = createPublicKey({ key: Buffer.from(parts.subjectPublicKeyInfo), format: 'der', type: 'spki' });
-    const extensions = new Map<string, { critical: boolean; value: Uint8Array }>();
-    for (const ext of cert.extensions) {
-      // RFC 5280 §4.2: a certificate must not include more than one instance of an extension.
-      if (extensions.has(ext.type)) throw badCert(label, `duplicate extension ${ext.type}`);
-      extensions.set(ext.type, { critical: ext.critical, value: new Uint8Array(ext.value) });
-    }
-    const bc = cert.getExtension(x509.BasicConstraintsExtension);
-    const ku = cert.getExtension(x509.KeyUsagesExtension);
-    const notBefore = new Date(cert.notBefore.getTime());
-    const notAfter = new Date(cert.notAfter.getTime());
-    // SECURITY: an invalid Date compares false both ways and would pass a validity check.
-    if (Number.isNaN(notBefore.getTime()) || Number.isNaN(notAfter.getTime())) throw badCert(label, 'invalid validity dates');
-    if (bc && bc.pathLength !== undefined && !(Number.isSafeInteger(bc.pathLength) && bc.pathLength >= 0)) {
-      throw badCert(label, 'basicConstraints pathLenConstraint is not a small non-negative integer');
-    }
-    let signatureAlgorithm: ParsedCert['signatureAlgorithm'];
-    try {
-      const alg: unknown = cert.signatureAlgorithm;
-      signatureAlgorithm = alg && typeof alg === 'object' ? (alg as ParsedCert['signatureAlgorithm']) : undefined;
-    } catch {
-      signatureAlgorithm = undefined; // unknown algorithm: chain.ts rejects the link
-    }
-    const serialHex = normalizeSerialHex(cert.serialNumber);
-    if (serialHex === undefined) throw badCert(label, 'serialNumber is not an INTEGER');
-    decoded = {
-      publicKey,
-      subject: cert.subject,
-      serialHex,
-      notBefore,
-      notAfter,
-      ...(signatureAlgorithm ? { signatureAlgorithm } : {}),
-      ...(bc ? { basicConstraints: basicConstraintsOf(bc) } : {}),
-      ...(ku ? { keyUsage: ku.usages } : {}),
-      extensions,
-    };
-  } catch (e) {
-    if (e instanceof AttestationError) throw e;
-    throw badCert(label, 'unparseable certificate, extension or public key', e);
-  }
-  return Object.freeze({
-    label,
-    der,
-    parts,
-    spkiSha256: toHex(sha256(parts.subjectPublicKeyInfo)),
-    ...decoded,
-  });
-}
-
-/**
- * Normalizes a serial number given as the hex of its INTEGER content bytes: lower case,
- * leading zero octets removed (so "00ab" and "AB" compare equal); "0" for zero.
- * Returns undefined for anything that is not an even-length hex string. Used to compare
- * certificate serials with CRL entries (RFC 5280 §5.3: same issuer, same serial).
- */
-export function normalizeSerialHex(hex: string): string | undefined {
-  if (typeof hex !== 'string' || hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) return undefined;
-  const s = hex.toLowerCase().replace(/^(?:00)+/, '');
-  return s === '' ? '0' : s;
+export function parseCertificate(der: Uint8Array, label: string): ParsedCert {
+  return translatePkiFailure(
+    () => parsePkiCertificate(der, label),
+    (f) => new AttestationError('ERR_ATT_SNP_BAD_CERT', { detail: f.detail, cause: f }),
+  );
 }
 
 /** Parses a PEM or DER certificate given as bytes or text (used for configuration input). */
