@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { allowList, hexOf } from '../policy-schema.js';
 import { AttestationError } from '../codes.js';
 
 /**
@@ -12,15 +13,6 @@ import { AttestationError } from '../codes.js';
  * `anyVmpl: true` accepts any (a relaxation).
  */
 
-const MAX_LIST = 1024;
-
-const hexOf = (bytes: number) =>
-  z
-    .string()
-    .regex(new RegExp(`^[0-9a-fA-F]{${bytes * 2}}$`), `must be ${bytes * 2} hex digits`)
-    .transform((s) => s.toLowerCase());
-
-const allowList = (bytes: number) => z.array(hexOf(bytes)).min(1).max(MAX_LIST);
 
 const u8 = z.number().int().min(0).max(255);
 

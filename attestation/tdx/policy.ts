@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { allowList, hexOf } from '../policy-schema.js';
 import { TdxError } from './codes.js';
 import { TCB_STATUSES } from './collateral.js';
 
@@ -11,13 +12,6 @@ import { TCB_STATUSES } from './collateral.js';
  * value 0x10, i.e. "0000001000000000").
  */
 
-const MAX_LIST = 1024;
-const hexOf = (bytes: number) =>
-  z
-    .string()
-    .regex(new RegExp(`^[0-9a-fA-F]{${bytes * 2}}$`), `must be ${bytes * 2} hex digits`)
-    .transform((s) => s.toLowerCase());
-const allowList = (bytes: number) => z.array(hexOf(bytes)).min(1).max(MAX_LIST);
 
 /** SEPT_VE_DISABLE (bit 28): only restricts the TD; real quotes set it. */
 export const DEFAULT_TD_ATTRIBUTES_ALLOW_MASK = '0000001000000000';
