@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { allowList, hexOf } from '../policy-schema.js';
+import { issuesDetail } from '../../common/config.js';
 import { AttestationError } from '../codes.js';
 
 /**
@@ -97,7 +98,7 @@ export type SnpPolicyInput = z.input<typeof SnpPolicySchema>;
 export function parseSnpPolicy(input: unknown): SnpPolicy {
   const r = SnpPolicySchema.safeParse(input);
   if (!r.success) {
-    const detail = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    const detail = issuesDetail(r.error.issues);
     throw new AttestationError('ERR_ATT_SNP_BAD_POLICY', { detail });
   }
   return deepFreeze(r.data);

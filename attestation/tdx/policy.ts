@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { allowList, hexOf } from '../policy-schema.js';
+import { issuesDetail } from '../../common/config.js';
 import { TdxError } from './codes.js';
 import { TCB_STATUSES } from './collateral.js';
 
@@ -66,7 +67,7 @@ export type TdxPolicyInput = z.input<typeof TdxPolicySchema>;
 export function parseTdxPolicy(input: unknown): TdxPolicy {
   const r = TdxPolicySchema.safeParse(input);
   if (!r.success) {
-    throw new TdxError('ERR_ATT_TDX_BAD_POLICY', { detail: r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ') });
+    throw new TdxError('ERR_ATT_TDX_BAD_POLICY', { detail: issuesDetail(r.error.issues) });
   }
   return deepFreeze(r.data);
 }
