@@ -50,7 +50,6 @@ export function unary<Req, Res>(
   handler: UnaryHandler<Req, Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    const requestId = randomUUID();
     let pending: Promise<Res>;
     try {
       pending = Promise.resolve(handler(call.request, call));
@@ -60,7 +59,9 @@ export function unary<Req, Res>(
     pending.then(
       (res) => callback(null, res),
       (err: unknown) => {
-        const s = toGrpcStatus(err, logger, method, requestId);
+        // The request id exists only to tie an error reply to its log line: made on the
+        // error path, not for every request.
+        const s = toGrpcStatus(err, logger, method, randomUUID());
         callback({ code: s.code, details: s.details, metadata: s.metadata });
       },
     );

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { allowList, hexOf } from '../policy-schema.js';
-import { issuesDetail } from '../../common/config.js';
+import { deepFreeze, issuesDetail } from '../../common/config.js';
 import { AttestationError } from '../codes.js';
 
 /**
@@ -104,13 +104,6 @@ export function parseSnpPolicy(input: unknown): SnpPolicy {
   return deepFreeze(r.data);
 }
 
-function deepFreeze<T>(o: T): T {
-  if (o && typeof o === 'object') {
-    for (const v of Object.values(o)) deepFreeze(v);
-    Object.freeze(o);
-  }
-  return o;
-}
 
 /** Relaxation names, recorded in claims by evaluateSnpEvidence. */
 export const POLICY_RELAXATIONS = {

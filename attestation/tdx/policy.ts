@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { allowList, hexOf } from '../policy-schema.js';
-import { issuesDetail } from '../../common/config.js';
+import { deepFreeze, issuesDetail } from '../../common/config.js';
 import { TdxError } from './codes.js';
 import { TCB_STATUSES } from './collateral.js';
 
@@ -72,13 +72,6 @@ export function parseTdxPolicy(input: unknown): TdxPolicy {
   return deepFreeze(r.data);
 }
 
-function deepFreeze<T>(o: T): T {
-  if (o && typeof o === 'object') {
-    for (const v of Object.values(o)) deepFreeze(v);
-    Object.freeze(o);
-  }
-  return o;
-}
 
 /** The relaxations a policy enables, in a fixed order. */
 export function tdxRelaxationsFor(policy: TdxPolicy): string[] {
