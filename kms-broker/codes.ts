@@ -43,6 +43,11 @@ export const KMS_CODES = {
   // Admin
   ERR_KMS_ADMIN_DISABLED: { category: 'not-found', message: 'admin API disabled' },
   ERR_KMS_ADMIN_UNAUTHORIZED: { category: 'unauthorized', message: 'admin token missing or wrong' },
+  // Tenants, key lifecycle, admin identities, leases (kms-broker/tenancy)
+  // Release rules and policy testing (kms-broker/policy.ts, kms-broker/rules)
+  // Signing keys and attestation results (kms-broker/tokens.ts)
+  // Audit log (kms-broker/audit)
+  // Abuse limits and metrics (kms-broker/limits.ts, kms-broker/metrics.ts)
   // State and configuration
   ERR_KMS_STORE_CORRUPT: { category: 'internal', message: 'key store file is corrupt' },
   ERR_KMS_STORE_IO: { category: 'internal', message: 'key store I/O failed' },

@@ -42,6 +42,9 @@ export const SERVER_CODES = {
   ERR_SRV_MODEL_UNSUPPORTED: { category: 'config', message: 'model uses an unsupported tensor type' },
   ERR_SRV_MODEL_LOAD: { category: 'internal', message: 'model could not be loaded' },
   ERR_SRV_BOOT_ABORTED: { category: 'unavailable', message: 'boot cancelled' },
+  // Hot path and execution (server/registry.ts, server/tensors.ts, server/inference-service.ts).
+  // API keys, quotas, extraction defenses (server/tenancy).
+  // Key leases and revocation (server/boot.ts, server/lease.ts).
   // Operator configuration.
   ERR_SRV_CONFIG: { category: 'config', message: 'invalid server configuration' },
   ERR_SRV_TLS: { category: 'config', message: 'invalid TLS certificate or key' },
