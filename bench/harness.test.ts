@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { defaultSimStateDir, runBench } from './harness.js';
+import { defaultSimStateDir, runBench, slope } from './harness.js';
 import { chartPanels, markdownSummary, REPORT_SCHEMA } from './report.js';
 import { latencyThroughputSvg } from './svg.js';
 import { MODES, serverProcessEntry } from './targets.js';
@@ -75,5 +75,52 @@ describe('cir bench smoke run', () => {
     for (const mode of MODES) expect(md).toContain(`| ${mode} |`);
     const svg = latencyThroughputSvg(chartPanels(report), { title: 't' });
     expect(svg.match(/class="series"/g)).toHaveLength(MODES.length * 2);
+  });
+});
+
+describe('cir bench --soak', () => {
+  it('runs a closed loop per server mode, samples server memory and reports RSS start/end and errors', async () => {
+    const report = await runBench({
+      modes: ['inproc', 'grpc'],
+      workloads: [mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny')],
+      concurrency: [1],
+      rates: [],
+      warmupMs: 200,
+      durationMs: 0,
+      reps: 1,
+      seed: 1,
+      intraOpThreads: 1,
+      interOpThreads: 0,
+      executionProvider: 'cpu',
+      requestTimeoutMs: 10_000,
+      maxInFlight: 64,
+      bootModelMb: 0,
+      warmBoots: 0,
+      sealMb: 0,
+      simStateDir: defaultSimStateDir(),
+      quick: false,
+      soak: { durationMs: 1500, concurrency: 4, sampleMs: 300 },
+    });
+    expect(report.results).toEqual([]);
+    expect(report.soak).toHaveLength(1);
+    const s = report.soak![0]!;
+    expect(s).toMatchObject({ mode: 'grpc', model: 'tiny', concurrency: 4, durationMs: 1500, errors: 0 });
+    expect(s.completed).toBeGreaterThan(0);
+    expect(s.samples.length).toBeGreaterThanOrEqual(3);
+    expect(s.rssStartBytes).toBe(s.samples[0]!.rssBytes);
+    expect(s.rssEndBytes).toBe(s.samples.at(-1)!.rssBytes);
+    expect(s.rssGrowthBytes).toBe(s.rssEndBytes - s.rssStartBytes);
+    expect(s.rssPeakBytes).toBeGreaterThanOrEqual(Math.max(...s.samples.map((x) => x.rssBytes)) - 4096);
+    expect(s.samples.at(-1)!.completed).toBe(s.completed);
+    expect(report.skipped.map((k) => k.what)).toEqual(['inproc soak']);
+    expect(report.settings.soak).toEqual({ durationMs: 1500, concurrency: 4, sampleMs: 300 });
+    expect(markdownSummary(report)).toContain('## Soak');
+  });
+
+  it('slope is the least-squares fit, null without two distinct points', () => {
+    expect(slope([{ x: 0, y: 1 }, { x: 1, y: 3 }, { x: 2, y: 5 }])).toBeCloseTo(2);
+    expect(slope([{ x: 0, y: 7 }, { x: 1, y: 7 }])).toBe(0);
+    expect(slope([{ x: 1, y: 1 }])).toBeNull();
+    expect(slope([{ x: 1, y: 1 }, { x: 1, y: 2 }])).toBeNull();
   });
 });

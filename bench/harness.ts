@@ -36,6 +36,8 @@ import {
   type SealThroughput,
   type ServerInfo,
   type SizingRow,
+  type SoakRun,
+  type SoakSample,
 } from './report.js';
 import type { BootFigure, ServerSpec, ServerSpecModel, StatsMessage } from './server-process.js';
 import { maxThroughputUnderSlo, median, overheadRatios, serversNeeded } from './stats.js';
@@ -71,6 +73,11 @@ export interface BenchOptions {
   readonly quick: boolean;
   readonly label?: string;
   readonly argv?: readonly string[];
+  /**
+   * Soak instead of the sweep: per server mode and workload, `warmupMs` of warm-up, then a
+   * closed loop at `concurrency` for `durationMs`, server memory sampled every `sampleMs`.
+   */
+  readonly soak?: { readonly durationMs: number; readonly concurrency: number; readonly sampleMs: number };
   /** Progress (stderr bar in the CLI). */
   readonly onProgress?: (p: Progress) => void;
   /** One-line notes (server start, skipped parts). */
@@ -197,6 +204,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const results: ResultEntry[] = [];
   let boot: BootReport | null = null;
   let sealThroughput: SealThroughput | null = null;
+  let soak: SoakRun[] | null = null;
   const autoFractions = o.autoRateFractions ?? DEFAULT_AUTO_RATE_FRACTIONS;
 
   const first = o.workloads[0];
@@ -268,10 +276,30 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       if (t.verification) attestedClient = { verifyMs: t.verification.ms, checks: t.verification.checks };
     }
 
-    // 4. The sweep.
+    // 4. The sweep (or the soak).
+    if (o.soak) {
+      soak = [];
+      const soakModes = modes.filter((m) => m !== 'inproc');
+      if (modes.includes('inproc')) skipped.push({ what: 'inproc soak', reason: 'a soak measures the server process; inproc has none' });
+      const total = soakModes.length * o.workloads.length;
+      let done = 0;
+      for (const w of o.workloads) {
+        for (const mode of soakModes) {
+          const label = `soak ${mode} ${w.name} c=${o.soak.concurrency}`;
+          o.onProgress?.({ done, total, cellFraction: 0, label, etaMs: (total - done) * (o.warmupMs + o.soak.durationMs) });
+          soak.push(
+            await runSoakCell(targets.get(mode)!, children.get(mode)!, mode, w, o.warmupMs, o.soak, (fraction) =>
+              o.onProgress?.({ done, total, cellFraction: fraction, label, etaMs: (total - done - fraction) * (o.warmupMs + o.soak!.durationMs) }),
+            ),
+          );
+          done++;
+        }
+      }
+      o.onProgress?.({ done: total, total, cellFraction: 0, label: 'done', etaMs: 0 });
+    }
     const cellMs = o.warmupMs + o.durationMs;
     const closedCells: Cell[] = [];
-    for (const w of o.workloads) {
+    for (const w of o.soak ? [] : o.workloads) {
       for (const c of o.concurrency) {
         for (let rep = 0; rep < o.reps; rep++) for (const mode of modes) closedCells.push({ workload: w, loop: 'closed', level: c, rep, mode });
       }
@@ -376,7 +404,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     };
     for (const cell of closedCells) await runCell(cell);
     summarise([...reps.keys()]);
-    for (const w of o.workloads) {
+    for (const w of o.soak ? [] : o.workloads) {
       const levels = openLevels(w);
       const keysBefore = new Set(reps.keys());
       for (const rate of levels) {
@@ -391,7 +419,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const base = results.find((b) => b.mode === 'inproc' && b.model === x.model && b.loop === x.loop && b.concurrency === x.concurrency && b.rate === x.rate);
       if (base) results[i] = { ...x, overhead: overheadRatios(x, base) };
     }
-    o.onProgress?.({ done: total, total, cellFraction: 0, label: 'done', etaMs: 0 });
+    if (!o.soak) o.onProgress?.({ done: total, total, cellFraction: 0, label: 'done', etaMs: 0 });
   } finally {
     for (const t of targets.values()) await t.close().catch(() => undefined);
     await Promise.all([...children.values()].map((c) => c.close().catch(() => undefined)));
@@ -459,6 +487,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       maxInFlight: o.maxInFlight,
       sloP99Ms: o.sloP99Ms ?? null,
       targetRps: o.targetRps ?? null,
+      soak: o.soak ?? null,
     },
     executionProvider: { requested: o.executionProvider, ...ep },
     workloads: o.workloads.map((w) => ({
@@ -475,7 +504,85 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     sizing,
     boot,
     sealThroughput,
+    soak,
     skipped,
+  };
+}
+
+/** Least-squares slope of y over x (per unit of x); null with fewer than 2 distinct x. */
+export function slope(points: readonly { x: number; y: number }[]): number | null {
+  const n = points.length;
+  if (n < 2) return null;
+  const mx = points.reduce((a, p) => a + p.x, 0) / n;
+  const my = points.reduce((a, p) => a + p.y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.x - mx) * (p.y - my);
+    den += (p.x - mx) ** 2;
+  }
+  return den > 0 ? num / den : null;
+}
+
+/**
+ * One soak cell: warm-up (not recorded), then a closed loop for `durationMs` while the
+ * server's memory is sampled every `sampleMs`. RSS start is taken after the warm-up, so
+ * lazy one-time allocations (JIT, first buffers) are not counted as growth.
+ */
+async function runSoakCell(
+  target: Target,
+  child: ServerChild,
+  mode: Mode,
+  w: Workload,
+  warmupMs: number,
+  s: NonNullable<BenchOptions['soak']>,
+  onProgress: (fraction: number) => void,
+): Promise<SoakRun> {
+  const invoke = target.invoker(w);
+  if (warmupMs > 0) await runClosedLoop({ invoke, concurrency: s.concurrency, warmupMs: 0, durationMs: warmupMs });
+  let completed = 0;
+  const counted: typeof invoke = () => invoke().then((x) => ((completed += 1), x));
+  const samples: SoakSample[] = [];
+  const t0 = performance.now();
+  const sample = async (): Promise<void> => {
+    const st = await child.stats();
+    samples.push({ tMs: performance.now() - t0, rssBytes: st.rssBytes, heapUsedBytes: st.heapUsedBytes ?? null, externalBytes: st.externalBytes ?? null, completed });
+  };
+  await sample();
+  let sampling = Promise.resolve();
+  const timer = setInterval(() => {
+    sampling = sampling.then(sample, () => undefined);
+  }, Math.max(100, s.sampleMs));
+  let res: WindowResult;
+  try {
+    res = await runClosedLoop({ invoke: counted, concurrency: s.concurrency, warmupMs: 0, durationMs: s.durationMs, onProgress });
+  } finally {
+    clearInterval(timer);
+  }
+  await sampling;
+  await sample();
+  const end = await child.stats();
+  const first = samples[0]!;
+  const last = samples[samples.length - 1]!;
+  const secondHalf = samples.filter((x) => x.tMs >= last.tMs / 2).map((x) => ({ x: x.tMs / 60_000, y: x.rssBytes }));
+  return {
+    mode,
+    model: w.name,
+    concurrency: s.concurrency,
+    durationMs: s.durationMs,
+    completed: res.completed,
+    errors: res.errorCount,
+    errorsByStatus: res.errors,
+    throughput: res.throughput,
+    p50Ms: res.latency.p50Ms,
+    p99Ms: res.latency.p99Ms,
+    maxMs: res.latency.maxMs,
+    rssStartBytes: first.rssBytes,
+    rssEndBytes: last.rssBytes,
+    rssGrowthBytes: last.rssBytes - first.rssBytes,
+    rssPeakBytes: end.maxRssKb * 1024,
+    rssSlopeBytesPerMin: slope(secondHalf),
+    samples,
   };
 }
 

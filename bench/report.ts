@@ -116,6 +116,46 @@ export interface SizingRow {
   readonly serversNeeded: number | null;
 }
 
+/** Server memory at one moment of a soak (bench/server-process.ts stats). */
+export interface SoakSample {
+  /** Since the end of the soak's warm-up. */
+  readonly tMs: number;
+  readonly rssBytes: number;
+  readonly heapUsedBytes: number | null;
+  /** ArrayBuffers and other memory V8 tracks outside its heap (tensors, gRPC buffers). */
+  readonly externalBytes: number | null;
+  /** Successful requests so far (measured window only). */
+  readonly completed: number;
+}
+
+/** One soak: a closed loop at fixed concurrency for a long window, server memory sampled. */
+export interface SoakRun {
+  readonly mode: Mode;
+  readonly model: string;
+  readonly concurrency: number;
+  readonly durationMs: number;
+  readonly completed: number;
+  readonly errors: number;
+  readonly errorsByStatus: Readonly<Record<string, number>>;
+  readonly throughput: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  /** Server RSS right after the warm-up and at the end of the window. */
+  readonly rssStartBytes: number;
+  readonly rssEndBytes: number;
+  /** rssEndBytes - rssStartBytes. */
+  readonly rssGrowthBytes: number;
+  /** Peak RSS of the server process over its life (getrusage maxRSS). */
+  readonly rssPeakBytes: number;
+  /**
+   * Least-squares slope of RSS over the second half of the window, bytes per minute: a
+   * leak keeps growing after the allocator has settled; a plateau gives about 0.
+   */
+  readonly rssSlopeBytesPerMin: number | null;
+  readonly samples: readonly SoakSample[];
+}
+
 export interface BenchReport {
   readonly schema: typeof REPORT_SCHEMA;
   readonly createdAt: string;
@@ -153,6 +193,8 @@ export interface BenchReport {
     readonly maxInFlight: number;
     readonly sloP99Ms: number | null;
     readonly targetRps: number | null;
+    /** `--soak`: window, concurrency and sampling interval; null for a sweep. */
+    readonly soak?: { readonly durationMs: number; readonly concurrency: number; readonly sampleMs: number } | null;
   };
   readonly executionProvider: { readonly requested: 'cpu' | 'cuda'; readonly available: boolean; readonly detail: string };
   readonly workloads: readonly {
@@ -170,6 +212,8 @@ export interface BenchReport {
   readonly sizing: { readonly sloP99Ms: number; readonly targetRps: number | null; readonly rows: readonly SizingRow[] } | null;
   readonly boot: BootReport | null;
   readonly sealThroughput: SealThroughput | null;
+  /** `--soak SECONDS`: the soak runs (the sweep is not run); null otherwise. */
+  readonly soak?: readonly SoakRun[] | null;
   readonly skipped: readonly { readonly what: string; readonly reason: string }[];
 }
 
@@ -184,7 +228,8 @@ export function markdownSummary(rep: BenchReport): string {
   L.push(`${rep.createdAt} · ${m.cpuModel} × ${m.cpus} · ${(m.totalMemBytes / 2 ** 30).toFixed(1)} GiB · ${m.platform} ${m.release} · load avg ${m.loadAvgStart.map((x) => x.toFixed(2)).join('/')} → ${m.loadAvgEnd.map((x) => x.toFixed(2)).join('/')}`);
   L.push(`TEE guest: SEV-SNP ${m.confidential.sevGuest ? 'yes' : 'no'}, TDX ${m.confidential.tdxGuest ? 'yes' : 'no'} · node ${rep.versions['node']} · onnxruntime ${rep.versions['onnxruntime-node']} · grpc-js ${rep.versions['@grpc/grpc-js']}`);
   const s = rep.settings;
-  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, window ${s.durationMs} ms, ${s.reps} rep(s) (median), intra-op threads ${s.intraOpThreads || 'auto'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level.`, '');
+  const mode = s.soak ? `soak: window ${s.soak.durationMs / 1000} s at concurrency ${s.soak.concurrency}, memory sampled every ${s.soak.sampleMs / 1000} s` : `window ${s.durationMs} ms, ${s.reps} rep(s) (median)`;
+  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level.`, '');
   for (const w of rep.workloads) {
     L.push(`## ${w.name}`, '', `${w.description}; model ${(w.onnxBytes / 2 ** 20).toFixed(2)} MiB, request ${(w.requestBytes / 1024).toFixed(1)} KiB.`, '');
     for (const loop of ['closed', 'open'] as const) {
@@ -223,6 +268,18 @@ export function markdownSummary(rep: BenchReport): string {
   if (rep.sealThroughput) {
     const t = rep.sealThroughput;
     L.push(`**Sealed-model throughput** (common/seal.ts, ${(t.plaintextBytes / 2 ** 20).toFixed(0)} MiB, ${t.chunkSize / 1024} KiB chunks, median of ${t.reps}): seal ${f(t.sealGBps)} GB/s, open ${f(t.openGBps)} GB/s.`, '');
+  }
+  if (rep.soak && rep.soak.length) {
+    L.push('## Soak (closed loop at fixed concurrency; server memory sampled)', '');
+    L.push('| mode | model | conc. | window s | requests | errors | req/s | p50 | p99 | max | RSS start MiB | RSS end MiB | growth MiB | peak MiB | slope 2nd half MiB/min |');
+    L.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    const mib = (b: number | null): string => f(b === null ? null : b / 2 ** 20, 1);
+    for (const x of rep.soak) {
+      L.push(
+        `| ${x.mode} | ${x.model} | ${x.concurrency} | ${f(x.durationMs / 1000, 0)} | ${x.completed} | ${x.errors}${x.errors ? ` (${Object.entries(x.errorsByStatus).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''} | ${f(x.throughput, 1)} | ${f(x.p50Ms)} | ${f(x.p99Ms)} | ${f(x.maxMs)} | ${mib(x.rssStartBytes)} | ${mib(x.rssEndBytes)} | ${mib(x.rssGrowthBytes)} | ${mib(x.rssPeakBytes)} | ${mib(x.rssSlopeBytesPerMin)} |`,
+      );
+    }
+    L.push('');
   }
   if (rep.sizing) {
     const z = rep.sizing;

@@ -81,6 +81,8 @@ export interface StatsMessage {
   readonly cpuSystemUs: number;
   readonly maxRssKb: number;
   readonly rssBytes: number;
+  readonly heapUsedBytes?: number;
+  readonly externalBytes?: number;
 }
 
 function send(msg: object): void {
@@ -149,6 +151,8 @@ async function main(specFile: string): Promise<void> {
     models,
     ...(brokerUrl ? { broker: { url: brokerUrl, jwksFile: path.join(spec.workDir, 'broker', BROKER_JWKS_FILE) } } : {}),
     insecure: spec.insecure,
+    // The bench measures serving; API keys are not under test (explicit relaxation).
+    auth: { mode: 'none' },
     allowPlaintextModels: models.some((m) => m.plaintext),
     intraOpThreads: spec.intraOpThreads,
     interOpThreads: spec.interOpThreads,
@@ -199,12 +203,15 @@ async function main(specFile: string): Promise<void> {
     }
     if (cmd === 'stats') {
       const cpu = process.cpuUsage();
+      const mem = process.memoryUsage();
       const msg: StatsMessage = {
         type: 'stats',
         cpuUserUs: cpu.user,
         cpuSystemUs: cpu.system,
         maxRssKb: process.resourceUsage().maxRSS,
-        rssBytes: process.memoryUsage.rss(),
+        rssBytes: mem.rss,
+        heapUsedBytes: mem.heapUsed,
+        externalBytes: mem.external,
       };
       send(msg);
     }

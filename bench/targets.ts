@@ -13,8 +13,12 @@
  *                  request over TLS pinned to the attested key. Attestation is never on
  *                  the per-request path.
  *
- * Every gRPC mode sends the same ModelInferRequest (raw_input_contents, built once) on one
- * channel (one HTTP/2 connection; grpc-js multiplexes concurrent calls as streams).
+ * Every gRPC mode sends the same ModelInferRequest (raw_input_contents) on one channel (one
+ * HTTP/2 connection; grpc-js multiplexes concurrent calls as streams). The load generator
+ * is kept lean so that it measures the server, not itself: the request is serialised once
+ * (the same bytes protobufjs would produce on every call, as inproc reuses its feeds),
+ * while every response is decoded in full, as a real client would. Channelz and retries
+ * are off on the client channel (per-call bookkeeping the bench never uses).
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -23,7 +27,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as ort from 'onnxruntime-node';
-import { loadServiceClients } from '../server/proto.js';
+import { INFERENCE_SERVICE_NAME, loadServiceClients, loadServiceDefinitions } from '../server/proto.js';
 import { verifyServer } from '../client/verify.js';
 import { PINNED_CHANNEL_OPTIONS } from '../client/pinned-tls.js';
 import type { Invoke } from './load.js';
@@ -196,6 +200,20 @@ export interface GrpcTarget extends Target {
   readonly verification?: { readonly ms: number; readonly checks: readonly { name: string; ok: boolean }[] };
 }
 
+/** Client channel options of the load generator: no channelz, no retry bookkeeping. */
+export const LEAN_CLIENT_OPTIONS: Readonly<Record<string, number>> = Object.freeze({
+  'grpc.enable_channelz': 0,
+  'grpc.enable_retries': 0,
+});
+
+const identity = (b: Buffer): Buffer => b;
+
+/** The workload's ModelInferRequest, serialised once with the server's own codec. */
+export function preSerializedRequest(w: Workload): Buffer {
+  const method = loadServiceDefinitions().inference['ModelInfer']!;
+  return method.requestSerialize(inferRequest(w));
+}
+
 const STATUS_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
   Object.entries(grpc.status).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v as number, k]),
 );
@@ -232,24 +250,23 @@ export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
   const { GRPCInferenceService } = loadServiceClients();
   const client = new GRPCInferenceService(address, credentials, {
     ...options,
+    ...LEAN_CLIENT_OPTIONS,
     'grpc.max_receive_message_length': 256 * 1024 * 1024,
     'grpc.max_send_message_length': 256 * 1024 * 1024,
   });
-  const infer = (client as unknown as Record<string, Function>)['ModelInfer']!.bind(client) as (
-    req: unknown,
-    opts: grpc.CallOptions,
-    cb: (err: grpc.ServiceError | null, res: { outputs?: unknown[] }) => void,
-  ) => void;
+  const method = loadServiceDefinitions().inference['ModelInfer']!;
+  const path = `/${INFERENCE_SERVICE_NAME}/ModelInfer`;
+  const deserialize = method.responseDeserialize as (b: Buffer) => { outputs?: unknown[] };
   return {
     mode: o.mode,
     ...(verification ? { verification } : {}),
     invoker(w) {
-      const request = inferRequest(w);
+      const request = preSerializedRequest(w);
       return () =>
         new Promise<void>((resolve, reject) => {
-          infer(request, { deadline: Date.now() + o.requestTimeoutMs }, (err, res) => {
+          client.makeUnaryRequest(path, identity, deserialize, request, new grpc.Metadata(), { deadline: Date.now() + o.requestTimeoutMs }, (err, res) => {
             if (err) reject(new CallError(STATUS_NAMES[err.code] ?? `CODE_${err.code}`, err.details || err.message));
-            else if (!res.outputs || res.outputs.length === 0) reject(new CallError('EMPTY_RESPONSE', 'no outputs'));
+            else if (!res?.outputs || res.outputs.length === 0) reject(new CallError('EMPTY_RESPONSE', 'no outputs'));
             else resolve();
           });
         });

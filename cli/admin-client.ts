@@ -3,7 +3,7 @@
  * The admin token travels only in the Authorization header and is never printed.
  */
 import { readFile } from 'node:fs/promises';
-import { ROUTES, ProblemSchema } from '../kms-broker/protocol.js';
+import { ADMIN_ROUTES, adminKeyRoute, ProblemSchema } from '../kms-broker/protocol.js';
 import { CirError } from '../common/errors.js';
 import { ClientError } from '../client/codes.js';
 
@@ -49,7 +49,7 @@ export class AdminClient {
       if (p.success) {
         throw new CirError(
           p.data.code,
-          { category: res.status >= 500 ? 'unavailable' : res.status === 401 ? 'unauthorized' : res.status === 409 ? 'conflict' : res.status === 404 ? 'not-found' : 'bad-input', message: p.data.title },
+          { category: res.status >= 500 ? 'unavailable' : res.status === 401 ? 'unauthorized' : res.status === 403 ? 'forbidden' : res.status === 409 ? 'conflict' : res.status === 404 ? 'not-found' : 'bad-input', message: p.data.title },
           { ...(p.data.detail ? { detail: p.data.detail } : {}), ...(p.data.failures ? { details: { failures: p.data.failures } } : {}) },
         );
       }
@@ -58,16 +58,37 @@ export class AdminClient {
     return json;
   }
 
-  createKey(keyId: string, dek: Uint8Array, policy: unknown): Promise<unknown> {
-    return this.call('POST', ROUTES.adminKeys, { keyId, dek: Buffer.from(dek).toString('base64url'), policy });
+  createKey(keyId: string, dek: Uint8Array, policy?: unknown): Promise<unknown> {
+    return this.call('POST', ADMIN_ROUTES.keys, { keyId, dek: Buffer.from(dek).toString('base64url'), ...(policy !== undefined ? { policy } : {}) });
   }
   listKeys(): Promise<unknown> {
-    return this.call('GET', ROUTES.adminKeys);
+    return this.call('GET', ADMIN_ROUTES.keys);
   }
   getKey(keyId: string): Promise<unknown> {
-    return this.call('GET', ROUTES.adminKey(keyId));
+    return this.call('GET', adminKeyRoute(ADMIN_ROUTES.key, keyId));
+  }
+  policyHistory(keyId: string): Promise<unknown> {
+    return this.call('GET', adminKeyRoute(ADMIN_ROUTES.keyPolicies, keyId));
   }
   setPolicy(keyId: string, policy: unknown): Promise<unknown> {
-    return this.call('PUT', ROUTES.adminKeyPolicy(keyId), { policy });
+    return this.call('PUT', adminKeyRoute(ADMIN_ROUTES.keyPolicy, keyId), { policy });
+  }
+  approvePolicy(keyId: string, version: number): Promise<unknown> {
+    return this.call('POST', adminKeyRoute(ADMIN_ROUTES.keyPolicyApprove, keyId), { version });
+  }
+  setDryRun(keyId: string, policy: unknown | null): Promise<unknown> {
+    return policy === null
+      ? this.call('DELETE', adminKeyRoute(ADMIN_ROUTES.keyPolicyDryRun, keyId))
+      : this.call('PUT', adminKeyRoute(ADMIN_ROUTES.keyPolicyDryRun, keyId), { policy });
+  }
+  rotate(keyId: string, dek: Uint8Array): Promise<unknown> {
+    return this.call('POST', adminKeyRoute(ADMIN_ROUTES.keyRotate, keyId), { dek: Buffer.from(dek).toString('base64url') });
+  }
+  setState(keyId: string, state: 'enabled' | 'disabled', version?: number): Promise<unknown> {
+    const route = state === 'enabled' ? ADMIN_ROUTES.keyEnable : ADMIN_ROUTES.keyDisable;
+    return this.call('POST', adminKeyRoute(route, keyId), version !== undefined ? { version } : {});
+  }
+  destroy(keyId: string, version?: number): Promise<unknown> {
+    return this.call('POST', adminKeyRoute(ADMIN_ROUTES.keyDestroy, keyId), { confirm: keyId, ...(version !== undefined ? { version } : {}) });
   }
 }

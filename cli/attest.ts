@@ -128,6 +128,8 @@ export interface AttestVerifyInput {
   readonly allowSimulated: boolean;
   /** DER of the simulated ARK from $CIR_SIMULATED_ROOT, used when no --cert supplies one. */
   readonly simulatedRootFromEnv?: Uint8Array;
+  /** A certificate table (GUID table, as in `SnpEvidence.certs.certTable`) from JSON evidence. */
+  readonly certTable?: Uint8Array;
 }
 
 /** Everything the TDX evaluation needs, already read from disk (an offline bundle is read lazily). */
@@ -432,30 +434,9 @@ export async function evaluateAttestation(input: AttestVerifyInput): Promise<Att
   if (tee === undefined) return errorResult(unknownEvidence(input.evidence));
   if (tee !== 'sev-snp') throw badArg(`SEV-SNP inputs given for ${JSON.stringify(tee).slice(0, 40)} evidence`);
 
-  const sorted = sortCertificates(input.certs);
-  let trust: SnpTrustOptions | undefined;
-  if (input.allowSimulated) {
-    const root = sorted.nonAmdArk ?? input.simulatedRootFromEnv;
-    trust = { allowSimulated: true, ...(root ? { simulatedRoot: { arkDer: root } } : {}) };
-  }
-  const { ark, ...rest } = sorted.certs;
-  // SECURITY: a non-AMD ARK becomes the simulated root only with --allow-simulated; it is
-  // then the anchor, not evidence, so it is not also passed as the evidence ARK.
-  const evidenceCerts = { ...rest, ...(ark && !(trust?.simulatedRoot?.arkDer === ark) ? { ark } : {}) };
-  const envelope = {
-    tee: 'sev-snp' as const,
-    report: b64(input.evidence),
-    certs: Object.fromEntries(Object.entries(evidenceCerts).map(([k, v]) => [k, b64(v)])),
-  };
-
   let verified: SnpClaims;
   try {
-    verified = await verifySnpEvidence(envelope, {
-      now: input.now,
-      expectedReportData: input.expectedReportData ?? ANY_REPORT_DATA,
-      ...(trust ? { trust } : {}),
-      ...(input.collateral ? { collateral: input.collateral } : {}),
-    });
+    verified = await verifySnpInput(input);
   } catch (e) {
     if (isAttestationError(e)) return errorResult(e);
     throw e;
@@ -479,6 +460,40 @@ export async function evaluateAttestation(input: AttestVerifyInput): Promise<Att
     };
   }
   return { outcome: { ok: true, tee: 'sev-snp', claims }, exitCode: 0, claims };
+}
+
+/**
+ * SEV-SNP verification only (no policy): sorts the certificates, picks the simulated root
+ * (only with `allowSimulated`), builds the evidence envelope and runs verifySnpEvidence
+ * with `input.expectedReportData` (ANY_REPORT_DATA when undefined). Returns the verifier's
+ * claims; throws AttestationError on rejected evidence and ClientError on bad certificates.
+ * Also used by `cir broker policy test`.
+ */
+export async function verifySnpInput(input: AttestVerifyInput): Promise<SnpClaims> {
+  const sorted = sortCertificates(input.certs);
+  let trust: SnpTrustOptions | undefined;
+  if (input.allowSimulated) {
+    const root = sorted.nonAmdArk ?? input.simulatedRootFromEnv;
+    trust = { allowSimulated: true, ...(root ? { simulatedRoot: { arkDer: root } } : {}) };
+  }
+  const { ark, ...rest } = sorted.certs;
+  // SECURITY: a non-AMD ARK becomes the simulated root only with --allow-simulated; it is
+  // then the anchor, not evidence, so it is not also passed as the evidence ARK.
+  const evidenceCerts = { ...rest, ...(ark && !(trust?.simulatedRoot?.arkDer === ark) ? { ark } : {}) };
+  const envelope = {
+    tee: 'sev-snp' as const,
+    report: b64(input.evidence),
+    certs: {
+      ...Object.fromEntries(Object.entries(evidenceCerts).map(([k, v]) => [k, b64(v)])),
+      ...(input.certTable ? { certTable: b64(input.certTable) } : {}),
+    },
+  };
+  return verifySnpEvidence(envelope, {
+    now: input.now,
+    expectedReportData: input.expectedReportData ?? ANY_REPORT_DATA,
+    ...(trust ? { trust } : {}),
+    ...(input.collateral ? { collateral: input.collateral } : {}),
+  });
 }
 
 function unknownEvidence(evidence: Uint8Array): ClientError {
@@ -535,7 +550,7 @@ const MAX_EVIDENCE_BYTES = 64 * 1024;
 const MAX_CERT_FILE_BYTES = 256 * 1024;
 
 /** Reads a regular file of at most `max` bytes; anything else is ERR_CLI_FILE_UNREADABLE. */
-async function readBounded(file: string, max: number, what: string): Promise<Uint8Array> {
+export async function readBounded(file: string, max: number, what: string): Promise<Uint8Array> {
   let fh;
   try {
     fh = await open(file, 'r');
@@ -601,8 +616,13 @@ async function tdxCollateralFrom(p: string): Promise<TdxCollateral | TdxCollater
  * Validates the flags, reads every file they name and decides the TEE (`--tee`, else
  * detected from the evidence bytes). Throws typed errors (exit 2).
  */
-export async function prepareAttestInput(f: AttestVerifyFlags, env: NodeJS.ProcessEnv = process.env): Promise<PreparedAttest> {
-  if (!f.evidence) throw badArg('--evidence FILE is required');
+export async function prepareAttestInput(
+  f: AttestVerifyFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  /** Evidence bytes the caller already read (and decoded); `f.evidence` is then not read. */
+  evidenceBytes?: Uint8Array,
+): Promise<PreparedAttest> {
+  if (!f.evidence && !evidenceBytes) throw badArg('--evidence FILE is required');
   if (f.tee !== undefined && f.tee !== 'sev-snp' && f.tee !== 'tdx') throw badArg('--tee must be sev-snp or tdx');
   const now = parseAt(f.at);
   let expectedReportData: Uint8Array | undefined;
@@ -612,7 +632,7 @@ export async function prepareAttestInput(f: AttestVerifyFlags, env: NodeJS.Proce
   }
   const needCollateral = '--collateral DIR|FILE is required for TDX evidence (TCB Info, QE Identity, CRLs; this tool does no network I/O)';
   if (f.tee === 'tdx' && f.collateral === undefined) throw badArg(needCollateral);
-  const evidence = await readBounded(f.evidence, MAX_EVIDENCE_BYTES, '--evidence');
+  const evidence = evidenceBytes ?? (await readBounded(f.evidence!, MAX_EVIDENCE_BYTES, '--evidence'));
   const tee = f.tee ?? detectTee(evidence);
   if (tee === undefined) throw unknownEvidence(evidence);
   const policyFile = f.policy ? await readConfigFile(f.policy) : undefined;

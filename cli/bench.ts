@@ -53,6 +53,9 @@ interface BenchFlags {
   sealMb?: string;
   simState?: string;
   label?: string;
+  soak?: string;
+  soakConcurrency: string;
+  soakSample: string;
   progress: boolean;
 }
 
@@ -127,15 +130,27 @@ export function registerBenchCommand(program: Command): void {
     .option('--seal-mb <n>', 'sealed-model seal/open throughput over N MiB; 0 skips (default 64; quick 32)')
     .option('--sim-state <dir>', 'shared simulated-TEE state (created once)')
     .option('--label <text>', 'a label for this machine/run (e.g. "cc-on"), kept in the report')
+    .option('--soak <seconds>', 'soak instead of the sweep: closed loop at --soak-concurrency for this long per server mode and model, server RSS sampled (defaults: --modes grpc, --models mlp, 5 s warm-up, no boot/seal figures)')
+    .option('--soak-concurrency <n>', 'outstanding requests during the soak (saturation)', '16')
+    .option('--soak-sample <seconds>', 'server memory sampling interval during the soak', '5')
     .option('--no-progress', 'no progress bar')
     .action(async (f: BenchFlags) => {
       const q = !!f.quick;
-      const modes = (f.modes ? f.modes.split(',').map((s) => s.trim()) : [...MODES]) as Mode[];
+      const soakS = f.soak !== undefined ? num('--soak', f.soak, { min: 1 }) : undefined;
+      const modes = (f.modes ? f.modes.split(',').map((s) => s.trim()) : soakS !== undefined ? ['grpc'] : [...MODES]) as Mode[];
       for (const m of modes) if (!MODES.includes(m)) throw bad(`unknown mode ${JSON.stringify(m)} (${MODES.join(', ')})`);
       if (f.input.length > 0 && !f.model) throw bad('--input needs --model');
       const seed = num('--seed', f.seed, { integer: true });
       const workloads: Workload[] = [];
-      const names = f.models ? f.models.split(',').map((s) => s.trim()).filter(Boolean) : f.model ? [] : q ? ['vad', 'mlp'] : ['vad', 'mlp', 'convnet'];
+      const names = f.models
+        ? f.models.split(',').map((s) => s.trim()).filter(Boolean)
+        : f.model
+          ? []
+          : soakS !== undefined
+            ? ['mlp']
+            : q
+              ? ['vad', 'mlp']
+              : ['vad', 'mlp', 'convnet'];
       for (const n of names) workloads.push(await builtinWorkload(n));
       if (f.model) {
         let inputs: InputTensor[];
@@ -159,7 +174,7 @@ export function registerBenchCommand(program: Command): void {
         workloads,
         concurrency: list('--concurrency', f.concurrency ?? (q ? '1,4' : '1,2,4,8,16,32,64'), { min: 1, integer: true }),
         rates,
-        warmupMs: num('--warmup', f.warmup ?? (q ? '0.5' : '2')) * 1000,
+        warmupMs: num('--warmup', f.warmup ?? (soakS !== undefined ? '5' : q ? '0.5' : '2')) * 1000,
         durationMs: num('--duration', f.duration ?? (q ? '2' : '10'), { min: 0.1 }) * 1000,
         reps: num('--reps', f.reps ?? (q ? '1' : '3'), { min: 1, integer: true }),
         seed,
@@ -170,9 +185,18 @@ export function registerBenchCommand(program: Command): void {
         maxInFlight: num('--max-in-flight', f.maxInFlight, { min: 1, integer: true }),
         ...(sloP99Ms !== undefined ? { sloP99Ms } : {}),
         ...(targetRps !== undefined ? { targetRps } : {}),
-        bootModelMb: num('--boot-model-mb', f.bootModelMb ?? '100', { integer: true }),
+        bootModelMb: num('--boot-model-mb', f.bootModelMb ?? (soakS !== undefined ? '0' : '100'), { integer: true }),
         warmBoots: num('--warm-boots', f.warmBoots ?? (q ? '1' : '2'), { integer: true }),
-        sealMb: num('--seal-mb', f.sealMb ?? (q ? '32' : '64'), { integer: true }),
+        sealMb: num('--seal-mb', f.sealMb ?? (soakS !== undefined ? '0' : q ? '32' : '64'), { integer: true }),
+        ...(soakS !== undefined
+          ? {
+              soak: {
+                durationMs: soakS * 1000,
+                concurrency: num('--soak-concurrency', f.soakConcurrency, { min: 1, integer: true }),
+                sampleMs: num('--soak-sample', f.soakSample, { min: 0.1 }) * 1000,
+              },
+            }
+          : {}),
         simStateDir: f.simState ?? defaultSimStateDir(),
         quick: q,
         ...(f.label !== undefined ? { label: f.label } : {}),
@@ -195,7 +219,7 @@ export function registerBenchCommand(program: Command): void {
       }
       for (const [file, text] of outputs) if (file) await writeFile(file, text);
       process.stdout.write(md);
-      const errors = report.results.reduce((a, x) => a + x.errors, 0);
+      const errors = report.results.reduce((a, x) => a + x.errors, 0) + (report.soak ?? []).reduce((a, x) => a + x.errors, 0);
       if (errors > 0) note(`${errors} request(s) failed; see errorsByStatus in the report`);
       process.exitCode = report.executionProvider.available ? 0 : 1;
     });

@@ -5,10 +5,9 @@ import { overlay, readConfigFile } from '../common/config.js';
 import { fromBase64Url } from '../common/bytes.js';
 import { loadBrokerConfig, isProduction, type BrokerConfig } from '../kms-broker/config.js';
 import { startBroker } from '../kms-broker/main.js';
-import { openKeyStore } from '../kms-broker/keystore.js';
-import { createKey, listKeys, setKeyPolicy, showKey, generateDek } from '../kms-broker/admin.js';
-import { ClientError } from '../client/codes.js';
-import { AdminClient, readAdminToken } from './admin-client.js';
+import { registerKeyCommands } from './broker-keys.js';
+import { registerBrokerAuditCommands } from './broker-audit.js';
+import { registerSigningKeyCommands } from './broker-signing.js';
 import { parseListen } from './listen.js';
 
 interface BrokerFlags {
@@ -53,22 +52,6 @@ function printJson(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }
 
-interface KeysFlags extends BrokerFlags {
-  broker?: string;
-}
-
-/** Runs a key-management action online (admin HTTP API) or offline (the state directory). */
-async function withKeys<T>(
-  f: KeysFlags,
-  online: (c: AdminClient) => Promise<T>,
-  offline: (store: Awaited<ReturnType<typeof openKeyStore>>, production: boolean) => Promise<T>,
-): Promise<T> {
-  if (f.broker) return online(new AdminClient(f.broker, await readAdminToken(f.adminTokenFile)));
-  const config = await brokerConfigFrom(f);
-  const logger = createLogger({ level: 'warn', name: 'cir-broker-keys' });
-  return offline(await openKeyStore(config, { logger }), isProduction(process.env));
-}
-
 export function registerBrokerCommands(program: Command): void {
   const broker = addBrokerConfigOptions(
     program
@@ -89,54 +72,28 @@ export function registerBrokerCommands(program: Command): void {
     await new Promise<void>((resolve) => running.app.server.once('close', () => resolve()));
   });
 
-  const keys = broker
-    .command('keys')
-    .description('manage keys and release policies: online with --broker URL (admin API), or offline on --state-dir');
-  const keyCmd = (name: string, desc: string) =>
-    addBrokerConfigOptions(keys.command(name).description(desc)).option('--broker <url>', 'broker base URL (use the admin HTTP API)');
+  registerKeyCommands(broker, addBrokerConfigOptions, (f) => brokerConfigFrom(f as BrokerFlags));
+  registerBrokerAuditCommands(broker);
+  registerSigningKeyCommands(broker, addBrokerConfigOptions, (f) => brokerConfigFrom(f as BrokerFlags));
 
-  keyCmd('create', 'create a key with a release policy; the DEK is generated unless --dek-file is given')
-    .requiredOption('--key-id <id>', 'key id')
-    .requiredOption('--policy <file>', 'release policy (YAML or JSON)')
-    .option('--dek-file <file>', 'base64url file with a 32-byte DEK to import')
-    .action(async (f: KeysFlags & { keyId: string; policy: string; dekFile?: string }) => {
-      const policy = await readConfigFile(f.policy);
-      let dek: Buffer;
-      if (f.dekFile) {
-        const d = fromBase64Url((await readFile(f.dekFile, 'utf8')).trim());
-        if (!d || d.length !== 32) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: '--dek-file must hold 32 bytes, base64url' });
-        dek = d;
-      } else {
-        dek = generateDek();
-      }
-      try {
-        printJson(
-          await withKeys(
-            f,
-            (c) => c.createKey(f.keyId, dek, policy),
-            (s, production) => createKey(s, { keyId: f.keyId, dek, policy }, { production }),
-          ),
-        );
-      } finally {
-        dek.fill(0);
-      }
-    });
-
-  keyCmd('list', 'list keys (metadata only; never key material)').action(async (f: KeysFlags) => {
-    printJson(await withKeys(f, (c) => c.listKeys(), (s) => listKeys(s)));
-  });
-
-  keyCmd('show', 'show one key (metadata only)')
-    .argument('<key-id>')
-    .action(async (keyId: string, f: KeysFlags) => {
-      printJson(await withKeys(f, (c) => c.getKey(keyId), (s) => showKey(s, keyId)));
-    });
-
-  keyCmd('set-policy', "replace a key's release policy")
-    .argument('<key-id>')
-    .requiredOption('--policy <file>', 'release policy (YAML or JSON)')
-    .action(async (keyId: string, f: KeysFlags & { policy: string }) => {
-      const policy = await readConfigFile(f.policy);
-      printJson(await withKeys(f, (c) => c.setPolicy(keyId, policy), (s, production) => setKeyPolicy(s, keyId, policy, { production })));
-    });
+  // Release policy tools (cli/broker-policy.ts, loaded only when one runs).
+  broker
+    .command('policy')
+    .description('release policy tools (offline, no running broker)')
+    .command('test')
+    .description(
+      'replay recorded evidence against a release policy: each rule pass/fail, expected vs observed, the policy hash and the verdict. ' +
+        'Exit 0 allow, 1 deny or evidence failed verification, 2 usage or unreadable/invalid input, 3 internal error.',
+    )
+    .option('--policy <file>', 'release policy (YAML or JSON): SEV-SNP, TDX or rules (version: 1)')
+    .option('--evidence <file>', 'raw SEV-SNP report or TDX quote, or the JSON evidence a server POSTs ({report, certs} / {tee: "tdx", quote})')
+    .option('--at <iso-time>', 'verify the evidence as of this time instead of now')
+    .option('--tee <type>', 'sev-snp or tdx; detected from the evidence when omitted')
+    .option('--cert <file>', 'SEV-SNP: PEM or DER certificate(s), as for cir attest verify (repeatable)', (v: string, prev: string[] = []) => [...prev, v], [])
+    .option('--collateral <dir|file>', 'SEV-SNP: offline bundle; TDX (required): collateral directory, JSON file or bundle')
+    .option('--allow-simulated', 'SEV-SNP: trust the simulated root from --cert or $CIR_SIMULATED_ROOT (never in production)')
+    .option('--allow-missing-crls', 'TDX: accept collateral without PCK/root CRLs (relaxation)')
+    .option('--production', 'decide as a production broker (also when NODE_ENV=production)')
+    .option('--json', 'print exactly one JSON object on stdout')
+    .action(async (f: Record<string, unknown>) => (await import('./broker-policy.js')).policyTestAction(f));
 }

@@ -72,6 +72,26 @@ async function verifyOptions(f: VerifyFlags) {
   };
 }
 
+/**
+ * The API key from `--api-key-file` or env CIR_API_KEY (file wins). SECURITY: the key is
+ * never echoed; errors name the file, not its content.
+ */
+async function readApiKey(file: string | undefined): Promise<string | undefined> {
+  if (file === undefined) {
+    const env = process.env.CIR_API_KEY?.trim();
+    return env ? env : undefined;
+  }
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (cause) {
+    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `--api-key-file ${file}`, cause });
+  }
+  const key = text.trim();
+  if (key === '' || /\s/.test(key)) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--api-key-file ${file} must hold one key` });
+  return key;
+}
+
 function printChecks(r: VerifyServerResult): void {
   for (const c of r.checks) process.stdout.write(`${mark(c.ok)} ${c.name.padEnd(16)} ${c.detail}\n`);
   process.stdout.write(r.ok ? `verified: ${r.target}\n` : `NOT verified: ${r.target}\n`);
@@ -99,7 +119,8 @@ export function registerClientCommands(program: Command): void {
   )
     .requiredOption('--model <name>', 'model name')
     .requiredOption('--input <file.json>', 'input tensors: {"inputs":[{"name","datatype","shape","data"}]}')
-    .action(async (f: VerifyFlags & { model: string; input: string }) => {
+    .option('--api-key-file <file>', 'file holding the API key (cir keys issue --out); default: env CIR_API_KEY')
+    .action(async (f: VerifyFlags & { model: string; input: string; apiKeyFile?: string }) => {
       let input: unknown;
       try {
         input = JSON.parse(await readFile(f.input, 'utf8'));
@@ -107,7 +128,8 @@ export function registerClientCommands(program: Command): void {
         throw new ClientError('ERR_CLI_BAD_INPUT_FILE', { detail: `${f.input}: not readable JSON`, cause });
       }
       try {
-        const r = await inferVerified({ ...(await verifyOptions(f)), model: f.model, input });
+        const apiKey = await readApiKey(f.apiKeyFile);
+        const r = await inferVerified({ ...(await verifyOptions(f)), model: f.model, input, ...(apiKey !== undefined ? { apiKey } : {}) });
         if (f.json) {
           process.stdout.write(`${JSON.stringify({ ok: true, model: r.model, outputs: r.outputs, checks: r.verification.checks })}\n`);
         } else {

@@ -22,6 +22,7 @@ import { buildServer } from '../server/app.js';
 import { loadServerConfig } from '../server/config.js';
 import { verifyServer } from '../client/verify.js';
 import { inferVerified } from '../client/infer.js';
+import { issueKey } from '../server/tenancy/key-admin.js';
 
 export interface DemoStep {
   readonly name: string;
@@ -72,6 +73,12 @@ export interface DemoOptions {
   readonly onStep?: (s: DemoStep) => void;
   /** Keep the temporary directory (for inspection). */
   readonly keep?: boolean;
+  /**
+   * Keep the broker's whole state (master key, key store, policies, signing keys, audit log)
+   * in this directory instead of the temporary one, so that `cir broker audit verify --dir`
+   * can check what the demo did. Reusable across runs: each run registers a fresh key id.
+   */
+  readonly stateDir?: string;
 }
 
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
@@ -105,7 +112,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const brokerConfig = loadBrokerConfig(
       {
         listen: { host: '127.0.0.1', port: 0 },
-        stateDir: path.join(dir, 'broker'),
+        stateDir: opts.stateDir ?? path.join(dir, 'broker'),
         attestation: { simulatedRootFile: arkFile, allowSimulated: true },
       },
       { env: { ...process.env, NODE_ENV: 'development', CIR_KMS_ADMIN_TOKEN: adminToken } },
@@ -113,7 +120,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const broker = await step('broker-start', () => startBroker(brokerConfig, { logger, env: { CIR_KMS_ADMIN_TOKEN: adminToken } }), (b) => b.url);
     closers.push(() => broker.close());
 
-    const keyId = 'demo-vad';
+    // A kept state directory may hold earlier runs' keys; each run registers its own.
+    const keyId = opts.stateDir ? `demo-vad-${randomBytes(4).toString('hex')}` : 'demo-vad';
     const sealedPath = path.join(dir, 'silero_vad.onnx.sealed');
     await step(
       'seal',
@@ -138,10 +146,18 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       (n) => `${n} bytes, key ${keyId} registered with release policy {simulated allowed, measurement ${DEMO_MEASUREMENT.slice(0, 16)}…}`,
     );
 
+    // An API key for the demo tenant: the server requires one for inference.
+    const keyStore = path.join(dir, 'api-keys.json');
+    const apiKey = await step(
+      'api-key',
+      () => issueKey(keyStore, { tenant: 'demo', owner: 'cir demo', environment: 'dev', operations: ['infer', 'metadata'], models: [DEMO_MODEL_NAME], now: new Date() }),
+      (k) => `key ${k.record.keyId} for tenant demo, scope infer+metadata on ${DEMO_MODEL_NAME}`,
+    );
     const serverConfig = loadServerConfig({
       listen: { host: '127.0.0.1', port: 0 },
-      models: [{ name: DEMO_MODEL_NAME, path: sealedPath }],
-      broker: { url: broker.url, jwksFile: path.join(dir, 'broker', BROKER_JWKS_FILE) },
+      models: [{ name: DEMO_MODEL_NAME, path: sealedPath, tenant: 'demo' }],
+      auth: { mode: 'api-keys', storeFile: keyStore },
+      broker: { url: broker.url, jwksFile: path.join(brokerConfig.stateDir, BROKER_JWKS_FILE) },
       simulated: { stateDir: path.join(dir, 'sim'), measurement: DEMO_MEASUREMENT },
     });
     const server = buildServer(serverConfig, {
@@ -177,7 +193,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const input = demoInput();
     const inference = await step(
       'inference',
-      () => inferVerified({ server: target, model: DEMO_MODEL_NAME, input, expectMeasurements: [DEMO_MEASUREMENT], allowSimulated: true, simulatedRootPem: sim.arkPem }),
+      () => inferVerified({ server: target, model: DEMO_MODEL_NAME, input, expectMeasurements: [DEMO_MEASUREMENT], allowSimulated: true, simulatedRootPem: sim.arkPem, apiKey: apiKey.token }),
       (r) => `speech probability ${Number(r.outputs.find((o) => o.name === 'output')?.data[0]).toFixed(6)}`,
     );
 

@@ -9,6 +9,7 @@
  *   cir infer    verify, then run one inference over the attested channel
  *   cir attest   verify recorded evidence offline (`cir attest verify`)
  *   cir demo     the whole flow on the simulated TEE
+ *   cir keys     the inference server's API keys (issue, list, rotate, revoke)
  */
 import { Command, Option } from 'commander';
 import { readFileSync, realpathSync } from 'node:fs';
@@ -33,6 +34,7 @@ const COMMAND_MODULES: Readonly<Record<string, () => Promise<Register | Register
   sim: async () => (await import('./sim.js')).registerSimCommand,
   attest: async () => (await import('./attest.js')).registerAttestCommand,
   bench: async () => (await import('./bench.js')).registerBenchCommand,
+  keys: async () => (await import('./keys.js')).registerKeysCommand,
   errors: async () => registerErrorsCommand,
 };
 

@@ -13,6 +13,7 @@ interface ServeFlags {
   model?: string[];
   broker?: string;
   brokerJwks?: string;
+  brokerTenant?: string;
   simState?: string;
   measurement?: string;
   tee?: string;
@@ -31,6 +32,7 @@ export function registerServeCommand(program: Command): void {
     .option('--listen <host:port>', 'listen address (default 127.0.0.1:8443)')
     .option('--model <name=path>', 'a sealed model to serve (repeatable)', collect)
     .option('--broker <url>', 'key broker base URL')
+    .option('--broker-tenant <tenant>', 'the broker tenant whose keys the sealed models name (default: default)')
     .option('--broker-jwks <file>', "the broker's public JWKS to pin (it writes <state-dir>/jwks.json); key releases must be signed by it")
     .option('--tee <mode>', "evidence provider: auto (configfs-tsm if it reports sev_guest or tdx_guest, else the simulator when configured), sev-snp, tdx, simulated (default auto)")
     .option('--tsm-root <dir>', 'configfs-tsm report directory (default /sys/kernel/config/tsm/report)')
@@ -51,6 +53,7 @@ export function registerServeCommand(program: Command): void {
           models,
           'broker.url': f.broker,
           'broker.jwksFile': f.brokerJwks,
+          'broker.tenant': f.brokerTenant,
           'simulated.stateDir': f.simState,
           'simulated.measurement': f.measurement,
           'tee.mode': f.tee,

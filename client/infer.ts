@@ -10,7 +10,7 @@ import { verifyServer, type VerifyServerOptions, type VerifyServerResult } from 
 import { parseTarget } from './pinned-tls.js';
 import { PINNED_CHANNEL_OPTIONS } from './pinned-tls.js';
 import type * as grpc from '@grpc/grpc-js';
-import { status as grpcStatus } from '@grpc/grpc-js';
+import { status as grpcStatus, Metadata as grpcMetadata } from '@grpc/grpc-js';
 
 /** Maps a ModelInfer status to a typed error; the server's message is public by design. */
 function inferError(err: grpc.ServiceError): ClientError {
@@ -20,8 +20,11 @@ function inferError(err: grpc.ServiceError): ClientError {
       return new ClientError('ERR_CLI_SERVER_REJECTED_INPUT', { detail, cause: err });
     case grpcStatus.NOT_FOUND:
       return new ClientError('ERR_CLI_SERVER_MODEL_NOT_FOUND', { detail, cause: err });
-    case grpcStatus.RESOURCE_EXHAUSTED:
-      return new ClientError('ERR_CLI_SERVER_OVERLOADED', { detail, cause: err });
+    case grpcStatus.RESOURCE_EXHAUSTED: {
+      // The server's retry hint (tenancy limits), in milliseconds.
+      const retry = Number(err.metadata?.get('retry-after-ms')[0]);
+      return new ClientError('ERR_CLI_SERVER_OVERLOADED', { detail, cause: err, ...(Number.isFinite(retry) ? { details: { retryAfterMs: retry } } : {}) });
+    }
     default:
       return new ClientError('ERR_CLI_RPC_FAILED', { detail, cause: err });
   }
@@ -31,6 +34,11 @@ export interface InferOptions extends VerifyServerOptions {
   readonly model: string;
   /** Parsed JSON input file (see tensor-json.ts). */
   readonly input: unknown;
+  /**
+   * API key (`cir_<keyId>_<secret>`) sent as `authorization: Bearer ...` on ModelInfer,
+   * only after verification succeeded. SECURITY: never logged or put in an error.
+   */
+  readonly apiKey?: string;
 }
 
 export interface InferResult {
@@ -49,12 +57,15 @@ export async function inferVerified(opts: InferOptions): Promise<InferResult> {
   }
   const { GRPCInferenceService } = loadServiceClients();
   const t = parseTarget(opts.server);
+  const metadata = new grpcMetadata();
+  if (opts.apiKey !== undefined) metadata.set('authorization', `Bearer ${opts.apiKey}`);
   const client = new GRPCInferenceService(`${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`, verification.credentials, PINNED_CHANNEL_OPTIONS);
   try {
     const res = await new Promise<Parameters<typeof fromModelInferResponse>[0]>((resolve, reject) => {
       (client as unknown as Record<string, Function>).ModelInfer!.call(
         client,
         request,
+        metadata,
         { deadline: Date.now() + (opts.timeoutMs ?? 30_000) },
         (err: grpc.ServiceError | null, r: Parameters<typeof fromModelInferResponse>[0]) => {
           if (err) reject(inferError(err));

@@ -3,6 +3,8 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256 } from '../common/bytes.js';
 import { adminTokenMatches, createKey, listKeys, loadAdminToken, setKeyPolicy, showKey } from './admin.js';
+import { MemoryAuditSink } from './audit-sink.js';
+import { ROLES, type Principal } from './identities.js';
 import { loadBrokerConfig } from './config.js';
 import { openKeyStore } from './keystore.js';
 import { ADMIN_TOKEN, adminHeaders, makeHarness, MEASUREMENT_A, MEASUREMENT_B, tempDir, type Harness } from './testdata/harness.js';
@@ -30,12 +32,12 @@ describe('admin HTTP API', () => {
       expect(res.headers['www-authenticate']).toMatch(/^Bearer /);
       expect(res.json()).toMatchObject({ code: 'ERR_KMS_ADMIN_UNAUTHORIZED' });
     }
-    expect(await h.store.list()).toEqual([]);
+    expect(await h.store.list('default')).toEqual([]);
   });
 
   it('is disabled (404), never open, without a configured token', async () => {
     await h.close();
-    h = await makeHarness({ adminToken: undefined });
+    h = await makeHarness({ adminToken: undefined, noIdentities: true });
     const res = await h.app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders(), payload: body() });
     expect(res.statusCode).toBe(404);
     expect(res.json()).toMatchObject({ code: 'ERR_KMS_ADMIN_DISABLED' });
@@ -80,7 +82,6 @@ describe('admin HTTP API', () => {
     ['extra field', { ...body(), extra: 1 }, 'ERR_KMS_BAD_REQUEST', 'extra'],
     ['policy without measurements', body('k', {}), 'ERR_KMS_POLICY_INVALID', 'measurements'],
     ['policy with unknown field', body('k', { anyMeasurement: true, allowEverything: true }), 'ERR_KMS_POLICY_INVALID', 'allowEverything'],
-    ['missing policy', { keyId: 'k', dek: DEK.toString('base64url') }, 'ERR_KMS_BAD_REQUEST', 'policy'],
   ])('400s %s, naming the field', async (_n, payload, code, field) => {
     const res = await h.app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders(), payload });
     expect(res.statusCode).toBe(400);
@@ -106,7 +107,7 @@ describe('admin HTTP API', () => {
     const res = await h.app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders(), payload: body('sim', policy) });
     expect(res.statusCode).toBe(400);
     expect(res.json()).toMatchObject({ code: 'ERR_KMS_POLICY_SIMULATED_IN_PRODUCTION' });
-    expect(await h.store.list()).toEqual([]);
+    expect(await h.store.list('default')).toEqual([]);
     await h.close();
     h = await makeHarness({ env: { NODE_ENV: 'development' } });
     const ok = await h.app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders(), payload: body('sim', policy) });
@@ -132,31 +133,40 @@ describe('adminTokenMatches', () => {
   });
 });
 
-describe('store-level admin functions (CLI)', () => {
+describe('store-level admin functions (CLI, break-glass)', () => {
   let dir: string;
   beforeEach(async () => {
     dir = await tempDir();
   });
   afterEach(async () => rm(dir, { recursive: true, force: true }));
 
-  it('manage keys offline against a state dir that a broker then serves', async () => {
+  it('manage keys offline against a state dir that a broker then serves; every action audited', async () => {
     const env = { NODE_ENV: 'test' };
     const config = loadBrokerConfig({ stateDir: dir }, { env });
     const store = await openKeyStore(config, { env });
-    await createKey(store, { keyId: 'offline', dek: DEK, policy: { measurements: [MEASUREMENT_A] } }, { production: false });
-    await expect(createKey(store, { keyId: 'bad', dek: DEK, policy: { allowSimulated: true, anyMeasurement: true } }, { production: true })).rejects.toMatchObject({
+    const audit = new MemoryAuditSink();
+    const ctx = { store, policy: { production: false }, audit };
+    const prod = { store, policy: { production: true }, audit };
+    const cli: Principal = { id: 'cli', tenant: 'default', subject: 'cli:test', roles: ROLES, via: 'cli' };
+    await createKey(ctx, cli, { keyId: 'offline', dek: DEK, policy: { measurements: [MEASUREMENT_A] } });
+    await expect(createKey(prod, cli, { keyId: 'bad', dek: DEK, policy: { allowSimulated: true, anyMeasurement: true } })).rejects.toMatchObject({
       code: 'ERR_KMS_POLICY_SIMULATED_IN_PRODUCTION',
     });
-    await expect(createKey(store, { keyId: 'short', dek: Buffer.alloc(31), policy: { anyMeasurement: true } }, { production: false })).rejects.toMatchObject({
+    await expect(createKey(ctx, cli, { keyId: 'short', dek: Buffer.alloc(31), policy: { anyMeasurement: true } })).rejects.toMatchObject({
       code: 'ERR_KMS_DEK_INVALID',
     });
-    expect((await listKeys(store)).map((k) => k.keyId)).toEqual(['offline']);
-    const updated = await setKeyPolicy(store, 'offline', { anyMeasurement: true }, { production: false });
-    expect((await showKey(store, 'offline')).policyHash).toBe(updated.policyHash);
-    await expect(showKey(store, '../../etc')).rejects.toMatchObject({ code: 'ERR_KMS_BAD_KEY_ID' });
+    expect((await listKeys(ctx, cli)).map((k) => k.keyId)).toEqual(['offline']);
+    const updated = await setKeyPolicy(ctx, cli, 'offline', { anyMeasurement: true });
+    expect((await showKey(ctx, cli, 'offline')).policyHash).toBe(updated.policyHash);
+    await expect(showKey(ctx, cli, '../../etc')).rejects.toMatchObject({ code: 'ERR_KMS_BAD_KEY_ID' });
     // A second handle (what a running broker holds) sees the change at once.
     const broker = await openKeyStore(config, { env });
-    expect((await broker.get('offline')).policyHash).toBe(updated.policyHash);
+    expect((await broker.get({ tenant: 'default', keyId: 'offline' })).policyHash).toBe(updated.policyHash);
+    expect(audit.events.map((e) => [e.action, e.actor.type, e.decision])).toEqual([
+      ['key.create', 'cli', 'allow'],
+      ['policy.set', 'cli', 'allow'],
+    ]);
+    expect(audit.events[1]!.policy).toMatchObject({ id: 'default/offline', version: 2, hash: updated.policyHash });
   });
 });
 

@@ -57,12 +57,15 @@ describe('kms-broker app', () => {
       const p = decodeJwt(body.token);
       expect(p.aud).toBe(TOKEN_AUDIENCE);
       expect(p.iss).toBe('cir-kms-broker');
-      expect(p.nonce).toBe(nonce.toString('base64url'));
-      expect(p.keyHash).toBe(sha256(keyPair.publicKey).toString('base64url'));
+      expect(p.eat_nonce).toBe(nonce.toString('base64url'));
+      expect(p.eat_profile).toBe('tag:ietf.org,2025-07:ear');
+      expect(p['cir.tenant']).toBe('default');
+      expect(p['cir.key-hash']).toBe(sha256(keyPair.publicKey).toString('base64url'));
       expect(typeof p.jti).toBe('string');
       expect(p.exp! - p.iat!).toBeLessThanOrEqual(300);
-      expect((p.claims as { measurement: string }).measurement).toBe(MEASUREMENT_A);
-      expect(p.relaxations).toContain('any-measurement');
+      expect((p['cir.claims'] as { measurement: string }).measurement).toBe(MEASUREMENT_A);
+      expect(p['cir.relaxations']).toContain('any-measurement');
+      expect((p.submods as { cpu: { 'ear.status': string } }).cpu['ear.status']).toBe('affirming');
       expect(new Date(body.expiresAt).getTime()).toBe(p.exp! * 1000);
     });
 
@@ -141,6 +144,9 @@ describe('kms-broker app', () => {
     // Bug: JSON.stringify(evidence) for the log digest threw RangeError on ~200k nested
     // arrays (well inside the 1 MiB body limit): a 500 instead of a typed 4xx.
     it('bug: deeply nested evidence gives 400 ERR_KMS_EVIDENCE_MALFORMED, not a 500', async () => {
+      // limits: the ~400 KB body needs an evidence limit above the 128 KiB default.
+      await h.close();
+      h = await makeHarness({ config: { limits: { maxEvidenceBytes: 1024 * 1024 } } });
       const depth = 200_000;
       const nested = '['.repeat(depth) + ']'.repeat(depth);
       const nonce = await challenge(h.app);
@@ -327,7 +333,9 @@ describe('kms-broker app', () => {
 
     it('413s an oversized body and 415s a non-JSON one', async () => {
       const big = { nonce: 'a', evidence: { x: 'y'.repeat(1024 * 1024) }, publicKey: 'a' };
-      expectProblem(await h.app.inject({ method: 'POST', url: '/v1/attest', payload: big }), 413, 'ERR_KMS_BODY_TOO_LARGE');
+      expectProblem(await h.app.inject({ method: 'POST', url: '/v1/attest/challenge', payload: big }), 413, 'ERR_KMS_BODY_TOO_LARGE');
+      // limits: the attest body has the tighter evidence limit.
+      expectProblem(await h.app.inject({ method: 'POST', url: '/v1/attest', payload: big }), 413, 'ERR_KMS_EVIDENCE_TOO_LARGE');
       expectProblem(
         await h.app.inject({ method: 'POST', url: '/v1/attest', headers: { 'content-type': 'text/plain' }, payload: 'hi' }),
         415,
@@ -381,7 +389,7 @@ describe('kms-broker app', () => {
     it('does not leak the detail of a non-public KmsError (corrupt store) to the caller', async () => {
       const { writeFile } = await import('node:fs/promises');
       const path = await import('node:path');
-      await writeFile(path.join(h.dir, 'keys', 'model-a.json'), '{"half":');
+      await writeFile(path.join(h.dir, 'tenants', 'default', 'keys', 'model-a.json'), '{"half":');
       const res = await h.app.inject({ method: 'GET', url: '/v1/admin/keys/model-a', headers: adminHeaders() });
       const p = expectProblem(res, 500, 'ERR_KMS_INTERNAL');
       expect(p.detail).toBeUndefined();

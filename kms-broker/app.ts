@@ -4,11 +4,14 @@ import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/byt
 import { isCirError } from '../common/errors.js';
 import { HPKE_SUITE_ID, hpkeSeal } from '../common/hpke.js';
 import type { Logger } from '../common/logger.js';
-import { adminRoutes } from './admin.js';
+import { adminRoutes, authenticateAdmin } from './admin.js';
+import { MemoryAuditSink, type AuditEventInput, type AuditSink } from './audit-sink.js';
+import { hasPermission, type FileIdentityStore } from './identities.js';
 import { ChallengeStore, challengeClientKey } from './challenges.js';
+import { appraisalPolicyId, appraiseCpu, attestationPolicyId } from './ear.js';
 import { isKmsError, KmsError } from './codes.js';
 import { assertAdminTransport, isProduction, type BrokerConfig } from './config.js';
-import { assertKeyId, type KeyStore } from './keystore.js';
+import { assertKeyId, assertTenant, type KeyStore } from './keystore.js';
 import {
   allowsSimulated,
   BROKER_TEES,
@@ -23,15 +26,22 @@ import {
 import { notFoundHandler, parseBody, problemErrorHandler } from './problem.js';
 import {
   AttestRequestSchema,
+  KEY_ID_RE,
   RELEASE_HPKE_INFO,
   ReleaseRequestSchema,
   ROUTES,
   releaseAad,
+  TENANT_ID_RE,
   type AttestResponse,
   type ChallengeResponse,
   type ReleaseResponse,
 } from './protocol.js';
 import type { TokenService } from './tokens.js';
+import { brokerLimits } from './limits.js';
+import { brokerMetricsPlugin, type BrokerMetrics } from './metrics.js';
+import { leaseRoutes, type LeaseRoutesOptions } from './lease-routes.js';
+import { DEFAULT_TENANT, LeaseService, type VerifiedAttestation } from './leases.js';
+import { RevocationStore } from './revocations.js';
 
 /**
  * Turns TEE evidence (SEV-SNP or Intel TDX) into verified claims. Must check the evidence's
@@ -57,7 +67,17 @@ export interface BrokerDeps {
   /** Environment for NODE_ENV; defaults to `process.env`. */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** TLS certificate and key (PEM), already read by main.ts; plain HTTP without. */
-  readonly https?: { readonly cert: Buffer; readonly key: Buffer };
+  readonly https?: { readonly cert: Buffer; readonly key: Buffer; readonly clientCa?: Buffer };
+  /** Scoped admin identities (identities.ts); without them only the bootstrap token (if any) reaches the admin API. */
+  readonly identities?: FileIdentityStore;
+  /** The audit trail; every challenge, attestation, release, denial and admin action goes to it. */
+  readonly audit?: AuditSink;
+  /** Prometheus metrics (metrics.ts); none recorded without. */
+  readonly metrics?: BrokerMetrics;
+  /** Kill switches (revocations.ts); main.ts passes the persistent store. Absent: in memory only (logged). */
+  readonly revocations?: RevocationStore;
+  /** Authorization of the revocation admin routes; defaults to the legacy admin token (`legacyAdminAuthorize`). */
+  readonly authorizeLeaseAdmin?: LeaseRoutesOptions['authorize'];
 }
 
 /**
@@ -73,7 +93,9 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
   const policyOpts = { production };
   const attestationPolicies = resolveAttestationPolicies(config, production);
   // SECURITY: checked again here (startBroker checks first) so an embedder cannot skip it.
-  assertAdminTransport(config, { adminEnabled: deps.adminToken !== undefined, tls: deps.https !== undefined, logger: deps.logger });
+  const adminEnabled = deps.adminToken !== undefined || deps.identities !== undefined;
+  assertAdminTransport(config, { adminEnabled, tls: deps.https !== undefined, logger: deps.logger });
+  const audit: AuditSink = deps.audit ?? new MemoryAuditSink();
   const challenges = new ChallengeStore({
     ttlMs: config.challengeTtlSeconds * 1000,
     max: config.maxOutstandingChallenges,
@@ -81,23 +103,48 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     now,
   });
 
+  // leases: every release carries a lease; revocations deny releases and renewals.
+  const leases = new LeaseService(deps.tokens, { ...config.leases, issuer: config.issuer });
+  const revocations = deps.revocations ?? RevocationStore.memory({ now });
+  if (!deps.revocations) deps.logger.warn('revocations are kept in memory only (no persistent store passed to buildApp)');
+
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: config.bodyLimit,
     // SECURITY: ids come from us, never from a client header that could forge log lines.
     requestIdHeader: false,
     return503OnClosing: true,
-    ...(deps.https ? { https: { cert: deps.https.cert, key: deps.https.key } } : {}),
+    ...(deps.https
+      ? {
+          https: {
+            cert: deps.https.cert,
+            key: deps.https.key,
+            // mTLS for admin identities: request (never require) a client certificate; the
+            // chain is checked against clientCa, and only a verified one is looked up.
+            ...(deps.https.clientCa ? { ca: deps.https.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
+          },
+        }
+      : {}),
   }) as unknown as FastifyInstance;
 
   // JSON only: fastify also parses text/plain by default.
   app.removeContentTypeParser('text/plain');
   app.setErrorHandler(problemErrorHandler);
   app.setNotFoundHandler(notFoundHandler);
+  // Abuse limits and metrics (limits.ts, metrics.ts): not encapsulated, registered before
+  // every route plugin so their hooks cover all routes.
+  app.register(brokerLimits, { limits: config.limits, ...(deps.metrics ? { observer: deps.metrics } : {}) });
+  if (deps.metrics) app.register(brokerMetricsPlugin, { metrics: deps.metrics });
 
   app.addHook('onReady', async () => {
     if (!production) return;
-    const bad = (await deps.keyStore.list()).filter((k) => allowsSimulated(k.policy)).map((k) => k.keyId);
+    const bad: string[] = [];
+    for (const tenant of await deps.keyStore.listTenants()) {
+      for (const k of await deps.keyStore.list(tenant)) {
+        const policies = [k.policy, k.dryRunPolicy?.policy].filter((x) => x != null);
+        if (policies.some((x) => allowsSimulated(x))) bad.push(`${tenant}/${k.keyId}`);
+      }
+    }
     if (bad.length > 0) {
       throw new KmsError('ERR_KMS_CONFIG_INVALID', {
         detail: `keys ${bad.join(', ')} have policies that allow the simulated TEE; refused when NODE_ENV=production`,
@@ -115,7 +162,19 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
   app.post(ROUTES.challenge, async (request): Promise<ChallengeResponse> => {
     // SECURITY: the route is unauthenticated; a per-client quota keeps one client from
     // filling the store and locking every other attester out.
-    const c = challenges.issue(challengeClientKey(request.ip));
+    let c;
+    try {
+      c = challenges.issue(challengeClientKey(request.ip));
+    } catch (e) {
+      await auditDenial(audit, request, 'challenge', e, {});
+      throw e;
+    }
+    await auditOrRefuse(audit, {
+      actor: { type: 'anonymous', ip: request.ip },
+      action: 'challenge',
+      decision: 'allow',
+      detail: { nonceSha256: sha256(c.nonce).toString('hex').slice(0, 16) },
+    });
     request.log.debug({ event: 'challenge', ip: request.ip, outstanding: challenges.size }, 'challenge issued');
     return { nonce: c.nonce.toString('base64url'), expiresAt: c.expiresAt.toISOString() };
   });
@@ -124,6 +183,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     const body = parseBody(AttestRequestSchema, request.body);
     const nonce = decodeFixed(body.nonce, 'nonce');
     const publicKey = decodeFixed(body.publicKey, 'publicKey');
+    const tenant = body.tenant ?? DEFAULT_TENANT;
     // Who and what decided, filled in as the request progresses; logged once at the end.
     const who: Record<string, unknown> = {
       ip: request.ip,
@@ -163,24 +223,57 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           tee: claims.tee,
           claims: claims as unknown as Record<string, unknown>,
           relaxations,
+          policyId: attestationPolicyId(claims.tee),
           policyHash: decision.policyHash,
+          tenant,
+          submods: {
+            cpu: appraiseCpu({
+              claims,
+              relaxations,
+              allowed: decision.allowed,
+              policyId: appraisalPolicyId(attestationPolicyId(claims.tee), decision.policyHash),
+            }),
+          },
         },
         at,
       );
-      alog.info({ ...who, decision: 'allow', rule: 'attestation-policy', jti: issued.jti, relaxations }, 'attestation token issued');
+      // SECURITY: fail closed on the audit trail: no durable record, no token.
+      await auditOrRefuse(audit, {
+        actor: { type: 'server', id: sha256(publicKey).toString('base64url').slice(0, 16), tenant, ip: request.ip },
+        action: 'attest',
+        tenant,
+        decision: 'allow',
+        policyHash: decision.policyHash,
+        evidenceSha256: who.evidenceSha256 as string,
+        tee: claims.tee,
+        measurement: measurementOf(claims),
+        detail: { jti: issued.jti, relaxations: relaxations.join(','), simulated: claims.simulated === true },
+      });
+      request.decision = { action: 'attest', outcome: 'allow', tee: claims.tee };
+      alog.info({ ...who, tenant, decision: 'allow', rule: 'attestation-policy', jti: issued.jti, relaxations, explanation: decision.explanation }, 'attestation token issued');
       return { token: issued.token, expiresAt: issued.expiresAt.toISOString(), claims: claims as unknown as Record<string, unknown> };
     } catch (e) {
       alog.warn({ ...who, ...denial(e) }, 'attestation denied');
+      if (typeof who.tee === 'string') request.decision = { action: 'attest', outcome: 'deny', tee: who.tee };
+      await auditDenial(audit, request, 'attest', e, {
+        tenant,
+        policyHash: typeof who.policyHash === 'string' ? who.policyHash : undefined,
+        evidenceSha256: typeof who.evidenceSha256 === 'string' ? who.evidenceSha256 : undefined,
+        tee: typeof who.tee === 'string' ? who.tee : undefined,
+        measurement: typeof who.measurement === 'string' ? who.measurement : undefined,
+      });
       throw e;
     }
   });
 
-  app.post<{ Params: { keyId: string } }>('/v1/keys/:keyId/release', async (request): Promise<ReleaseResponse> => {
+  const releaseHandler = async (request: FastifyRequest<{ Params: { keyId: string; tenant?: string } }>): Promise<ReleaseResponse> => {
     const keyId = request.params.keyId;
+    const tenant = request.params.tenant ?? DEFAULT_TENANT;
     const rlog = request.log.child({ event: 'release' });
-    const who: Record<string, unknown> = { ip: request.ip, keyId: pathSafe(keyId) };
+    const who: Record<string, unknown> = { ip: request.ip, tenant: pathSafe(tenant), keyId: pathSafe(keyId) };
     try {
       const bearer = bearerToken(request);
+      assertTenant(tenant);
       assertKeyId(keyId);
       const body = parseBody(ReleaseRequestSchema, request.body);
       const publicKey = decodeFixed(body.publicKey, 'publicKey');
@@ -193,17 +286,46 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       who.tee = claims.tee;
       who.measurement = measurementOf(claims);
       who.simulated = claims.simulated;
+      (request as { principal?: string }).principal = `token:${token.keyHash.slice(0, 16)}`;
       // SECURITY: the DEK goes only to the key the evidence bound; compare digests in constant time.
       const boundHash = fromBase64Url(token.keyHash);
       if (!boundHash || !constantTimeEqual(sha256(publicKey), boundHash)) {
         throw new KmsError('ERR_KMS_KEY_BINDING_MISMATCH', { detail: 'publicKey' });
       }
-      const key = await deps.keyStore.unwrap(keyId, body.version);
+      // SECURITY: tenant isolation. A token attested for tenant A sees tenant B's keys as
+      // absent: same code, same detail, as a key that does not exist.
+      if (token.tenant !== tenant) throw new KmsError('ERR_KMS_KEY_NOT_FOUND', { detail: keyId });
+      const key = await deps.keyStore.unwrap({ tenant, keyId }, body.version);
       try {
         who.version = key.version;
-        const decision = evaluatePolicy(claims, key.metadata.policy, policyOpts);
+        const active = key.metadata.policy;
+        if (active === null) throw new KmsError('ERR_KMS_NO_ACTIVE_POLICY', { detail: keyId });
+        const decision = evaluatePolicy(claims, active, policyOpts);
         who.policyHash = decision.policyHash;
+        const dryRun = key.metadata.dryRunPolicy;
+        if (dryRun) {
+          // Dry run: the candidate is evaluated and its verdict recorded, never enforced.
+          const would = evaluatePolicy(claims, dryRun.policy, policyOpts);
+          rlog.info(
+            { ...who, dryRun: true, candidateHash: dryRun.hash, wouldAllow: would.allowed, failures: would.failures, enforced: decision.allowed },
+            'dry-run policy evaluated',
+          );
+          await audit.append({
+            actor: { type: 'server', id: token.keyHash.slice(0, 16), tenant, ip: request.ip },
+            action: 'release.dry-run',
+            tenant,
+            target: { keyId, version: key.version },
+            decision: would.allowed ? 'allow' : 'deny',
+            policyHash: dryRun.hash,
+            tee: claims.tee,
+            measurement: measurementOf(claims),
+            detail: { enforcedDecision: decision.allowed ? 'allow' : 'deny', failures: would.failures.length },
+          });
+        }
         if (!decision.allowed) throw policyDenied('ERR_KMS_POLICY_DENIED', decision);
+        // leases: a kill switch on the key, its tenant or the attested measurement denies the release.
+        const revoked = revocations.matches({ tenant, keyId, version: key.version, measurement: measurementOf(claims) });
+        if (revoked) throw new KmsError('ERR_KMS_RELEASE_REVOKED', { detail: `revocation ${revoked.id} (${revoked.scope})` });
         const sealed = await hpkeSeal(publicKey, key.dek, RELEASE_HPKE_INFO, releaseAad(keyId, key.version));
         const enc = Buffer.from(sealed.enc).toString('base64url');
         // SECURITY: HPKE base mode does not authenticate the sender; the signature does, so a
@@ -219,7 +341,33 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           },
           at,
         );
-        rlog.info({ ...who, decision: 'allow', rule: 'release-policy', relaxations: decision.relaxations }, 'key released');
+        const lease = await leases.issue(
+          {
+            tenant,
+            keyId,
+            version: key.version,
+            measurement: measurementOf(claims),
+            keyHash: sha256(publicKey).toString('base64url'),
+            nonce: token.eat_nonce,
+          },
+          at,
+        );
+        who.lease = lease.id.slice(0, 8);
+        // SECURITY: fail closed on the audit trail: no durable record, no key.
+        await auditOrRefuse(audit, {
+          actor: { type: 'server', id: token.keyHash.slice(0, 16), tenant, ip: request.ip },
+          action: 'release',
+          tenant,
+          target: { keyId, version: key.version, leaseId: lease.id },
+          decision: 'allow',
+          policyHash: decision.policyHash,
+          ...(key.metadata.policyVersion !== null ? { policyVersion: key.metadata.policyVersion } : {}),
+          tee: claims.tee,
+          measurement: measurementOf(claims),
+          detail: { jti: token.jti, relaxations: decision.relaxations.join(',') },
+        });
+        rlog.info({ ...who, decision: 'allow', rule: 'release-policy', relaxations: decision.relaxations, explanation: decision.explanation }, 'key released');
+        request.decision = { action: 'release', outcome: 'allow', tee: claims.tee };
         return {
           keyId,
           version: key.version,
@@ -227,17 +375,57 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           enc,
           ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'),
           signature,
+          lease,
         };
       } finally {
         key.dek.fill(0);
       }
     } catch (e) {
       rlog.warn({ ...who, ...denial(e) }, 'release denied');
+      if (typeof who.tee === 'string') request.decision = { action: 'release', outcome: 'deny', tee: who.tee };
+      await auditDenial(audit, request, 'release', e, {
+        tenant: typeof who.tenant === 'string' && TENANT_ID_RE.test(who.tenant) ? who.tenant : undefined,
+        keyId: KEY_ID_RE.test(keyId) ? keyId : undefined,
+        version: typeof who.version === 'number' ? who.version : undefined,
+        policyHash: typeof who.policyHash === 'string' ? who.policyHash : undefined,
+        tee: typeof who.tee === 'string' ? who.tee : undefined,
+        measurement: typeof who.measurement === 'string' ? who.measurement : undefined,
+      });
       throw e;
     }
-  });
+  };
+  app.post<{ Params: { keyId: string } }>('/v1/keys/:keyId/release', releaseHandler);
+  app.post<{ Params: { tenant: string; keyId: string } }>('/v1/tenants/:tenant/keys/:keyId/release', releaseHandler);
 
-  app.register(adminRoutes, { store: deps.keyStore, adminToken: deps.adminToken, policy: policyOpts });
+  app.register(adminRoutes, { store: deps.keyStore, identities: deps.identities, adminToken: deps.adminToken, policy: policyOpts, audit });
+
+  // leases: renew route and revocation admin routes (lease-routes.ts).
+  app.register(leaseRoutes, {
+    leases,
+    revocations,
+    now,
+    verifyToken: async (bearer, at): Promise<VerifiedAttestation> => {
+      const t = await deps.tokens.verify(bearer, at);
+      return {
+        claims: t['cir.claims'] as unknown as BrokerClaims,
+        keyHash: t['cir.key-hash'],
+        nonce: t.eat_nonce,
+        tenant: t['cir.tenant'],
+        jti: t.jti,
+      };
+    },
+    checkKey: async (tenant, keyId, version) => {
+      const meta = await deps.keyStore.get({ tenant, keyId });
+      const v = meta.versions.find((x) => x.version === version);
+      if (!v) throw new KmsError('ERR_KMS_KEY_VERSION_NOT_FOUND', { detail: `${keyId} version ${version}` });
+      if (meta.state !== 'enabled' || v.state !== 'enabled') throw new KmsError('ERR_KMS_KEY_DISABLED', { detail: `${keyId} version ${version}` });
+      if (meta.policy === null) throw new KmsError('ERR_KMS_NO_ACTIVE_POLICY', { detail: keyId });
+      return { policy: meta.policy };
+    },
+    evaluate: (claims, _tenant, _keyId, key) => evaluatePolicy(claims, key.policy as ReleasePolicy, policyOpts),
+    authorize: deps.authorizeLeaseAdmin ?? identityAuthorize(deps.identities, deps.adminToken),
+    audit,
+  });
 
   return app;
 }
@@ -288,6 +476,10 @@ function evaluateAttestation(
       ...d,
       allowed: false,
       failures: Object.freeze([...d.failures, { field: 'simulated', expected: 'false (attestation.allowSimulated is off)', observed: 'true' }]),
+      explanation: Object.freeze([
+        ...d.explanation,
+        { path: 'broker.simulated', claim: 'simulated', op: 'broker', expected: 'false (attestation.allowSimulated is off)', observed: 'true', pass: false },
+      ]),
     });
   }
   return d;
@@ -368,7 +560,7 @@ async function verifyEvidence(
 function policyDenied(code: 'ERR_KMS_ATTESTATION_DENIED' | 'ERR_KMS_POLICY_DENIED', d: PolicyDecision): KmsError {
   return new KmsError(code, {
     detail: d.failures.map((f) => f.field).join(', '),
-    details: { failures: d.failures },
+    details: { failures: d.failures, explanation: d.explanation },
   });
 }
 
@@ -382,7 +574,14 @@ function errorName(e: unknown): string {
 function denial(e: unknown): Record<string, unknown> {
   if (!isCirError(e)) return { decision: 'deny', rule: 'ERR_KMS_INTERNAL' };
   const failures = e.details?.failures;
-  return { decision: 'deny', rule: e.code, reason: e.detail, ...(Array.isArray(failures) ? { failures } : {}) };
+  const explanation = e.details?.explanation;
+  return {
+    decision: 'deny',
+    rule: e.code,
+    reason: e.detail,
+    ...(Array.isArray(failures) ? { failures } : {}),
+    ...(Array.isArray(explanation) ? { explanation } : {}),
+  };
 }
 
 /** A key id fit for a log line even when it failed validation. */
@@ -403,4 +602,60 @@ function bearerToken(request: FastifyRequest): string {
   const m = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(h);
   if (!m?.[1]) throw new KmsError('ERR_KMS_TOKEN_INVALID', { detail: 'malformed Authorization header' });
   return m[1];
+}
+
+/**
+ * `authorize` of the revocation admin routes over the broker's admin identities (and the
+ * bootstrap token): `operator` needs `revocation.write`, `auditor` needs `revocation.read`.
+ * 404 when no admin authentication is configured at all, 401 when none matches, 403 for a
+ * missing role.
+ */
+function identityAuthorize(identities: FileIdentityStore | undefined, adminToken: string | undefined): LeaseRoutesOptions['authorize'] {
+  const bootstrap = adminToken === undefined ? undefined : sha256(Buffer.from(adminToken, 'utf8'));
+  return async (request, role) => {
+    if (identities === undefined && bootstrap === undefined) throw new KmsError('ERR_KMS_ADMIN_DISABLED');
+    const p = await authenticateAdmin(request, identities, bootstrap);
+    if (!p) throw new KmsError('ERR_KMS_ADMIN_UNAUTHORIZED');
+    (request as { principal?: string }).principal = `admin:${p.id}`;
+    if (!hasPermission(p, role === 'operator' ? 'revocation.write' : 'revocation.read')) {
+      throw new KmsError('ERR_KMS_ADMIN_FORBIDDEN', { detail: `needs role ${role}` });
+    }
+    return { id: p.id, tenant: p.tenant };
+  };
+}
+
+/** Appends to the audit trail; a failure refuses the request (`ERR_KMS_AUDIT_UNAVAILABLE`). */
+async function auditOrRefuse(audit: AuditSink, event: AuditEventInput): Promise<void> {
+  try {
+    await audit.append(event);
+  } catch (cause) {
+    throw new KmsError('ERR_KMS_AUDIT_UNAVAILABLE', { cause });
+  }
+}
+
+/**
+ * Records a denial with its error code. Never throws: the caller is already answering with
+ * the denial's own error, and a failing audit append is logged instead.
+ */
+async function auditDenial(
+  audit: AuditSink,
+  request: FastifyRequest,
+  action: string,
+  error: unknown,
+  facts: { tenant?: string | undefined; keyId?: string | undefined; version?: number | undefined; policyHash?: string | undefined; evidenceSha256?: string | undefined; tee?: string | undefined; measurement?: string | undefined },
+): Promise<void> {
+  const target = facts.keyId === undefined ? undefined : { keyId: facts.keyId, ...(facts.version !== undefined ? { version: facts.version } : {}) };
+  const event: AuditEventInput = {
+    actor: { type: action === 'challenge' ? 'anonymous' : 'server', ip: request.ip, ...(facts.tenant ? { tenant: facts.tenant } : {}) },
+    action,
+    ...(facts.tenant ? { tenant: facts.tenant } : {}),
+    ...(target ? { target } : {}),
+    decision: 'deny',
+    reason: isKmsError(error) ? error.code : 'ERR_KMS_INTERNAL',
+    ...(facts.policyHash ? { policyHash: facts.policyHash } : {}),
+    ...(facts.evidenceSha256 ? { evidenceSha256: facts.evidenceSha256 } : {}),
+    ...(facts.tee ? { tee: facts.tee } : {}),
+    ...(facts.measurement ? { measurement: facts.measurement } : {}),
+  };
+  await audit.append(event).catch((e: unknown) => request.log.error({ err: e, action }, 'audit append failed for a denial'));
 }

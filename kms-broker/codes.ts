@@ -44,10 +44,46 @@ export const KMS_CODES = {
   ERR_KMS_ADMIN_DISABLED: { category: 'not-found', message: 'admin API disabled' },
   ERR_KMS_ADMIN_UNAUTHORIZED: { category: 'unauthorized', message: 'admin token missing or wrong' },
   // Tenants, key lifecycle, admin identities, leases (kms-broker/tenancy)
+  ERR_KMS_BAD_TENANT: { category: 'bad-input', message: 'invalid tenant id' },
+  ERR_KMS_KEY_DISABLED: { category: 'forbidden', message: 'key or key version is disabled or destroyed' },
+  ERR_KMS_KEY_DESTROYED: { category: 'conflict', message: 'key or key version was destroyed' },
+  ERR_KMS_KEY_STATE: { category: 'conflict', message: 'operation not allowed in the key state' },
+  ERR_KMS_NO_ACTIVE_POLICY: { category: 'policy', message: 'key has no active release policy' },
+  ERR_KMS_POLICY_NOT_PENDING: { category: 'not-found', message: 'no such pending policy version' },
+  ERR_KMS_SAME_APPROVER: { category: 'forbidden', message: 'a policy change must be approved by a different identity' },
+  ERR_KMS_LIMIT_REACHED: { category: 'conflict', message: 'limit reached' },
+  ERR_KMS_ADMIN_FORBIDDEN: { category: 'forbidden', message: 'identity lacks the role for this operation' },
+  ERR_KMS_IDENTITY_INVALID: { category: 'bad-input', message: 'invalid admin identity' },
+  ERR_KMS_IDENTITY_NOT_FOUND: { category: 'not-found', message: 'no such admin identity' },
+  ERR_KMS_STATE_LOCKED: { category: 'conflict', message: 'the broker state directory is in use by another process' },
+  ERR_KMS_AUDIT_UNAVAILABLE: { category: 'unavailable', message: 'audit log unavailable; request refused' },
+  // leases
+  ERR_KMS_LEASE_INVALID: { category: 'verification', message: 'lease invalid' },
+  ERR_KMS_LEASE_EXPIRED: { category: 'verification', message: 'lease expired; release the key again' },
+  ERR_KMS_LEASE_REVOKED: { category: 'forbidden', message: 'a revocation denies renewing this lease' },
+  ERR_KMS_RELEASE_REVOKED: { category: 'forbidden', message: 'a revocation denies releasing this key' },
+  ERR_KMS_REVOCATION_NOT_FOUND: { category: 'not-found', message: 'no such revocation' },
+  ERR_KMS_REVOCATIONS_FULL: { category: 'conflict', message: 'too many revocations' },
+  ERR_KMS_REVOCATIONS_CORRUPT: { category: 'internal', message: 'revocation file is corrupt' },
   // Release rules and policy testing (kms-broker/policy.ts, kms-broker/rules)
   // Signing keys and attestation results (kms-broker/tokens.ts)
+  ERR_KMS_SIGNING_RING_INVALID: { category: 'config', message: 'signing key ring is invalid' },
+  ERR_KMS_SIGNING_KEY_NOT_FOUND: { category: 'not-found', message: 'no such signing key' },
+  ERR_KMS_SIGNING_KEY_OP_REFUSED: { category: 'conflict', message: 'signing key operation refused' },
+  ERR_KMS_JWS_INVALID: { category: 'unauthorized', message: 'signed document invalid' },
   // Audit log (kms-broker/audit)
+  ERR_KMS_AUDIT_EVENT_INVALID: { category: 'internal', message: 'audit event rejected by the audit schema' },
+  ERR_KMS_AUDIT_WRITE_FAILED: { category: 'internal', message: 'audit log write failed' },
+  ERR_KMS_AUDIT_CORRUPT: { category: 'internal', message: 'audit log is corrupt or was tampered with' },
+  ERR_KMS_AUDIT_CLOSED: { category: 'internal', message: 'audit log is closed' },
+  ERR_KMS_AUDIT_UNREADABLE: { category: 'bad-input', message: 'audit files cannot be read' },
+  ERR_KMS_AUDIT_EXPORT_INVALID: { category: 'bad-input', message: 'invalid audit export request' },
+  ERR_KMS_AUDIT_LOG_INVALID: { category: 'verification', message: 'audit log failed verification' },
   // Abuse limits and metrics (kms-broker/limits.ts, kms-broker/metrics.ts)
+  ERR_KMS_RATE_LIMITED: { category: 'overload', message: 'too many requests' },
+  ERR_KMS_OVERLOADED: { category: 'overload', message: 'broker overloaded' },
+  ERR_KMS_VERIFIER_BUSY: { category: 'overload', message: 'too many evidence verifications in progress' },
+  ERR_KMS_EVIDENCE_TOO_LARGE: { category: 'bad-input', message: 'evidence too large' },
   // State and configuration
   ERR_KMS_STORE_CORRUPT: { category: 'internal', message: 'key store file is corrupt' },
   ERR_KMS_STORE_IO: { category: 'internal', message: 'key store I/O failed' },
@@ -74,4 +110,8 @@ export function isKmsError(e: unknown): e is KmsError {
 export const HTTP_STATUS_OVERRIDES: Readonly<Partial<Record<KmsCode, number>>> = {
   ERR_KMS_BODY_TOO_LARGE: 413,
   ERR_KMS_UNSUPPORTED_MEDIA_TYPE: 415,
+  // limits: the attest body is bounded by `limits.maxEvidenceBytes`.
+  ERR_KMS_EVIDENCE_TOO_LARGE: 413,
+  // leases: an expired lease is gone for good; the server must release again.
+  ERR_KMS_LEASE_EXPIRED: 410,
 };

@@ -20,6 +20,10 @@ export const DEFAULT_MASTER_KEY_ENV = 'CIR_KMS_MASTER_KEY';
 export const DEFAULT_ADMIN_TOKEN_ENV = 'CIR_KMS_ADMIN_TOKEN';
 export const DEFAULT_ISSUER = 'cir-kms-broker';
 export const DEFAULT_MAX_CHALLENGES_PER_CLIENT = 16;
+// leases
+export const MIN_LEASE_TTL_SECONDS = 2;
+export const MAX_LEASE_TTL_SECONDS = 86_400;
+export const DEFAULT_LEASE_TTL_SECONDS = 600;
 
 const FilePath = z.string().min(1).max(4096);
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
@@ -49,6 +53,96 @@ const AttestationPolicySchema = z.unknown().transform((input, ctx): ReleasePolic
   return r.data;
 });
 
+// --- Abuse limits and metrics (kms-broker/limits.ts, kms-broker/metrics.ts) ------------
+
+/** Requests per `windowSeconds` for one route group: per client address, and per identity. */
+const RateLimitSchema = (perIp: number, perIdentity: number) =>
+  z
+    .strictObject({
+      /** Per client address (IPv4, or IPv6 /64): counted before body parsing and authentication. */
+      perIp: z.number().int().min(1).max(10_000_000).default(perIp),
+      /** Per authenticated identity (`request.principal`), else per client address: counted after authentication. */
+      perIdentity: z.number().int().min(1).max(10_000_000).default(perIdentity),
+    })
+    .prefault({});
+
+/** `limits`: rate limits per route group, overload shedding, server timeouts, evidence size, verification concurrency. */
+export const LimitsConfigSchema = z
+  .strictObject({
+    rate: z
+      .strictObject({
+        windowSeconds: z.number().int().min(1).max(3600).default(60),
+        /** `POST /v1/attest/challenge` and `POST /v1/attest`. */
+        attest: RateLimitSchema(300, 300),
+        /** Key release and lease renewal. */
+        release: RateLimitSchema(600, 120),
+        /** Every route with an `admin` path segment. */
+        admin: RateLimitSchema(300, 120),
+        /** Everything else (JWKS, unknown routes); the health route is never limited. */
+        other: RateLimitSchema(1200, 1200),
+        /** Clients tracked per limiter (LRU); bounds the limiter's memory. */
+        maxTrackedClients: z.number().int().min(100).max(1_000_000).default(10_000),
+      })
+      .prefault({}),
+    overload: z
+      .strictObject({
+        /** Mean event-loop delay (ms) over a sample interval above which requests are shed; 0 = off. */
+        maxEventLoopDelayMs: z.number().int().min(0).max(60_000).default(1000),
+        /** Heap in use above which requests are shed; default 90% of V8's heap limit. */
+        maxHeapUsedBytes: z.number().int().min(1024 * 1024).optional(),
+        /** Resident set size above which requests are shed; off unless set. */
+        maxRssBytes: z.number().int().min(1024 * 1024).optional(),
+        /** Event-loop utilisation (0..1) above which requests are shed; off unless set. */
+        maxEventLoopUtilization: z.number().gt(0).max(1).optional(),
+        sampleIntervalMs: z.number().int().min(100).max(60_000).default(1000),
+        /** `Retry-After` of an overload answer. */
+        retryAfterSeconds: z.number().int().min(1).max(3600).default(2),
+      })
+      .prefault({}),
+    timeouts: z
+      .strictObject({
+        /** Whole request, headers and body (node `server.requestTimeout`). */
+        requestTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+        /** Request headers (node `server.headersTimeout`); at most `requestTimeoutMs`. */
+        headersTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+        /** Socket inactivity (fastify `connectionTimeout`). */
+        idleTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
+        /** Idle keep-alive connection (fastify `keepAliveTimeout`). */
+        keepAliveTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+        /** How often node checks the request and header timeouts (node `connectionsCheckingInterval`). */
+        checkIntervalMs: z.number().int().min(10).max(30_000).default(1_000),
+        /** Requests per keep-alive connection; 0 = unlimited. */
+        maxRequestsPerSocket: z.number().int().min(0).max(1_000_000).default(1_000),
+        /** Open connections at once (node `server.maxConnections`); further ones are dropped. */
+        maxConnections: z.number().int().min(1).max(1_000_000).default(4_096),
+      })
+      .refine((t) => t.headersTimeoutMs <= t.requestTimeoutMs, { path: ['headersTimeoutMs'], message: 'must be at most requestTimeoutMs' })
+      .prefault({}),
+    /**
+     * Largest evidence accepted, bytes of JSON: the `POST /v1/attest` body may be this plus
+     * `ATTEST_ENVELOPE_BYTES`. The default fits a 64 KiB TDX quote in base64 and SEV-SNP
+     * evidence with a full certificate chain and table, several times over.
+     */
+    maxEvidenceBytes: z.number().int().min(4096).max(4 * 1024 * 1024).default(128 * 1024),
+    verification: z
+      .strictObject({
+        /** Evidence verifications running at once. */
+        maxConcurrent: z.number().int().min(1).max(1024).default(4),
+        /** Verifications waiting for a slot; beyond it, 429 `ERR_KMS_VERIFIER_BUSY`. */
+        maxQueued: z.number().int().min(0).max(100_000).default(256),
+        /** Longest wait for a slot before 429 `ERR_KMS_VERIFIER_BUSY`. */
+        maxQueueWaitMs: z.number().int().min(1).max(600_000).default(5_000),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+/** `metrics`: Prometheus text exposition on its own port (GET /metrics). Absent: off. */
+export const MetricsConfigSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535).default(9464),
+});
+
 export const BrokerConfigSchema = z.strictObject({
   listen: z
     .strictObject({
@@ -75,6 +169,13 @@ export const BrokerConfigSchema = z.strictObject({
   maxOutstandingChallengesPerClient: z.number().int().min(1).max(1_000_000).default(DEFAULT_MAX_CHALLENGES_PER_CLIENT),
   challengeTtlSeconds: z.number().int().min(1).max(MAX_CHALLENGE_TTL_SECONDS).default(MAX_CHALLENGE_TTL_SECONDS),
   tokenTtlSeconds: z.number().int().min(1).max(MAX_TOKEN_TTL_SECONDS).default(MAX_TOKEN_TTL_SECONDS),
+  /** Key leases (kms-broker/leases.ts): lifetime of a lease, and when (as a fraction of it) servers renew. */
+  leases: z
+    .strictObject({
+      ttlSeconds: z.number().int().min(MIN_LEASE_TTL_SECONDS).max(MAX_LEASE_TTL_SECONDS).default(DEFAULT_LEASE_TTL_SECONDS),
+      renewFraction: z.number().min(0.1).max(0.9).default(0.5),
+    })
+    .prefault({}),
   attestation: z
     .strictObject({
       /** PEM file with the simulated TEE's ARK; only read when `allowSimulated`. */
@@ -108,13 +209,29 @@ export const BrokerConfigSchema = z.strictObject({
     .prefault({}),
   /** Largest accepted request body, bytes. */
   bodyLimit: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
-  tls: z.strictObject({ certFile: FilePath, keyFile: FilePath }).optional(),
+  tls: z
+    .strictObject({
+      certFile: FilePath,
+      keyFile: FilePath,
+      /**
+       * PEM CA bundle for mTLS client certificates. When set, the broker asks clients for a
+       * certificate; one that chains to this CA and whose SHA-256 is registered to an admin
+       * identity (`cir broker identities create --cert-sha256`) authenticates as it. Clients
+       * without a certificate still connect (servers attest; bearer tokens still work).
+       */
+      clientCaFile: FilePath.optional(),
+    })
+    .optional(),
   /**
    * Serve the admin API over plain HTTP on a non-loopback `listen.host`. Off by default: the
    * admin bearer token (and DEKs on create) would cross the network in clear. Logged as a
    * warning when used.
    */
   allowInsecureAdmin: z.boolean().default(false),
+  /** Abuse limits: see `LimitsConfigSchema` and kms-broker/README.md, "Limits and overload". */
+  limits: LimitsConfigSchema,
+  /** Prometheus metrics on a separate port; off when absent. See kms-broker/README.md, "Metrics". */
+  metrics: MetricsConfigSchema.optional(),
 });
 
 export type BrokerConfigInput = z.input<typeof BrokerConfigSchema>;

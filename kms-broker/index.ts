@@ -21,6 +21,20 @@ export {
 export { KMS_CODES, KmsError, isKmsError, type KmsCode } from './codes.js';
 export { ChallengeStore, challengeClientKey, type Challenge, type ChallengeStoreOptions } from './challenges.js';
 export {
+  brokerLimits,
+  enforceIdentityLimit,
+  limitVerifier,
+  routeGroupOf,
+  ATTEST_ENVELOPE_BYTES,
+  type BrokerLimitsOptions,
+  type GatedVerifier,
+  type LimitObserver,
+  type LimitsConfig,
+  type RouteGroup,
+  type VerifierGateOptions,
+} from './limits.js';
+export { BrokerMetrics, brokerMetricsPlugin, decisionOf, startMetricsServer, type MetricsServer, type RequestDecision } from './metrics.js';
+export {
   FileKeyStore,
   openKeyStore,
   loadMasterKey,
@@ -61,7 +75,56 @@ export {
   type PolicyDecision,
   type PolicyOptions,
 } from './policy.js';
-export { TokenService, type TokenServiceOptions, type IssuedToken, type ReleaseSignedBody } from './tokens.js';
+export {
+  TokenService,
+  AUDIT_HEAD_JWS_TYPE,
+  RESERVED_JWS_TYPES,
+  MAX_TOKEN_LENGTH,
+  type TokenServiceOptions,
+  type OpenRingTokenOptions,
+  type TokenBody,
+  type Submods,
+  type VerifiedToken,
+  type IssuedToken,
+  type ReleaseSignedBody,
+  type CheckpointSigner,
+} from './tokens.js';
+export {
+  EAR_PROFILE,
+  TRUST_TIERS,
+  TRUST_CLAIMS,
+  AR4SI,
+  EarAppraisalSchema,
+  TrustVectorSchema,
+  SUBMOD_NAME_RE,
+  appraiseCpu,
+  earStatus,
+  tierOf,
+  attestationPolicyId,
+  appraisalPolicyId,
+  type EarAppraisal,
+  type TrustTier,
+  type TrustVector,
+  type TrustClaimName,
+  type AppraisalInput,
+} from './ear.js';
+export {
+  SigningRing,
+  openRing,
+  loadRing,
+  listSigningKeys,
+  addSigningKey,
+  activateSigningKey,
+  rotateSigningKey,
+  retireSigningKey,
+  publishRingJwks,
+  SIGNING_KEYS_DIR,
+  JWKS_ARCHIVE_FILE,
+  MAX_PUBLISHED_KEYS,
+  type RingEntry,
+  type SigningKeyState,
+  type PublishedJwk,
+} from './signing-keys.js';
 export { createDefaultVerifier, TdxEvidenceSchema, MAX_TDX_QUOTE_BYTES, type TdxCollateralLayout } from './verifier.js';
 export {
   ROUTES,

@@ -151,9 +151,11 @@ describe('startBroker state and lifecycle', () => {
       await a.close();
       for (const [p, m] of [
         ['state', 0o700],
-        ['state/keys', 0o700],
         ['state/master.key', 0o600],
-        ['state/token-signing-key.pem', 0o600],
+        ['state/audit', 0o700],
+        ['state/audit/audit.jsonl', 0o600],
+        ['state/signing-keys', 0o700],
+        ['state/signing-keys/ring.json', 0o600],
       ] as const) {
         expect((await stat(path.join(dir, p))).mode & 0o777, p).toBe(m);
       }
@@ -189,6 +191,33 @@ describe('startBroker state and lifecycle', () => {
         const served = await (await fetch(new URL(ROUTES.jwks, b.url))).json();
         expect(JSON.parse(await readFile(file, 'utf8'))).toEqual(served);
         expect((await stat(file)).mode & 0o777).toBe(0o644);
+      } finally {
+        await b.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a running broker picks up a signing-key rotation made by the CLI and re-publishes jwks.json and jwks-archive.json', async () => {
+    const { rotateSigningKey } = await import('./signing-keys.js');
+    const dir = await tempDir();
+    try {
+      const env = { NODE_ENV: 'test' };
+      const stateDir = path.join(dir, 'state');
+      const config = loadBrokerConfig({ listen: { host: '127.0.0.1', port: 0 }, stateDir }, { env });
+      const b = await startBroker(config, { logger: captureLogs().logger, env, verifier: fakeVerifier() });
+      try {
+        const file = path.join(stateDir, BROKER_JWKS_FILE);
+        const kidsIn = async (f: string) => (JSON.parse(await readFile(f, 'utf8')) as { keys: { kid: string }[] }).keys.map((k) => k.kid).sort();
+        const [a] = await kidsIn(file);
+        const next = (await rotateSigningKey(stateDir)).kid;
+        const want = [a!, next].sort();
+        for (let i = 0; i < 50 && JSON.stringify(await kidsIn(file)) !== JSON.stringify(want); i++) await new Promise((r) => setTimeout(r, 100));
+        expect(await kidsIn(file)).toEqual(want);
+        expect(await kidsIn(path.join(stateDir, 'jwks-archive.json'))).toEqual(want);
+        const served = (await (await fetch(new URL(ROUTES.jwks, b.url))).json()) as { keys: { kid: string }[] };
+        expect(served.keys.map((k) => k.kid).sort()).toEqual(want);
       } finally {
         await b.close();
       }

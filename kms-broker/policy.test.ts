@@ -2,7 +2,17 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { SnpPolicySchema } from '../attestation/snp/policy.js';
 import { sha256 } from '../common/bytes.js';
-import { canonicalJson, evaluatePolicy, parseReleasePolicy, policyHash, policyTee } from './policy.js';
+import {
+  canonicalJson,
+  evaluatePolicy,
+  isRulesPolicy,
+  parseReleasePolicy,
+  policyAppliesTo,
+  policyHash,
+  policyRelaxations,
+  policyTee,
+  type ReleasePolicy,
+} from './policy.js';
 import { makeClaims, makeTdxClaims, MEASUREMENT_A, MEASUREMENT_B, TDX_MRTD, TDX_MRTD_OTHER } from './testdata/harness.js';
 
 const DEV = { production: false };
@@ -121,5 +131,118 @@ describe('TDX release policy', () => {
     expect(evaluatePolicy(forged, sim, DEV).failures.map((f) => f.field)).toEqual(['tee', 'simulated']);
     const tdx = parseReleasePolicy({ tee: 'tdx', anyMrtd: true }, PROD);
     expect(evaluatePolicy(forged, tdx, PROD).allowed).toBe(false);
+  });
+});
+
+describe('explanations of per-TEE policies', () => {
+  it('SEV-SNP: each check the policy switches on, pass or fail, from the validator', () => {
+    const p = parseReleasePolicy({ measurements: [MEASUREMENT_A], minGuestSvn: 3 }, DEV);
+    const ok = evaluatePolicy(makeClaims({ guestSvn: 3 }), p, DEV);
+    expect(ok.explanation.every((r) => r.pass)).toBe(true);
+    expect(ok.explanation.map((r) => r.claim)).toEqual(
+      expect.arrayContaining(['simulated', 'policy.debug', 'vmpl', 'measurement', 'guestSvn', 'committedTcb', 'firmware.committed']),
+    );
+    expect(ok.explanation.find((r) => r.claim === 'measurement')).toMatchObject({ op: 'check', observed: MEASUREMENT_A, pass: true });
+    const bad = evaluatePolicy(makeClaims({ measurement: MEASUREMENT_B, guestSvn: 1 }), p, DEV);
+    const failed = bad.explanation.filter((r) => !r.pass && r.op === 'check').map((r) => r.claim);
+    expect(failed.sort()).toEqual(bad.failures.map((f) => f.field).sort());
+    expect(bad.explanation.find((r) => r.claim === 'guestSvn')).toMatchObject({ expected: '>= 3', observed: '1', pass: false });
+  });
+
+  it('TDX: checks with claim paths (rtmr[1] -> rtmr.1)', () => {
+    const rtmr1 = makeTdxClaims().rtmr[1];
+    const p = parseReleasePolicy({ tee: 'tdx', mrtd: [TDX_MRTD], rtmr1: [rtmr1] }, DEV);
+    const d = evaluatePolicy(makeTdxClaims(), p, DEV);
+    expect(d.allowed).toBe(true);
+    expect(d.explanation.find((r) => r.claim === 'rtmr.1')).toMatchObject({ path: 'policy.rtmr[1]', observed: rtmr1, pass: true });
+    const denied = evaluatePolicy(makeTdxClaims({ tcbStatus: 'Revoked' }), p, DEV);
+    expect(denied.explanation.find((r) => r.claim === 'tcbStatus')).toMatchObject({ observed: 'Revoked', pass: false });
+  });
+
+  it('the broker rules appear too: simulated, pass or fail', () => {
+    const p = parseReleasePolicy({ anyMeasurement: true }, DEV);
+    expect(evaluatePolicy(makeClaims(), p, DEV).explanation.at(-1)).toMatchObject({ path: 'broker.simulated', pass: true });
+    const sim = parseReleasePolicy({ anyMeasurement: true, allowSimulated: true }, DEV);
+    const prod = evaluatePolicy(makeClaims({ simulated: true }), sim, PROD);
+    expect(prod.explanation.filter((r) => r.op === 'broker' && !r.pass).map((r) => r.path).sort()).toEqual([
+      'broker.policy.allowSimulated',
+      'broker.simulated',
+    ]);
+  });
+});
+
+describe('rules release policies through evaluatePolicy', () => {
+  const snpRule = {
+    allOf: [
+      { claim: 'measurement', hexIn: [MEASUREMENT_A] },
+      { claim: 'reportedTcb.snp', gte: 8 },
+      { claim: 'policy.debug', equals: false },
+    ],
+  };
+  const doc = (extra: Record<string, unknown> = {}) => ({ version: 1, tee: 'sev-snp', rule: snpRule, ...extra });
+
+  it('allow and deny with explanation, failures and the hash', () => {
+    const p = parseReleasePolicy(doc(), DEV);
+    expect(isRulesPolicy(p)).toBe(true);
+    const ok = evaluatePolicy(makeClaims(), p, DEV);
+    expect(ok).toMatchObject({ allowed: true, failures: [], policyHash: policyHash(p), relaxations: [] });
+    expect(ok.explanation.map((r) => r.path)).toEqual(['rule', 'rule.allOf[0]', 'rule.allOf[1]', 'rule.allOf[2]', 'broker.simulated']);
+    const d = evaluatePolicy(makeClaims({ measurement: MEASUREMENT_B }), p, DEV);
+    expect(d.allowed).toBe(false);
+    expect(d.failures).toEqual([{ field: 'measurement', expected: `one of [${MEASUREMENT_A}]`, observed: MEASUREMENT_B }]);
+  });
+
+  it('tee scopes the rule; without tee it applies to every TEE and records any-tee', () => {
+    const snp = parseReleasePolicy(doc(), DEV);
+    expect(evaluatePolicy(makeTdxClaims(), snp, DEV).failures).toEqual([{ field: 'tee', expected: 'sev-snp', observed: 'tdx' }]);
+    const tdx = parseReleasePolicy({ version: 1, tee: 'tdx', rule: { claim: 'measurement', hexEquals: TDX_MRTD } }, DEV);
+    expect(policyTee(tdx)).toBe('tdx');
+    expect(evaluatePolicy(makeTdxClaims(), tdx, DEV).allowed).toBe(true);
+    expect(evaluatePolicy(makeClaims(), tdx, DEV).failures.map((f) => f.field)).toEqual(['tee']);
+    const any = parseReleasePolicy({ version: 1, rule: { claim: 'debug', equals: false } }, DEV);
+    expect(policyTee(any)).toBe('sev-snp');
+    expect(policyAppliesTo(any, 'tdx') && policyAppliesTo(any, 'sev-snp')).toBe(true);
+    expect(policyAppliesTo(snp, 'tdx')).toBe(false);
+    expect(evaluatePolicy(makeTdxClaims(), any, DEV).allowed).toBe(true);
+    expect(evaluatePolicy(makeClaims(), any, DEV).allowed).toBe(true);
+    expect(policyRelaxations(any)).toEqual(['any-tee']);
+  });
+
+  it('simulated claims fail unless allowSimulated, and always in production', () => {
+    const strict = parseReleasePolicy(doc(), DEV);
+    expect(evaluatePolicy(makeClaims({ simulated: true }), strict, DEV).failures).toEqual([{ field: 'simulated', expected: 'false', observed: 'true' }]);
+    const sim = parseReleasePolicy(doc({ allowSimulated: true }), DEV);
+    const dev = evaluatePolicy(makeClaims({ simulated: true }), sim, DEV);
+    expect(dev).toMatchObject({ allowed: true, relaxations: ['allow-simulated'] });
+    expect(() => parseReleasePolicy(doc({ allowSimulated: true }), PROD)).toThrow(expect.objectContaining({ code: 'ERR_KMS_POLICY_SIMULATED_IN_PRODUCTION' }));
+    const prod = evaluatePolicy(makeClaims({ simulated: true }), sim, PROD);
+    expect(prod.allowed).toBe(false);
+    expect(prod.failures.map((f) => f.field)).toEqual(expect.arrayContaining(['policy.allowSimulated', 'simulated']));
+    // A rule that itself admits simulated claims does not lift the broker rule.
+    const ruleOnly = parseReleasePolicy({ version: 1, rule: { claim: 'simulated', equals: true } }, DEV);
+    expect(evaluatePolicy(makeClaims({ simulated: true }), ruleOnly, DEV).allowed).toBe(false);
+  });
+
+  it('a hand-built rules object that never went through the parser is validated, and denied when invalid', () => {
+    const forged = { version: 1, rule: { allOf: [] } } as unknown as ReleasePolicy;
+    const d = evaluatePolicy(makeClaims(), forged, DEV);
+    expect(d.allowed).toBe(false);
+    expect(d.failures[0]).toMatchObject({ field: 'policy' });
+    const copied = { ...parseReleasePolicy(doc(), DEV) } as ReleasePolicy;
+    expect(evaluatePolicy(makeClaims(), copied, DEV).allowed).toBe(true);
+  });
+
+  it('the rules document hashes what was written: key order and hex case do not matter, tee does', () => {
+    const a = parseReleasePolicy(doc(), DEV);
+    const b = parseReleasePolicy({ rule: snpRule, tee: 'sev-snp', version: 1 }, DEV);
+    expect(policyHash(a)).toBe(policyHash(b));
+    expect(policyHash(parseReleasePolicy({ version: 1, rule: snpRule }, DEV))).not.toBe(policyHash(a));
+    expect(canonicalJson(a)).not.toContain('allowSimulated');
+  });
+
+  it('YAML and JSON documents parse alike (the YAML of the README example)', async () => {
+    const { parse } = await import('yaml');
+    const y = parse(`version: 1\ntee: sev-snp\nrule:\n  allOf:\n    - claim: measurement\n      hexIn: ["${MEASUREMENT_A}"]\n    - claim: reportedTcb.snp\n      gte: 8\n    - claim: policy.debug\n      equals: false\n`) as unknown;
+    expect(policyHash(parseReleasePolicy(y, DEV))).toBe(policyHash(parseReleasePolicy(doc(), DEV)));
   });
 });

@@ -31,6 +31,17 @@ export function problemFor(err: CirError): Problem {
       observed: String(f.observed),
     }));
   }
+  const explanation = err.details?.explanation;
+  if (Array.isArray(explanation)) {
+    problem.explanation = explanation.map((r: { path: string; claim?: string; op: string; expected: string; observed: string; pass: boolean }) => ({
+      path: String(r.path),
+      ...(r.claim !== undefined ? { claim: String(r.claim) } : {}),
+      op: String(r.op),
+      expected: String(r.expected),
+      observed: String(r.observed),
+      pass: r.pass === true,
+    }));
+  }
   return problem;
 }
 

@@ -78,11 +78,15 @@ describe('TDX claims and policies (fake TDX verifier)', () => {
     expect(res.statusCode).toBe(200);
     const token = res.json().token as string;
     const payload = AttestationTokenPayloadSchema.parse(decodeJwt(token));
-    expect(payload.tee).toBe('tdx');
-    expect(payload.claims).toMatchObject({ tee: 'tdx', mrtd: TDX_MRTD, tcbStatus: 'UpToDate' });
+    expect(payload['cir.tee']).toBe('tdx');
+    expect(payload['cir.claims']).toMatchObject({ tee: 'tdx', mrtd: TDX_MRTD, tcbStatus: 'UpToDate' });
     // Default TDX attestation policy: { tee: 'tdx', anyMrtd: true }.
-    expect(payload.relaxations).toEqual(['any-mrtd']);
-    expect(payload.policyHash).toBe(policyHash(parseReleasePolicy({ tee: 'tdx', anyMrtd: true }, { production: false })));
+    expect(payload['cir.relaxations']).toEqual(['any-mrtd']);
+    expect(payload['cir.policy-id']).toBe('attestation/tdx');
+    // any-mrtd: no executables claim; the rest of the vector affirms.
+    expect(payload.submods.cpu?.['ear.status']).toBe('affirming');
+    expect(payload.submods.cpu?.['ear.trustworthiness-vector'].executables).toBe(0);
+    expect(payload['cir.policy-hash']).toBe(policyHash(parseReleasePolicy({ tee: 'tdx', anyMrtd: true }, { production: false })));
     const r = await release(h.app, 'tdx-a', token, keyPair.publicKey);
     expect(r.statusCode).toBe(200);
     expect(r.json()).toMatchObject({ keyId: 'tdx-a', version: 1 });
@@ -109,7 +113,7 @@ describe('TDX claims and policies (fake TDX verifier)', () => {
     expect((await createKeyViaApi(h.app, 'tdx-any', DEK, { tee: 'tdx', anyMrtd: true })).statusCode).toBe(201);
     const { res, keyPair } = await attest(h.app);
     expect(res.statusCode).toBe(200);
-    expect(decodeJwt(res.json().token).tee).toBe('sev-snp');
+    expect(decodeJwt(res.json().token)['cir.tee']).toBe('sev-snp');
     const p = expectProblem(await release(h.app, 'tdx-any', res.json().token, keyPair.publicKey), 403, 'ERR_KMS_POLICY_DENIED');
     expect(p.failures).toEqual([{ field: 'tee', expected: 'tdx', observed: 'sev-snp' }]);
   });
@@ -131,7 +135,11 @@ describe('TDX claims and policies (fake TDX verifier)', () => {
     });
     const { res } = await attest(h.app, { tee: 'tdx', claims: { relaxations: ['pck-crl-unchecked'] } });
     expect(res.statusCode).toBe(200);
-    expect(decodeJwt(res.json().token).relaxations).toEqual(['pck-crl-unchecked', 'accept-tcb-status:SWHardeningNeeded', 'any-mrtd']);
+    const p = AttestationTokenPayloadSchema.parse(decodeJwt(res.json().token));
+    expect(p['cir.relaxations']).toEqual(['pck-crl-unchecked', 'accept-tcb-status:SWHardeningNeeded', 'any-mrtd']);
+    // Unchecked CRLs and an accepted non-current TCB: hardware in the warning tier.
+    expect(p.submods.cpu?.['ear.trustworthiness-vector'].hardware).toBe(32);
+    expect(p.submods.cpu?.['ear.status']).toBe('warning');
   });
 
   it('an attestation policy configured for SEV-SNP only denies TDX (tee); one per TEE admits both', async () => {
@@ -147,7 +155,7 @@ describe('TDX claims and policies (fake TDX verifier)', () => {
     });
     const tdx = await attest(h.app, { tee: 'tdx' });
     expect(tdx.res.statusCode).toBe(200);
-    expect(decodeJwt(tdx.res.json().token).policyHash).toBe(policyHash(parseReleasePolicy({ tee: 'tdx', mrtd: [TDX_MRTD] }, { production: false })));
+    expect(decodeJwt(tdx.res.json().token)['cir.policy-hash']).toBe(policyHash(parseReleasePolicy({ tee: 'tdx', mrtd: [TDX_MRTD] }, { production: false })));
     expect((await attest(h.app)).res.statusCode).toBe(200);
     expect(expectProblem((await attest(h.app, { tee: 'tdx', claims: { mrtd: TDX_MRTD_OTHER } })).res, 403, 'ERR_KMS_ATTESTATION_DENIED').failures).toEqual([
       { field: 'mrtd', expected: `one of [${TDX_MRTD}]`, observed: TDX_MRTD_OTHER },
@@ -174,7 +182,7 @@ describe('TDX claims and policies (fake TDX verifier)', () => {
     h = await makeHarness();
     const created = await createKeyViaApi(h.app, 'tdx-c', DEK, { mrtd: [TDX_MRTD.toUpperCase()], tee: 'tdx' });
     expect(created.statusCode).toBe(201);
-    const meta = (await h.store.get('tdx-c')) as unknown as { policy: Record<string, unknown>; policyHash: string };
+    const meta = (await h.store.get({ tenant: 'default', keyId: 'tdx-c' })) as unknown as { policy: Record<string, unknown>; policyHash: string };
     expect(meta.policy).toMatchObject({ tee: 'tdx', mrtd: [TDX_MRTD], acceptedTcbStatuses: ['UpToDate'], allowDebug: false });
     expect(meta.policyHash).toBe(policyHash(parseReleasePolicy({ tee: 'tdx', mrtd: [TDX_MRTD] }, { production: false })));
   });

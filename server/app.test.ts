@@ -54,6 +54,8 @@ async function start(cfg: Partial<ServerConfigInput> = {}, deps: Partial<ServerD
     listen: { host: '127.0.0.1', port: 0 },
     models: [{ name: 'vad', path: VAD_PATH, plaintext: true }],
     allowPlaintextModels: true,
+    // These tests are about the inference path; tenancy has its own (test/tenancy.test.ts).
+    auth: { mode: 'none' },
     ...cfg,
   });
   const log = captureLogger();
@@ -304,7 +306,7 @@ describe('readiness', () => {
         broker: { url: 'http://127.0.0.1:1', jwksFile: '/unused: the test injects the verifier' },
         retry: { initialMs: 5, maxMs: 20 },
       },
-      { brokerClient: broker, releaseVerifier: await broker.releaseVerifier(), readModelFile: async () => Uint8Array.from(sealed) },
+      { brokerClient: broker, releaseVerifier: await broker.releaseVerifier(), leaseVerifier: await broker.leaseVerifier(), readModelFile: async () => Uint8Array.from(sealed) },
     );
     await new Promise<void>((resolve) =>
       s.server.events.on('retry', (i) => {

@@ -22,13 +22,16 @@ import type { Logger } from 'pino';
 import type { EvidenceProvider } from '../attestation/types.js';
 import { generateHpkeKeyPair, type HpkeKeyPair } from '../common/hpke.js';
 import { createAttestationHandlers } from './attestation-service.js';
-import { boot, type BootStep, type RetryInfo, type SessionFactory } from './boot.js';
+import { boot, releaseAndLoad, type BootOptions, type BootStep, type RetryInfo, type SessionFactory } from './boot.js';
+import { LeaseKeeper, loadLeaseVerifier, UNSIGNED_LEASES_ALLOWED, type LeaseEvent, type LeaseVerifier } from './lease.js';
 import { HttpBrokerClient, type BrokerClient } from './broker-client.js';
 import { loadReleaseVerifier, UNSIGNED_RELEASES_ALLOWED, type ReleaseVerifier } from './release-verify.js';
 import { ServerError } from './codes.js';
 import type { ServerConfig } from './config.js';
-import { unary } from './grpc-errors.js';
 import { createInferenceHandlers } from './inference-service.js';
+import { createSessionFactory, hotPathServerOptions } from './executor.js';
+import type { SecurityEventSink } from './tenancy/events.js';
+import { startTenancyRuntime, type TenancyRuntime } from './tenancy/runtime.js';
 import { loadServiceDefinitions } from './proto.js';
 import { ModelRegistry, type LoadedModel } from './registry.js';
 import { createSelfSignedTls, loadTlsFiles, type TlsMaterial } from './tls.js';
@@ -42,6 +45,8 @@ export interface ServerDeps {
   readonly brokerClient?: BrokerClient;
   /** Defaults to one built from `config.broker.jwksFile` (or the dev relaxation). */
   readonly releaseVerifier?: ReleaseVerifier;
+  /** Checks key leases; defaults to one built from `config.broker.jwksFile` (or the dev relaxation). */
+  readonly leaseVerifier?: LeaseVerifier;
   readonly now?: () => Date;
   /** Called for every boot step (also emitted as the 'step' event). */
   readonly onStep?: (step: BootStep) => void;
@@ -50,6 +55,8 @@ export interface ServerDeps {
   readonly readModelFile?: (path: string) => Promise<Uint8Array>;
   readonly random?: () => number;
   readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Replaces the configured security event sink (tests). */
+  readonly securityEvents?: SecurityEventSink;
 }
 
 export interface ServerEvents {
@@ -57,6 +64,8 @@ export interface ServerEvents {
   retry: [RetryInfo];
   ready: [readonly LoadedModel[]];
   'boot-failed': [unknown];
+  /** Key lease renewals, refusals, withdrawals and republications (lease.ts). */
+  lease: [LeaseEvent];
 }
 
 export interface CirServer {
@@ -75,6 +84,8 @@ export interface CirServer {
   /** Raw X25519 HPKE public key. Available after start(). */
   readonly hpkePublicKey: Uint8Array;
   readonly events: EventEmitter<ServerEvents>;
+  /** Bound metrics port when `observability.metrics` is configured. Available after start(). */
+  readonly metricsPort: number | undefined;
 }
 
 let cachedVersion: string | undefined;
@@ -113,9 +124,12 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
   let started = false;
   let stopped = false;
   let bootPromise: Promise<readonly LoadedModel[]> | undefined;
+  let tenancy: TenancyRuntime | undefined;
 
   let brokerClient = deps.brokerClient;
   let releaseVerifier = deps.releaseVerifier;
+  let leaseVerifier = deps.leaseVerifier;
+  let leaseKeeper: LeaseKeeper | undefined;
 
   const emitStep = (s: BootStep): void => {
     const log = s.ok ? logger.info.bind(logger) : logger.warn.bind(logger);
@@ -169,6 +183,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       brokerClient = new HttpBrokerClient({
         url: config.broker.url,
         timeoutMs: config.broker.timeoutMs,
+        tenant: config.broker.tenant,
         ...(ca ? { ca } : {}),
       });
     }
@@ -183,16 +198,31 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
         releaseVerifier = UNSIGNED_RELEASES_ALLOWED;
       }
     }
+    if (!leaseVerifier && config.broker) {
+      if (config.broker.jwksFile !== undefined) leaseVerifier = await loadLeaseVerifier(config.broker.jwksFile);
+      // Same relaxation, same production refusal (checked just above for releases).
+      else if (config.broker.allowUnsignedRelease && process.env.NODE_ENV !== 'production') leaseVerifier = UNSIGNED_LEASES_ALLOWED;
+    }
 
     // 2. HPKE key pair. SECURITY: the private key is a non-extractable CryptoKey.
     hpke = await generateHpkeKeyPair();
     const spki = tls ? tls.spkiSha256 : Buffer.alloc(32);
 
-    // 3. gRPC server.
+    // 3. Tenancy: API keys, limits, extraction defenses, metrics, security events (server/tenancy).
+    tenancy = await startTenancyRuntime(config, {
+      logger,
+      isReady: () => registry.ready,
+      ...(deps.securityEvents ? { events: deps.securityEvents } : {}),
+      ...(deps.now ? { now: () => deps.now!().getTime() } : {}),
+    });
+    const guard = tenancy.tenancy;
+
+    // 4. gRPC server.
     const defs = loadServiceDefinitions();
     const server = new grpc.Server({
       'grpc.max_receive_message_length': config.maxMessageBytes,
       'grpc.max_send_message_length': config.maxMessageBytes,
+      ...hotPathServerOptions(config.maxConcurrentInfers),
     });
     const inference = createInferenceHandlers({
       registry,
@@ -212,17 +242,17 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
     });
     const impl: grpc.UntypedServiceImplementation = {};
     for (const [method, fn] of Object.entries(inference) as [string, (r: unknown) => Promise<unknown>][]) {
-      impl[method] = unary<unknown, unknown>(logger, method, fn) as grpc.UntypedHandleCall;
+      impl[method] = guard.wrap(method, fn) as grpc.UntypedHandleCall;
     }
     server.addService(defs.inference, impl);
     server.addService(defs.attestation, {
-      GetEvidence: unary<unknown, unknown>(logger, 'GetEvidence', attestation.GetEvidence) as grpc.UntypedHandleCall,
+      GetEvidence: guard.wrap('GetEvidence', attestation.GetEvidence) as grpc.UntypedHandleCall,
     });
 
     const creds = tls
-      ? grpc.ServerCredentials.createSsl(null, [
+      ? grpc.ServerCredentials.createSsl(tenancy.mtlsCa ?? null, [
           { private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) },
-        ])
+        ], tenancy.mtlsCa !== undefined)
       : grpc.ServerCredentials.createInsecure();
     const port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(hostPort(config.listen.host, config.listen.port), creds, (err, p) =>
@@ -233,11 +263,29 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
     logger.info({ host: config.listen.host, port, tls: !config.insecure }, 'listening');
 
     // 4. Boot in the background.
-    bootPromise = boot({
+    const bootOptions: BootOptions = {
       models: config.models,
       provider: deps.provider,
       ...(brokerClient ? { broker: brokerClient } : {}),
       ...(releaseVerifier ? { releaseVerifier } : {}),
+      ...(leaseVerifier ? { leaseVerifier } : {}),
+      onLeases: (leases) => {
+        // Key leases (lease.ts): renewed in the background; a refusal or expiry withdraws.
+        if (leases.length === 0 || stopped || !brokerClient || !leaseVerifier || !hpke) return;
+        leaseKeeper = new LeaseKeeper({
+          broker: brokerClient,
+          provider: deps.provider,
+          hpke,
+          verifier: leaseVerifier,
+          registry,
+          rerelease: (keyId, version, signal) => releaseAndLoad(bootOptions, keyId, version, signal),
+          retry: config.retry,
+          logger,
+          onEvent: (ev) => events.emit('lease', ev),
+          ...(deps.random ? { random: deps.random } : {}),
+        });
+        for (const l of leases) leaseKeeper.add(l);
+      },
       hpke,
       registry,
       retry: config.retry,
@@ -248,11 +296,12 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       onStep: emitStep,
       onRetry: (info) => events.emit('retry', info),
       logger,
-      ...(deps.createSession ? { createSession: deps.createSession } : {}),
+      createSession: deps.createSession ?? createSessionFactory(config),
       ...(deps.readModelFile ? { readModelFile: deps.readModelFile } : {}),
       ...(deps.random ? { random: deps.random } : {}),
       ...(deps.sleep ? { sleep: deps.sleep } : {}),
-    });
+    };
+    bootPromise = boot(bootOptions);
     bootPromise.then(
       (models) => {
         logger.info({ models: models.map((m) => ({ name: m.name, version: m.version, sha256: m.sha256 })) }, 'ready');
@@ -272,6 +321,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
     stopped = true;
     abort.abort();
     await bootPromise?.catch(() => undefined);
+    await leaseKeeper?.close();
     const server = grpcServer;
     if (server) {
       await new Promise<void>((resolve) => {
@@ -286,6 +336,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
         });
       });
     }
+    await tenancy?.stop();
     await registry.close();
   }
 
@@ -313,5 +364,8 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       return need(hpke, 'hpkePublicKey').publicKey;
     },
     events,
+    get metricsPort() {
+      return tenancy?.metricsPort;
+    },
   };
 }

@@ -7,8 +7,11 @@
  * sent, and compares tls_spki_sha256 with the certificate of the connection it is on,
  * knows its TLS session ends inside the attested TEE.
  *
- * Served before models are ready (a client may want to attest early). What it does not
- * do: verify its own evidence, or rate-limit beyond a bound on concurrent collections.
+ * Served before models are ready (a client may want to attest early), and without an API
+ * key (clients verify before they have one). Rate limits (per peer address and global
+ * token buckets, or the key's limits when a key is sent) are applied before this handler
+ * by server/tenancy (`tenancy.wrap('GetEvidence', ...)`); this handler only bounds
+ * concurrent collections. It does not verify its own evidence.
  */
 import { serverReportData, NONCE_LENGTH, type TlsKeyOrigin } from '../attestation/binding.js';
 import type { EvidenceProvider } from '../attestation/types.js';

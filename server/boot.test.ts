@@ -9,7 +9,8 @@ import { isCirError } from '../common/errors.js';
 import { generateHpkeKeyPair, type HpkeKeyPair } from '../common/hpke.js';
 import { REDACT_PATHS } from '../common/logger.js';
 import { sealModel } from '../common/seal.js';
-import { abortableSleep, backoffDelay, boot, type BootOptions, type BootStep } from './boot.js';
+import { abortableSleep, backoffDelay, boot, releaseAndLoad, type BootOptions, type BootStep } from './boot.js';
+import type { ReleasedLease } from './lease.js';
 import { ServerError } from './codes.js';
 import { ModelRegistry, type LoadedModel } from './registry.js';
 import { FakeBroker, RecordingEvidenceProvider } from './testing.js';
@@ -52,6 +53,7 @@ async function setup(overrides: Partial<BootOptions> = {}) {
     provider,
     broker,
     releaseVerifier: await broker.releaseVerifier(),
+    leaseVerifier: await broker.leaseVerifier(),
     hpke,
     registry,
     retry: { initialMs: 100, maxMs: 1000 },
@@ -119,6 +121,42 @@ describe('boot', () => {
     expect(Number.isFinite(out[0])).toBe(true);
     expect(provider.calls[0]!.length).toBe(64);
     expect(hpke.publicKey.length).toBe(32);
+  });
+
+  it('hands each released key lease to onLeases once published; releaseAndLoad brings the model back unpublished', async () => {
+    const got: ReleasedLease[] = [];
+    const { opts, registry, broker } = await setup({ onLeases: (l) => got.push(...l) });
+    await boot({ ...opts, onLeases: (l) => got.push(...l) });
+    expect(got).toHaveLength(1);
+    expect(got[0]).toMatchObject({ keyId: 'vad-key', version: 2, models: ['vad'], lease: { keyId: 'vad-key', version: 2, lid: broker.leases[0]!.lid } });
+    const again = await releaseAndLoad(opts, 'vad-key', 2, new AbortController().signal);
+    expect(again.models.map((m) => m.name)).toEqual(['vad']);
+    expect(again.lease.lease.lid).not.toBe(got[0]!.lease.lid);
+    expect(registry.get('vad')).not.toBe(again.models[0]);
+    await again.models[0]!.session.release();
+    expect(await codeOf(releaseAndLoad(opts, 'other-key', 1, new AbortController().signal))).toBe('ERR_SRV_INTERNAL');
+  });
+
+  it('refuses a release whose lease is not bound to this attestation (retried, never ready)', async () => {
+    const { opts, broker, registry } = await setup({ retry: { initialMs: 1, maxMs: 1, maxAttempts: 2 } });
+    const real = broker.release.bind(broker);
+    broker.release = async (keyId, params) => {
+      const rel = await real(keyId, params);
+      // A lease granted on another attestation (another nonce), swapped in by the host:
+      // same key, version and HPKE key, validly signed; only the nonce differs.
+      const c = await broker.challenge();
+      await broker.attest({ nonce: c.nonce, evidence: {}, publicKey: params.publicKey });
+      const other = await real(keyId, params);
+      return { ...rel, lease: other.lease };
+    };
+    expect(await codeOf(boot(opts))).toBe('ERR_SRV_LEASE_INVALID');
+    expect(registry.ready).toBe(false);
+  });
+
+  it('refuses to release without a lease verifier', async () => {
+    const { opts } = await setup();
+    const { leaseVerifier: _omit, ...rest } = opts;
+    expect(await codeOf(boot({ ...rest, retry: { initialMs: 1, maxMs: 1, maxAttempts: 1 } }))).toBe('ERR_SRV_CONFIG');
   });
 
   it('evidence report_data is kmsReportData(broker nonce, hpke public key)', async () => {

@@ -20,6 +20,12 @@
  * after use, plaintext buffers right after onnxruntime has built its session. Tokens,
  * keys and evidence are never logged; failures are logged by code, broker code and the
  * broker's failing policy rules (public values).
+ *
+ * Leases: every release carries a signed lease (kms-broker/leases.ts), checked here with
+ * `leaseVerifier` (bound to our HPKE key and the nonce we attested with) and handed to
+ * `onLeases` once the models are published; lease.ts keeps them alive. `releaseAndLoad`
+ * is the same release -> decrypt -> load for one key, used by lease.ts to bring withdrawn
+ * models back.
  */
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
@@ -36,6 +42,7 @@ import type { BrokerClient } from './broker-client.js';
 import { ServerError } from './codes.js';
 import type { InferenceSessionLike, LoadedModel, ModelRegistry } from './registry.js';
 import type { ReleaseVerifier } from './release-verify.js';
+import type { LeaseVerifier, ReleasedLease, VerifiedLease } from './lease.js';
 import { signatureFromSession } from './tensors.js';
 
 export type BootStepName = 'tls' | 'challenge' | 'evidence' | 'attest' | 'release' | 'decrypt' | 'load' | 'ready';
@@ -87,6 +94,10 @@ export interface BootOptions {
   readonly broker?: BrokerClient;
   /** Authenticates releases (required with `broker`); see release-verify.ts. */
   readonly releaseVerifier?: ReleaseVerifier;
+  /** Checks the lease of each release (required with `broker`); see lease.ts. */
+  readonly leaseVerifier?: LeaseVerifier;
+  /** Receives the lease of every released key, once its models are published. */
+  readonly onLeases?: (leases: readonly ReleasedLease[]) => void;
   readonly hpke: HpkeKeyPair;
   readonly registry: ModelRegistry;
   readonly retry: RetryPolicy;
@@ -179,7 +190,8 @@ export async function boot(opts: BootOptions): Promise<readonly LoadedModel[]> {
 
   // 2. Key release (retried).
   const sealed = read.filter((m) => m.header !== undefined);
-  const deks = sealed.length > 0 ? await releaseWithRetry(opts, sealed, step, checkAbort) : new Map<string, Uint8Array>();
+  const released = sealed.length > 0 ? await releaseWithRetry(opts, sealed, step, checkAbort) : emptyRelease();
+  const deks = released.deks;
 
   // 3. Decrypt and load.
   const loaded: LoadedModel[] = [];
@@ -205,7 +217,65 @@ export async function boot(opts: BootOptions): Promise<readonly LoadedModel[]> {
     await Promise.allSettled(loaded.map((m) => m.session.release()));
     throw e;
   });
+  opts.onLeases?.(leasesOf(released, read));
   return loaded;
+}
+
+/**
+ * One key's release -> decrypt -> load, for lease.ts to bring withdrawn models back: reads
+ * the model files again, releases key `keyId` v`version` once (no retry: the caller has
+ * its own backoff), decrypts and loads every model sealed under it. Does NOT publish (the
+ * caller republishes) and reports no boot steps. DEKs and plaintext are zeroed as in boot.
+ * Throws like boot's steps 1-3; `ERR_SRV_INTERNAL` when no configured model uses the key.
+ */
+export async function releaseAndLoad(
+  opts: BootOptions,
+  keyId: string,
+  version: number,
+  signal: AbortSignal,
+): Promise<{ models: LoadedModel[]; lease: ReleasedLease }> {
+  const o: BootOptions = { ...opts, signal };
+  const read = (await readModels(o)).filter((m) => m.header?.keyId === keyId && m.header.keyVersion === version);
+  if (read.length === 0) throw new ServerError('ERR_SRV_INTERNAL', { detail: `no model is sealed under ${keyId} v${version}` });
+  assertReleaseReady(o);
+  const quiet: StepFn = (_name, _detail, _attempt, fn) => fn();
+  const released = await releaseOnce(o, o.broker!, read, quiet, 1);
+  const loaded: LoadedModel[] = [];
+  try {
+    for (const m of read) {
+      if (signal.aborted) throw new ServerError('ERR_SRV_BOOT_ABORTED');
+      loaded.push(await decryptAndLoad(o, m, released.deks, quiet));
+    }
+  } catch (e) {
+    await Promise.allSettled(loaded.map((m) => m.session.release()));
+    throw e;
+  } finally {
+    // SECURITY: as in boot, no DEK outlives the load.
+    for (const dek of released.deks.values()) dek.fill(0);
+  }
+  const [lease] = leasesOf(released, read);
+  if (!lease) throw new ServerError('ERR_SRV_INTERNAL', { detail: 'release without a lease' });
+  return { models: loaded, lease };
+}
+
+/** What one release round yields: a DEK and a checked lease per key. */
+interface Released {
+  readonly deks: Map<string, Uint8Array>;
+  readonly leases: Map<string, { readonly lease: VerifiedLease; readonly obtainedAt: number }>;
+}
+
+function emptyRelease(): Released {
+  return { deks: new Map(), leases: new Map() };
+}
+
+function leasesOf(released: Released, read: readonly ReadModel[]): ReleasedLease[] {
+  return [...released.leases.entries()].map(([ref, l]) => ({
+    keyId: l.lease.keyId,
+    version: l.lease.version,
+    models: read.filter((m) => m.header !== undefined && keyRef(m.header) === ref).map((m) => m.source.name),
+    lease: l.lease,
+    obtainedAt: l.obtainedAt,
+  }));
 }
 
 async function readModels(opts: BootOptions): Promise<ReadModel[]> {
@@ -247,13 +317,10 @@ async function releaseWithRetry(
   sealed: readonly ReadModel[],
   step: StepFn,
   checkAbort: () => void,
-): Promise<Map<string, Uint8Array>> {
-  const broker = opts.broker;
-  if (!broker) throw new ServerError('ERR_SRV_CONFIG', { detail: 'sealed models need broker settings' });
-  if (!opts.releaseVerifier) {
-    throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.jwksFile: no pinned broker key to authenticate key releases' });
-  }
-  if (opts.releaseVerifier.unsigned) {
+): Promise<Released> {
+  assertReleaseReady(opts);
+  const broker = opts.broker!;
+  if (opts.releaseVerifier!.unsigned) {
     opts.logger?.warn('broker.allowUnsignedRelease: key releases are NOT authenticated (development only)');
   }
   const random = opts.random ?? Math.random;
@@ -284,14 +351,26 @@ async function releaseWithRetry(
   }
 }
 
+function assertReleaseReady(opts: BootOptions): void {
+  if (!opts.broker) throw new ServerError('ERR_SRV_CONFIG', { detail: 'sealed models need broker settings' });
+  if (!opts.releaseVerifier) {
+    throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.jwksFile: no pinned broker key to authenticate key releases' });
+  }
+  if (!opts.leaseVerifier) {
+    throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.jwksFile: no pinned broker key to check key leases' });
+  }
+}
+
 async function releaseOnce(
   opts: BootOptions,
   broker: BrokerClient,
   sealed: readonly ReadModel[],
   step: StepFn,
   attempt: number,
-): Promise<Map<string, Uint8Array>> {
+): Promise<Released> {
   const { signal } = opts;
+  // Lease durations run from when this round started, so no delay below extends them.
+  const obtainedAt = (opts.now ?? (() => performance.now()))();
   const challenge = await step('challenge', undefined, attempt, () => broker.challenge(signal));
   const nonce = Buffer.from(challenge.nonce, 'base64url');
   const evidence = await step('evidence', opts.provider.tee, attempt, async () => {
@@ -310,7 +389,9 @@ async function releaseOnce(
   );
 
   const releaseVerifier = opts.releaseVerifier!;
+  const leaseVerifier = opts.leaseVerifier!;
   const deks = new Map<string, Uint8Array>();
+  const leases: Released['leases'] = new Map();
   try {
     for (const m of sealed) {
       const h = m.header!;
@@ -324,6 +405,14 @@ async function releaseOnce(
         }
         // SECURITY: authenticate the release before its DEK is used for anything.
         await releaseVerifier.verify(rel, opts.hpke.publicKey);
+        // A release whose lease is not ours, for this key and this attestation, is refused too.
+        const lease = await leaseVerifier.verify(rel.lease, {
+          keyId: h.keyId,
+          version: h.keyVersion,
+          hpkePublicKey: opts.hpke.publicKey,
+          nonce: challenge.nonce,
+        });
+        leases.set(ref, { lease, obtainedAt });
         let key: Uint8Array;
         try {
           key = await hpkeOpen(
@@ -347,7 +436,7 @@ async function releaseOnce(
     for (const dek of deks.values()) dek.fill(0);
     throw e;
   }
-  return deks;
+  return { deks, leases };
 }
 
 async function decryptAndLoad(

@@ -36,6 +36,7 @@ function problem(res: ServerResponse, status: number, code: string, failures?: u
 }
 
 const b64 = (n: number): string => randomBytes(n).toString('base64url');
+const LEASE = { id: b64(16), expiresAt: 'later', renewAfter: 'soon', token: 'h.p.s' };
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try {
@@ -47,15 +48,16 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
 }
 
 describe('HttpBrokerClient', () => {
-  it('speaks the protocol: challenge, attest, release with a Bearer token', async () => {
+  it('speaks the protocol: challenge, attest, release and renew with a Bearer token', async () => {
     const seen: { url: string; auth?: string; body: string }[] = [];
     const url = await broker((req, body, res) => {
       seen.push({ url: req.url!, body, ...(req.headers.authorization ? { auth: req.headers.authorization } : {}) });
       if (req.url === ROUTES.challenge) return json(res, 200, { nonce: b64(32), expiresAt: 'soon' });
       if (req.url === ROUTES.attest) return json(res, 200, { token: 'TKN', expiresAt: 'soon', claims: { a: 1 } });
-      if (req.url === ROUTES.release('k1')) {
-        return json(res, 200, { keyId: 'k1', version: 3, suite: 's', enc: b64(32), ciphertext: b64(48), signature: 'h.p.s' });
+      if (req.url === ROUTES.tenantRelease('default', 'k1')) {
+        return json(res, 200, { keyId: 'k1', version: 3, suite: 's', enc: b64(32), ciphertext: b64(48), signature: 'h.p.s', lease: LEASE });
       }
+      if (req.url === ROUTES.leaseRenew) return json(res, 200, { lease: { ...LEASE, token: 'h.p2.s' } });
       problem(res, 404, 'ERR_KMS_NOT_FOUND');
     });
     const c = new HttpBrokerClient({ url, timeoutMs: 2000 });
@@ -65,10 +67,46 @@ describe('HttpBrokerClient', () => {
     expect(at.token).toBe('TKN');
     const rel = await c.release('k1', { token: at.token, publicKey: pk, version: 3 });
     expect(rel.version).toBe(3);
-    expect(seen.map((s) => s.url)).toEqual([ROUTES.challenge, ROUTES.attest, ROUTES.release('k1')]);
+    expect(seen.map((s) => s.url)).toEqual([ROUTES.challenge, ROUTES.attest, ROUTES.tenantRelease('default', 'k1')]);
     expect(seen[2]!.auth).toBe('Bearer TKN');
     expect(seen[1]!.auth).toBeUndefined();
     expect(JSON.parse(seen[2]!.body)).toEqual({ publicKey: pk, version: 3 });
+    expect(rel.lease).toEqual(LEASE);
+    const renewed = await c.renew({ token: 'TKN2', lease: rel.lease.token, publicKey: pk });
+    expect(renewed.lease.token).toBe('h.p2.s');
+    expect(seen[3]).toEqual({ url: ROUTES.leaseRenew, auth: 'Bearer TKN2', body: JSON.stringify({ lease: 'h.p.s', publicKey: pk }) });
+    // A request that fails the protocol schema never leaves the client.
+    expect(await codeOf(c.renew({ token: 'T', lease: '', publicKey: pk }))).toBe('ERR_SRV_BROKER_PROTOCOL');
+    expect(seen).toHaveLength(4);
+  });
+
+  it('attests for its configured tenant and releases from that tenant', async () => {
+    const seen: { url: string; body: string }[] = [];
+    const url = await broker((req, body, res) => {
+      seen.push({ url: req.url!, body });
+      if (req.url === ROUTES.attest) return json(res, 200, { token: 'TKN', expiresAt: 'soon', claims: {} });
+      if (req.url === ROUTES.tenantRelease('acme', 'k1')) {
+        return json(res, 200, { keyId: 'k1', version: 1, suite: 's', enc: b64(32), ciphertext: b64(48), signature: 'h.p.s', lease: LEASE });
+      }
+      problem(res, 404, 'ERR_KMS_NOT_FOUND');
+    });
+    const c = new HttpBrokerClient({ url, tenant: 'acme' });
+    const pk = b64(32);
+    await c.attest({ nonce: b64(32), evidence: { tee: 'sev-snp' }, publicKey: pk });
+    await c.release('k1', { token: 'TKN', publicKey: pk, version: 1 });
+    expect(JSON.parse(seen[0]!.body).tenant).toBe('acme');
+    expect(seen[1]!.url).toBe('/v1/tenants/acme/keys/k1/release');
+    expect(() => new HttpBrokerClient({ url, tenant: '../x' })).toThrow(/tenant|configuration/);
+  });
+
+  it('refuses a release or renewal without a well-formed lease', async () => {
+    const url = await broker((req, _body, res) => {
+      if (req.url === ROUTES.tenantRelease('default', 'k1')) return json(res, 200, { keyId: 'k1', version: 3, suite: 's', enc: b64(32), ciphertext: b64(48), signature: 'h.p.s' });
+      return json(res, 200, { lease: { ...LEASE, id: 'short' } });
+    });
+    const c = new HttpBrokerClient({ url });
+    expect(await codeOf(c.release('k1', { token: 't', publicKey: b64(32), version: 3 }))).toBe('ERR_SRV_BROKER_PROTOCOL');
+    expect(await codeOf(c.renew({ token: 't', lease: 'h.p.s', publicKey: b64(32) }))).toBe('ERR_SRV_BROKER_PROTOCOL');
   });
 
   it('maps problem documents to typed errors carrying the broker code and failures', async () => {

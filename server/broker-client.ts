@@ -21,11 +21,13 @@
 import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import type { z } from 'zod';
-import {
+import { TENANT_ID_RE,
   AttestRequestSchema,
   AttestResponseSchema,
   ChallengeResponseSchema,
   KeyIdSchema,
+  LeaseRenewRequestSchema,
+  LeaseRenewResponseSchema,
   ProblemSchema,
   ReleaseRequestSchema,
   ReleaseResponseSchema,
@@ -33,6 +35,7 @@ import {
   type AttestRequest,
   type AttestResponse,
   type ChallengeResponse,
+  type LeaseRenewResponse,
   type Problem,
   type ReleaseResponse,
 } from '../kms-broker/protocol.js';
@@ -46,11 +49,22 @@ export interface ReleaseParams {
   readonly version?: number;
 }
 
-/** What boot.ts needs from a broker; tests inject fakes. */
+export interface RenewParams {
+  /** Fresh attestation-result token. SECURITY: sent only as a Bearer header. */
+  readonly token: string;
+  /** The lease JWS to renew (opaque here; lease.ts verifies the renewed one). */
+  readonly lease: string;
+  /** base64url raw X25519 HPKE public key, the one bound in the token and the lease. */
+  readonly publicKey: string;
+}
+
+/** What boot.ts and lease.ts need from a broker; tests inject fakes. */
 export interface BrokerClient {
   challenge(signal?: AbortSignal): Promise<ChallengeResponse>;
   attest(req: AttestRequest, signal?: AbortSignal): Promise<AttestResponse>;
   release(keyId: string, params: ReleaseParams, signal?: AbortSignal): Promise<ReleaseResponse>;
+  /** `POST ROUTES.leaseRenew`: a renewed lease (same id, new expiry); no key material. */
+  renew(params: RenewParams, signal?: AbortSignal): Promise<LeaseRenewResponse>;
 }
 
 export interface HttpBrokerClientOptions {
@@ -62,6 +76,11 @@ export interface HttpBrokerClientOptions {
   /** PEM CA certificate(s) to trust for an https broker, instead of the system store. */
   readonly ca?: string | Buffer;
   readonly fetch?: typeof fetch;
+  /**
+   * The broker tenant whose keys this server releases (default `default`): sent with every
+   * attestation (the token is issued for it) and used in the release route.
+   */
+  readonly tenant?: string;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -89,6 +108,7 @@ export class HttpBrokerClient implements BrokerClient {
   readonly #timeoutMs: number;
   readonly #maxBytes: number;
   readonly #fetch: typeof fetch;
+  readonly #tenant: string;
 
   constructor(opts: HttpBrokerClientOptions) {
     let base: URL;
@@ -104,6 +124,8 @@ export class HttpBrokerClient implements BrokerClient {
       // SECURITY: credentials in a URL end up in logs; the broker does not use them anyway.
       throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.url must not contain credentials' });
     }
+    this.#tenant = opts.tenant ?? 'default';
+    if (!TENANT_ID_RE.test(this.#tenant)) throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.tenant is not a valid tenant id' });
     this.#base = base;
     this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#maxBytes = opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
@@ -118,7 +140,7 @@ export class HttpBrokerClient implements BrokerClient {
   }
 
   async attest(req: AttestRequest, signal?: AbortSignal): Promise<AttestResponse> {
-    const body = checkRequest('attest', AttestRequestSchema, req);
+    const body = checkRequest('attest', AttestRequestSchema, { ...req, tenant: req.tenant ?? this.#tenant });
     return this.#call('attest', ROUTES.attest, body, undefined, AttestResponseSchema, signal);
   }
 
@@ -130,13 +152,18 @@ export class HttpBrokerClient implements BrokerClient {
       publicKey: params.publicKey,
       ...(params.version !== undefined ? { version: params.version } : {}),
     });
-    const res = await this.#call('release', ROUTES.release(keyId), body, params.token, ReleaseResponseSchema, signal);
+    const res = await this.#call('release', ROUTES.tenantRelease(this.#tenant, keyId), body, params.token, ReleaseResponseSchema, signal);
     // SECURITY: the AAD binds key id and version, but check them here too so a mismatch is
     // reported as what it is rather than as an HPKE failure.
     if (res.keyId !== keyId || (params.version !== undefined && res.version !== params.version)) {
       throw new ServerError('ERR_SRV_BROKER_PROTOCOL', { detail: 'release: response is for another key or version' });
     }
     return res;
+  }
+
+  async renew(params: RenewParams, signal?: AbortSignal): Promise<LeaseRenewResponse> {
+    const body = checkRequest('renew', LeaseRenewRequestSchema, { lease: params.lease, publicKey: params.publicKey });
+    return this.#call('renew', ROUTES.leaseRenew, body, params.token, LeaseRenewResponseSchema, signal);
   }
 
   async #call<T extends z.ZodType>(

@@ -43,8 +43,22 @@ export const SERVER_CODES = {
   ERR_SRV_MODEL_LOAD: { category: 'internal', message: 'model could not be loaded' },
   ERR_SRV_BOOT_ABORTED: { category: 'unavailable', message: 'boot cancelled' },
   // Hot path and execution (server/registry.ts, server/tensors.ts, server/inference-service.ts).
+  ERR_SRV_MODEL_WITHDRAWN: { category: 'unavailable', message: 'model has been withdrawn' },
   // API keys, quotas, extraction defenses (server/tenancy).
+  ERR_SRV_UNAUTHENTICATED: { category: 'unauthorized', message: 'missing or invalid API key' },
+  ERR_SRV_SCOPE_DENIED: { category: 'forbidden', message: 'operation not permitted for this API key' },
+  ERR_SRV_KEY_BLOCKED: { category: 'forbidden', message: 'API key blocked for this model' },
+  ERR_SRV_RATE_LIMITED: { category: 'overload', message: 'rate limit exceeded' },
+  ERR_SRV_CONCURRENCY_LIMITED: { category: 'overload', message: 'concurrent request limit exceeded' },
+  ERR_SRV_QUOTA_EXCEEDED: { category: 'overload', message: 'daily quota exceeded' },
+  ERR_SRV_QUERY_BUDGET_EXCEEDED: { category: 'overload', message: 'query budget for this model exceeded' },
+  ERR_SRV_REQUEST_LIMIT: { category: 'overload', message: 'request exceeds a hard limit' },
+  ERR_SRV_LOAD_SHED: { category: 'overload', message: 'server is shedding load' },
+  ERR_SRV_TIME_LIMIT: { category: 'overload', message: 'request exceeded the server time limit' },
+  ERR_SRV_KEY_STORE: { category: 'config', message: 'invalid API key store' },
+  ERR_SRV_KEY_NOT_FOUND: { category: 'not-found', message: 'no such API key' },
   // Key leases and revocation (server/boot.ts, server/lease.ts).
+  ERR_SRV_LEASE_INVALID: { category: 'verification', message: 'key lease is not a valid lease from the pinned broker' },
   // Operator configuration.
   ERR_SRV_CONFIG: { category: 'config', message: 'invalid server configuration' },
   ERR_SRV_TLS: { category: 'config', message: 'invalid TLS certificate or key' },

@@ -7,6 +7,13 @@ import { z } from 'zod';
 import { deepFreeze, issuesDetail } from '../common/config.js';
 import { TSM_REPORT_ROOT } from '../attestation/tsm/configfs.js';
 import { ServerError } from './codes.js';
+import {
+  AuthConfigSchema,
+  LimitsConfigSchema,
+  ModelDefenseSchema,
+  ObservabilityConfigSchema,
+  TenantNameSchema,
+} from './tenancy/config.js';
 
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const MiB = 1 << 20;
@@ -17,6 +24,10 @@ export const ModelEntrySchema = z.strictObject({
   path: z.string().min(1),
   version: z.string().regex(MODEL_NAME_RE, 'must be 1-128 chars of [A-Za-z0-9._-]').optional(),
   plaintext: z.boolean().default(false),
+  /** The tenant that owns this model: only its keys can see it (server/tenancy). */
+  tenant: TenantNameSchema.default('default'),
+  /** Extraction defenses for this model (output minimization, query budget, detector); none by default. */
+  defenses: ModelDefenseSchema.optional(),
 });
 
 export const ServerConfigSchema = z
@@ -31,6 +42,8 @@ export const ServerConfigSchema = z
     broker: z
       .strictObject({
         url: z.url({ protocol: /^https?$/ }),
+        /** The broker tenant whose keys this server's sealed models name (default `default`). */
+        tenant: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a broker tenant id: 1-63 chars of [a-z0-9-]').default('default'),
         timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
         /** PEM CA for an https broker with a private CA. */
         caFile: z.string().min(1).optional(),
@@ -74,9 +87,15 @@ export const ServerConfigSchema = z
         maxAttempts: z.number().int().min(1).optional(),
       })
       .prefault({}),
-    /** onnxruntime intra-op threads; 0 lets onnxruntime choose. */
+    /**
+     * onnxruntime intra-op threads, counting the calling thread; 0 = cir picks
+     * max(1, cores - 1), leaving one core to the event loop (server/executor.ts).
+     */
     intraOpThreads: z.number().int().min(0).max(1024).default(0),
+    /** onnxruntime inter-op threads (parallel execution mode only); 0 = onnxruntime's default. */
     interOpThreads: z.number().int().min(0).max(1024).default(0),
+    /** onnxruntime execution mode: 'parallel' runs independent graph branches concurrently. */
+    executionMode: z.enum(['sequential', 'parallel']).default('sequential'),
     /** Dev/bench only: plaintext gRPC without TLS. */
     insecure: z.boolean().default(false),
     /** Dev only: allow models marked `plaintext: true`. */
@@ -96,6 +115,16 @@ export const ServerConfigSchema = z
         privlevel: z.number().int().min(0).max(3).optional(),
       })
       .prefault({}),
+    /**
+     * Who may call (server/tenancy). Absent: every RPC except GetEvidence is refused (fail
+     * closed). `{ mode: 'api-keys', storeFile }`: keys from `cir keys`. `{ mode: 'none' }`:
+     * explicit relaxation, logged at start-up.
+     */
+    auth: AuthConfigSchema.optional(),
+    /** Per-key/per-tenant quotas, hard request limits, load shedding, GetEvidence rate limits. */
+    limits: LimitsConfigSchema,
+    /** Metrics port, security event stream, access log. */
+    observability: ObservabilityConfigSchema,
     /** Settings of the simulated TEE (development; never accepted by a production broker policy). */
     simulated: z
       .strictObject({
@@ -139,6 +168,19 @@ export const ServerConfigSchema = z
     if (c.tee.mode === 'simulated' && !c.simulated) {
       ctx.addIssue({ code: 'custom', path: ['simulated'], message: 'required when tee.mode is simulated (stateDir and measurement)' });
     }
+    if (c.auth?.mode === 'api-keys' && c.auth.mtlsCaFile !== undefined && c.insecure) {
+      ctx.addIssue({ code: 'custom', path: ['auth', 'mtlsCaFile'], message: 'mTLS client identities need TLS (insecure is set)' });
+    }
+    const { maxInflight, shedAt } = c.limits.shedding;
+    if (maxInflight !== undefined && shedAt !== undefined && shedAt > maxInflight) {
+      ctx.addIssue({ code: 'custom', path: ['limits', 'shedding', 'shedAt'], message: 'must be <= limits.shedding.maxInflight' });
+    }
+    c.models.forEach((m, i) => {
+      const d = m.defenses?.detector;
+      if (d && d.minRequests > d.window) {
+        ctx.addIssue({ code: 'custom', path: ['models', i, 'defenses', 'detector', 'minRequests'], message: 'must be <= window' });
+      }
+    });
     if (c.retry.maxMs < c.retry.initialMs) {
       ctx.addIssue({ code: 'custom', path: ['retry', 'maxMs'], message: 'must be >= retry.initialMs' });
     }

@@ -92,3 +92,41 @@ describe('key release authentication', () => {
     expect(await code(loadReleaseVerifier(path.join(dir, 'missing.json')))).toBe('ERR_SRV_CONFIG');
   });
 });
+
+describe('key release authentication across a broker signing-key rotation', () => {
+  it('accepts releases signed by any key in the pinned JWKS (two keys), and refuses a key no longer pinned', async () => {
+    const { rm } = await import('node:fs/promises');
+    const { TokenService } = await import('../kms-broker/tokens.js');
+    const { rotateSigningKey, retireSigningKey } = await import('../kms-broker/signing-keys.js');
+    const dir = await mkdtemp(path.join(tmpdir(), 'cir-ring-'));
+    try {
+      const svc = await TokenService.openRing(dir, { issuer: 'cir-kms-broker', ttlSeconds: 300, watch: false, reloadIntervalMs: 0 });
+      const body = {
+        keyId: rel.keyId,
+        version: rel.version,
+        suite: rel.suite,
+        enc: rel.enc,
+        ciphertextSha256: sha256(Buffer.from(rel.ciphertext, 'base64url')).toString('base64url'),
+        keyHash: sha256(hpke.publicKey).toString('base64url'),
+      };
+      const at = new Date('2030-01-01T00:00:00Z');
+      const byA = await svc.signRelease(body, at);
+      const a = svc.kid;
+      await rotateSigningKey(dir, { now: at });
+      const byB = await svc.signRelease(body, at);
+      expect(svc.kid).not.toBe(a);
+      const pinnedBoth = jwksReleaseVerifier(svc.jwks(), 'cir-kms-broker');
+      expect(svc.jwks().keys).toHaveLength(2);
+      expect(await code(pinnedBoth.verify({ ...rel, signature: byA }, hpke.publicKey))).toBe('OK');
+      expect(await code(pinnedBoth.verify({ ...rel, signature: byB }, hpke.publicKey))).toBe('OK');
+      // After A is retired the published set holds B only: A's signatures no longer verify.
+      await retireSigningKey(dir, a, { ttlSeconds: 300, now: new Date(at.getTime() + 300_000) });
+      await svc.reload();
+      const pinnedB = jwksReleaseVerifier(svc.jwks(), 'cir-kms-broker');
+      expect(await code(pinnedB.verify({ ...rel, signature: byA }, hpke.publicKey))).toBe('ERR_SRV_RELEASE_SIGNATURE');
+      expect(await code(pinnedB.verify({ ...rel, signature: byB }, hpke.publicKey))).toBe('OK');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -6,7 +6,9 @@
  * key it was sealed to, kms-broker/protocol.ts `ReleaseSignedPayloadSchema`), and the
  * server verifies it against a pinned copy of the broker's JWKS before opening the DEK.
  *
- * Checks: JWS signature with a key from the pinned set (alg ES256 only, `typ`), the payload
+ * Checks: JWS signature with a key from the pinned set, chosen by the JWS `kid` (any key
+ * in the set: during a broker key rotation it holds the next, active and verify-only keys;
+ * refresh the pinned copy after `cir broker signing-keys add`), alg ES256 only, `typ`; the payload
  * schema, every field equal to the response's, the ciphertext hash, and that the release
  * was sealed to this server's own HPKE key. Does not check freshness beyond what the
  * single-use attestation nonce already gives.

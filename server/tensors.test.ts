@@ -5,11 +5,14 @@ import { isCirError } from '../common/errors.js';
 import { ServerError } from './codes.js';
 import { loadServiceDefinitions } from './proto.js';
 import type { ModelInferRequestIn } from './proto-types.js';
+import { mlpModel } from '../bench/onnx-gen.js';
 import {
   DATATYPES,
   decodeInferRequest,
   decodeInferResponse,
   encodeOutputs,
+  isZeroCopy,
+  rawView,
   toRawBytes,
   toTypedContents,
   type Datatype,
@@ -374,7 +377,7 @@ describe('decoder property: any object gives feeds or a typed bad-input error', 
         model_name: fc.string(),
         inputs: fc.array(tensor, { maxLength: 5 }),
         raw_input_contents: fc.array(
-          fc.oneof(fc.uint8Array({ maxLength: 600 }), fc.constant(Buffer.alloc(512)), fc.anything()),
+          fc.oneof(fc.uint8Array({ maxLength: 600 }), fc.uint8Array({ maxLength: 600 }).map(unaligned), fc.constant(Buffer.alloc(512)), fc.anything()),
           { maxLength: 5 },
         ),
         outputs: fc.array(
@@ -386,5 +389,138 @@ describe('decoder property: any object gives feeds or a typed bad-input error', 
       { requiredKeys: [] },
     );
     fc.assert(fc.property(request, check), { numRuns: 3000 });
+  });
+});
+
+describe('zero-copy raw inputs and outputs (hot path)', () => {
+  const MLP_SIG: ModelSignature = {
+    inputs: [{ name: 'x', datatype: 'FP32', dims: ['N', 8] }],
+    outputs: [{ name: 'y', datatype: 'FP32', dims: ['N', 8] }],
+  };
+  const rawReq = (bytes: Uint8Array, rows = 2): unknown => ({
+    model_name: 'mlp',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [String(rows), '8'] }],
+    raw_input_contents: [bytes],
+  });
+  const floats = (seed: number, n = 16): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 7 + i));
+
+  it('an aligned raw input becomes a tensor over the same memory (no copy)', () => {
+    const backing = new ArrayBuffer(256);
+    const bytes = new Uint8Array(backing, 64, 64);
+    bytes.set(new Uint8Array(floats(1).buffer));
+    const t = decodeInferRequest(rawReq(bytes), MLP_SIG, LIMITS).feeds['x']!;
+    const data = t.data as Float32Array;
+    expect(data.buffer).toBe(backing);
+    expect(data.byteOffset).toBe(64);
+    expect(Array.from(data)).toEqual(Array.from(floats(1)));
+  });
+
+  it('an unaligned raw input is copied into its own aligned buffer, with the same values', () => {
+    for (const offset of [1, 2, 3, 5]) {
+      const backing = new ArrayBuffer(256);
+      const bytes = new Uint8Array(backing, offset, 64);
+      bytes.set(new Uint8Array(floats(2).buffer));
+      const data = decodeInferRequest(rawReq(bytes), MLP_SIG, LIMITS).feeds['x']!.data as Float32Array;
+      expect(data.buffer).not.toBe(backing);
+      expect(data.byteOffset % 4).toBe(0);
+      expect(Array.from(data)).toEqual(Array.from(floats(2)));
+      bytes.fill(0xff); // the copy does not follow later changes to the request bytes
+      expect(Array.from(data)).toEqual(Array.from(floats(2)));
+    }
+  });
+
+  it('alignment is decided per element size for every datatype', () => {
+    for (const dt of Object.keys(DATATYPES) as Datatype[]) {
+      const size = DATATYPES[dt].bytes;
+      const backing = new ArrayBuffer(128);
+      expect(isZeroCopy(new Uint8Array(backing, 16, 48), size), dt).toBe(true);
+      expect(isZeroCopy(new Uint8Array(backing, 1, 48), size), dt).toBe(size === 1);
+    }
+    expect(isZeroCopy(new Uint8Array(new SharedArrayBuffer(64)), 4)).toBe(false);
+  });
+
+  it('a SharedArrayBuffer-backed input is copied, never aliased', () => {
+    const shared = new Uint8Array(new SharedArrayBuffer(64));
+    shared.set(new Uint8Array(floats(3).buffer));
+    const data = decodeInferRequest(rawReq(shared), MLP_SIG, LIMITS).feeds['x']!.data as Float32Array;
+    expect(data.buffer).toBeInstanceOf(ArrayBuffer);
+    expect(Array.from(data)).toEqual(Array.from(floats(3)));
+  });
+
+  it('requests whose inputs share one ArrayBuffer (a Buffer pool) do not see each other in onnxruntime', async () => {
+    const session = await ort.InferenceSession.create(mlpModel({ layers: 2, dim: 8, seed: 5 }), { intraOpNumThreads: 1 });
+    try {
+      const reference = async (x: Float32Array): Promise<number[]> =>
+        Array.from((await session.run({ x: new ort.Tensor('float32', Float32Array.from(x), [2, 8]) }))['y']!.data as Float32Array);
+      // Two requests side by side in one backing store, both aligned (zero-copy), one unaligned (copied).
+      const pool = new ArrayBuffer(1024);
+      const a = new Uint8Array(pool, 0, 64);
+      const b = new Uint8Array(pool, 64, 64);
+      const c = new Uint8Array(pool, 129, 64);
+      a.set(new Uint8Array(floats(10).buffer));
+      b.set(new Uint8Array(floats(20).buffer));
+      c.set(new Uint8Array(floats(30).buffer));
+      const da = decodeInferRequest(rawReq(a), MLP_SIG, LIMITS);
+      const db = decodeInferRequest(rawReq(b), MLP_SIG, LIMITS);
+      const dc = decodeInferRequest(rawReq(c), MLP_SIG, LIMITS);
+      expect((da.feeds['x']!.data as Float32Array).buffer).toBe(pool);
+      expect((db.feeds['x']!.data as Float32Array).buffer).toBe(pool);
+      const [ra, rb, rc] = await Promise.all([da, db, dc].map((d) => session.run(d.feeds, d.outputs as string[])));
+      expect(Array.from(ra!['y']!.data as Float32Array)).toEqual(await reference(floats(10)));
+      expect(Array.from(rb!['y']!.data as Float32Array)).toEqual(await reference(floats(20)));
+      expect(Array.from(rc!['y']!.data as Float32Array)).toEqual(await reference(floats(30)));
+      expect(ra!['y']!.data).not.toEqual(rb!['y']!.data);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('onnxruntime returns the outputs of each run in fresh buffers, so raw output views never change later', async () => {
+    // encodeOutputs puts views (rawView) of the result buffers into the response; this
+    // holds only while onnxruntime-node never reuses an output buffer across runs.
+    const session = await ort.InferenceSession.create(mlpModel({ layers: 1, dim: 8, seed: 6 }), { intraOpNumThreads: 1 });
+    try {
+      const run = async (seed: number) => session.run({ x: new ort.Tensor('float32', floats(seed), [2, 8]) });
+      const first = await run(1);
+      const enc = encodeOutputs(first, { outputs: ['y'], rawOutputs: true });
+      const snapshot = Buffer.from(enc.raw_output_contents[0]!);
+      const second = await run(2);
+      expect((second['y']!.data as Float32Array).buffer).not.toBe((first['y']!.data as Float32Array).buffer);
+      expect(Buffer.from(enc.raw_output_contents[0]!).equals(snapshot)).toBe(true);
+      expect(Buffer.from(encodeOutputs(second, { outputs: ['y'], rawOutputs: true }).raw_output_contents[0]!).equals(snapshot)).toBe(false);
+      // And the response on the wire carries exactly those bytes.
+      const decoded = decodeInferResponse(wireResponse({ model_name: 'mlp', ...enc }), LIMITS);
+      expect(Buffer.from(decoded[0]!.data.buffer, decoded[0]!.data.byteOffset, decoded[0]!.data.byteLength).equals(snapshot)).toBe(true);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('rawView shares memory; toRawBytes copies', () => {
+    const f = floats(4, 4);
+    const view = rawView(f);
+    const copy = toRawBytes(f);
+    f[0] = 42;
+    expect(view.readFloatLE(0)).toBe(42);
+    expect(copy.readFloatLE(0)).not.toBe(42);
+  });
+
+  it('a request decoded from real gRPC bytes aliases the message buffer when the input is aligned', () => {
+    // The server's deserialiser keeps bytes fields as views of the message (no copy), so
+    // whether the tensor is zero-copy depends only on the input's offset in the message.
+    const wire = inferMethod.requestSerialize({
+      model_name: 'mlp',
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 8] }],
+      raw_input_contents: [toRawBytes(floats(7))],
+    });
+    for (let shift = 0; shift < 4; shift++) {
+      const msg = Buffer.alloc(wire.length + shift + 8).subarray(shift, shift + wire.length);
+      wire.copy(msg);
+      const req = inferMethod.requestDeserialize(msg) as { raw_input_contents: Buffer[] };
+      const raw = req.raw_input_contents[0]!;
+      const data = decodeInferRequest(req, MLP_SIG, LIMITS).feeds['x']!.data as Float32Array;
+      expect(Array.from(data)).toEqual(Array.from(floats(7)));
+      expect(data.buffer === msg.buffer).toBe(raw.byteOffset % 4 === 0);
+    }
   });
 });

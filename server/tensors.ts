@@ -22,6 +22,13 @@
  * to false (on the request or on every requested output; mixing raw and typed outputs in
  * one response is not allowed by the spec, so a request that asks for both is rejected).
  *
+ * Copies on the hot path (raw tensors): an input whose bytes are aligned for its datatype
+ * in the request buffer becomes an onnxruntime tensor over that same memory; an unaligned
+ * one is copied once. Outputs go into the response as views of onnxruntime's result
+ * buffers; protobufjs copies them once into the serialised message. Endianness: the wire
+ * is little-endian and the host must be too (checked when this module loads), so neither
+ * path swaps bytes.
+ *
  * SECURITY: error messages name tensors, datatypes, ranks, dimensions and byte counts;
  * they never contain tensor values. Caller-supplied names are quoted and truncated.
  */
@@ -136,7 +143,10 @@ export interface DecodeLimits {
 }
 
 export interface DecodedRequest {
-  /** Null-prototype map from input name to an onnxruntime tensor with its own, aligned buffer. */
+  /**
+   * Null-prototype map from input name to an onnxruntime tensor. Raw inputs may alias the
+   * request's bytes (zero-copy, see fromRaw); typed contents always get their own buffer.
+   */
   readonly feeds: Record<string, Tensor>;
   /** Output names to fetch, in response order. */
   readonly outputs: readonly string[];
@@ -163,10 +173,11 @@ function field(obj: Record<string, unknown>, key: string): unknown {
 }
 
 /** Optional repeated field: absent/null reads as empty; anything but an array is malformed. */
-function list(obj: Record<string, unknown>, key: string, what: string): readonly unknown[] {
+function list(obj: Record<string, unknown>, key: string, what: string | (() => string)): readonly unknown[] {
   const v = field(obj, key);
   if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) fail('ERR_SRV_BAD_REQUEST', `${what} must be a list`);
+  // `what` may be a function so the success path builds no message strings.
+  if (!Array.isArray(v)) fail('ERR_SRV_BAD_REQUEST', `${typeof what === 'function' ? what() : what} must be a list`);
   return v;
 }
 
@@ -246,30 +257,27 @@ function elementCount(
 
 type OrtData = Tensor['data'];
 
+type TypedArrayCtor = {
+  new (length: number): Exclude<OrtData, readonly string[]>;
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): Exclude<OrtData, readonly string[]>;
+};
+
+const ARRAY_TYPES: Readonly<Record<Datatype, TypedArrayCtor>> = Object.freeze({
+  BOOL: Uint8Array,
+  UINT8: Uint8Array,
+  UINT16: Uint16Array,
+  UINT32: Uint32Array,
+  UINT64: BigUint64Array,
+  INT8: Int8Array,
+  INT16: Int16Array,
+  INT32: Int32Array,
+  INT64: BigInt64Array,
+  FP32: Float32Array,
+  FP64: Float64Array,
+} as Record<Datatype, TypedArrayCtor>);
+
 function allocate(dt: Datatype, count: number): OrtData {
-  switch (dt) {
-    case 'BOOL':
-    case 'UINT8':
-      return new Uint8Array(count);
-    case 'UINT16':
-      return new Uint16Array(count);
-    case 'UINT32':
-      return new Uint32Array(count);
-    case 'UINT64':
-      return new BigUint64Array(count);
-    case 'INT8':
-      return new Int8Array(count);
-    case 'INT16':
-      return new Int16Array(count);
-    case 'INT32':
-      return new Int32Array(count);
-    case 'INT64':
-      return new BigInt64Array(count);
-    case 'FP32':
-      return new Float32Array(count);
-    case 'FP64':
-      return new Float64Array(count);
-  }
+  return new ARRAY_TYPES[dt](count);
 }
 
 function asTypedArray(d: OrtData): Exclude<OrtData, readonly string[]> {
@@ -277,7 +285,15 @@ function asTypedArray(d: OrtData): Exclude<OrtData, readonly string[]> {
   return d as Exclude<OrtData, readonly string[]>;
 }
 
-/** Copies little-endian wire bytes into a freshly allocated (hence aligned) typed array. */
+/**
+ * A typed array over little-endian wire bytes (the host is little-endian: checked at
+ * load). Zero-copy when `bytes` lies in a plain ArrayBuffer at an offset that is a
+ * multiple of the element size: the result then ALIASES `bytes` (the caller must not
+ * change or reuse them while the tensor is in use; a gRPC request's buffer belongs to
+ * that one call). Otherwise the bytes are copied into a fresh, aligned array (typed
+ * arrays cannot start at an unaligned offset). Checks the length and BOOL values; does
+ * not check float values.
+ */
 function fromRaw(name: string, dt: Datatype, bytes: Uint8Array, count: number): OrtData {
   const info = DATATYPES[dt];
   const expected = count * info.bytes;
@@ -287,14 +303,24 @@ function fromRaw(name: string, dt: Datatype, bytes: Uint8Array, count: number): 
       `input ${quote(name)} has ${bytes.byteLength} bytes, expected ${expected} (${count} ${dt} elements)`,
     );
   }
-  const out = asTypedArray(allocate(dt, count));
-  new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes);
   if (dt === 'BOOL') {
     for (let i = 0; i < bytes.length; i++) {
       if (bytes[i]! > 1) fail('ERR_SRV_TENSOR_VALUE', `input ${quote(name)}: BOOL bytes must be 0 or 1`);
     }
   }
+  if (isZeroCopy(bytes, info.bytes)) return new ARRAY_TYPES[dt](bytes.buffer as ArrayBuffer, bytes.byteOffset, count);
+  const out = asTypedArray(allocate(dt, count));
+  new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes);
   return out;
+}
+
+/**
+ * Whether raw bytes can back a tensor of `elementBytes`-sized elements without a copy:
+ * a plain (not shared, not detached) ArrayBuffer and an aligned offset.
+ */
+export function isZeroCopy(bytes: Uint8Array, elementBytes: number): boolean {
+  // SECURITY: a SharedArrayBuffer could change under onnxruntime while it runs: copy.
+  return bytes.buffer instanceof ArrayBuffer && bytes.byteOffset % elementBytes === 0;
 }
 
 function fromContents(name: string, dt: Datatype, contents: unknown, count: number): OrtData {
@@ -304,11 +330,11 @@ function fromContents(name: string, dt: Datatype, contents: unknown, count: numb
   const c = (contents ?? {}) as Record<string, unknown>;
   const info: DatatypeInfo = DATATYPES[dt];
   for (const f of CONTENT_FIELDS) {
-    if (f !== info.field && list(c, f, `input ${quote(name)} ${f}`).length > 0) {
+    if (f !== info.field && list(c, f, () => `input ${quote(name)} ${f}`).length > 0) {
       fail('ERR_SRV_TENSOR_CONTENTS', `input ${quote(name)}: ${dt} data must be in ${info.field}, not ${f}`);
     }
   }
-  const values = list(c, info.field, `input ${quote(name)} ${info.field}`);
+  const values = list(c, info.field, () => `input ${quote(name)} ${info.field}`);
   if (values.length !== count) {
     fail('ERR_SRV_TENSOR_SIZE', `input ${quote(name)} has ${values.length} values in ${info.field}, expected ${count}`);
   }
@@ -403,7 +429,7 @@ export function decodeInferRequest(req: unknown, signature: ModelSignature, limi
         `input ${quote(name)} has datatype ${quote(datatype)}, model expects ${spec.datatype}`,
       );
     }
-    const { dims, count } = elementCount(name, list(t, 'shape', `input ${quote(name)} shape`), spec, bindings, limits);
+    const { dims, count } = elementCount(name, list(t, 'shape', () => `input ${quote(name)} shape`), spec, bindings, limits);
     total += count;
     if (total > limits.maxTensorElements) {
       fail('ERR_SRV_TENSOR_TOO_LARGE', `inputs up to ${quote(name)} exceed ${limits.maxTensorElements} elements in total`);
@@ -455,6 +481,16 @@ export function toRawBytes(data: ArrayBufferView): Buffer {
   return Buffer.from(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
 }
 
+/**
+ * Little-endian wire bytes of a typed array WITHOUT a copy: a Buffer over the same
+ * memory. Only for data nobody changes before it is serialised: onnxruntime-node hands
+ * every run's outputs over in fresh ArrayBuffers (tensors.test.ts checks that), and
+ * grpc-js serialises the response synchronously when the handler returns it.
+ */
+export function rawView(data: ArrayBufferView): Buffer {
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
 /** Typed `contents` for a typed array of datatype `dt`. 64-bit values become decimal strings. */
 export function toTypedContents(dt: Datatype, data: ArrayBufferView): InferTensorContentsIn {
   const info = DATATYPES[dt];
@@ -483,7 +519,8 @@ export function encodeOutputs(
     if (!dt) throw new ServerError('ERR_SRV_INTERNAL', { detail: `output ${quote(name)} has unsupported type` });
     const data = asTypedArray(t.data);
     const entry: InferOutputTensor = { name, datatype: dt, shape: t.dims.map(Number), parameters: {}, contents: null };
-    if (decoded.rawOutputs) raw.push(toRawBytes(data));
+    // No copy: protobufjs copies the bytes into the response message once.
+    if (decoded.rawOutputs) raw.push(rawView(data));
     else entry.contents = toTypedContents(dt, data);
     outputs.push(entry);
   }
@@ -516,7 +553,7 @@ export function decodeInferResponse(resp: unknown, limits: DecodeLimits): WireTe
     const name = String(field(t, 'name'));
     const datatype = field(t, 'datatype');
     if (!isDatatype(datatype)) fail('ERR_SRV_TENSOR_DATATYPE', `output ${quote(name)} has unsupported datatype`);
-    const shape = list(t, 'shape', `output ${quote(name)} shape`);
+    const shape = list(t, 'shape', () => `output ${quote(name)} shape`);
     const spec: TensorSpec = { name, datatype, dims: shape.map(() => null) };
     const { dims, count } = elementCount(name, shape, spec, new Map(), limits, 'output');
     let data: OrtData;

@@ -6,8 +6,9 @@
  */
 import { CompactSign, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import { sha256 } from '../common/bytes.js';
-import { RELEASE_JWS_TYPE, type ReleaseSignedPayload } from '../kms-broker/protocol.js';
+import { LEASE_JWS_TYPE, RELEASE_JWS_TYPE, type Lease, type LeasePayload, type LeaseRenewResponse, type ReleaseSignedPayload } from '../kms-broker/protocol.js';
 import { jwksReleaseVerifier, type ReleaseVerifier } from './release-verify.js';
+import { jwksLeaseVerifier, type LeaseVerifier } from './lease.js';
 import { randomBytes } from 'node:crypto';
 import type { Evidence, EvidenceProvider } from '../attestation/types.js';
 import { hpkeSeal, HPKE_SUITE_ID } from '../common/hpke.js';
@@ -19,7 +20,7 @@ import {
   type ChallengeResponse,
   type ReleaseResponse,
 } from '../kms-broker/protocol.js';
-import type { BrokerClient, ReleaseParams } from './broker-client.js';
+import type { BrokerClient, ReleaseParams, RenewParams } from './broker-client.js';
 
 /** Evidence provider whose "report" is just the report_data (base64). Not verifiable. */
 export class RecordingEvidenceProvider implements EvidenceProvider {
@@ -36,7 +37,7 @@ export class RecordingEvidenceProvider implements EvidenceProvider {
 }
 
 export interface FakeBrokerCall {
-  readonly op: 'challenge' | 'attest' | 'release';
+  readonly op: 'challenge' | 'attest' | 'release' | 'renew';
   readonly keyId?: string;
 }
 
@@ -54,6 +55,12 @@ export class FakeBroker implements BrokerClient {
   always: { op: FakeBrokerCall['op']; error: unknown } | undefined;
   /** When set, release seals to this public key instead of the requester's. */
   sealTo: Uint8Array | undefined;
+  /** Lifetime and renew point of the leases it grants (seconds). */
+  leaseTtlSeconds = 600;
+  leaseRenewAfterSeconds = 300;
+  /** Leases granted (release) and renewed, in order. */
+  readonly leases: LeasePayload[] = [];
+  #lastNonce = '';
 
   constructor(keys: Map<string, Map<number, Uint8Array>>, token = `tok-${randomBytes(8).toString('hex')}`) {
     this.#keys = keys;
@@ -84,6 +91,7 @@ export class FakeBroker implements BrokerClient {
   async attest(req: AttestRequest): Promise<AttestResponse> {
     this.#maybeFail('attest');
     if (!this.#nonces.delete(req.nonce)) throw new Error('fake broker: unknown nonce');
+    this.#lastNonce = req.nonce;
     return { token: this.token, expiresAt: new Date(Date.now() + 60_000).toISOString(), claims: { simulated: true } };
   }
 
@@ -111,7 +119,40 @@ export class FakeBroker implements BrokerClient {
     const signature = await new CompactSign(Buffer.from(JSON.stringify(payload)))
       .setProtectedHeader({ alg: 'ES256', kid: 'fake', typ: RELEASE_JWS_TYPE })
       .sign(privateKey);
-    return { keyId, version, suite: HPKE_SUITE_ID, enc, ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'), signature };
+    const lease = await this.#lease(randomBytes(16).toString('base64url'), keyId, version, sha256(to).toString('base64url'));
+    return { keyId, version, suite: HPKE_SUITE_ID, enc, ciphertext: Buffer.from(sealed.ciphertext).toString('base64url'), signature, lease };
+  }
+
+  /** Renews any lease it granted (no checks beyond the token); `failNext('renew', ...)` refuses. */
+  async renew(params: RenewParams): Promise<LeaseRenewResponse> {
+    this.#maybeFail('renew');
+    if (params.token !== this.token) throw new Error('fake broker: bad token');
+    const prev = JSON.parse(Buffer.from(params.lease.split('.')[1] ?? '', 'base64url').toString('utf8')) as LeasePayload;
+    this.calls[this.calls.length - 1] = { op: 'renew', keyId: prev.keyId };
+    return { lease: await this.#lease(prev.lid, prev.keyId, prev.version, sha256(Buffer.from(params.publicKey, 'base64url')).toString('base64url')) };
+  }
+
+  async #lease(lid: string, keyId: string, version: number, keyHash: string): Promise<Lease> {
+    const iat = Math.floor(Date.now() / 1000);
+    const payload: LeasePayload = {
+      iss: 'fake-broker',
+      lid,
+      tenant: 'default',
+      keyId,
+      version,
+      measurement: '00'.repeat(48),
+      keyHash,
+      nonce: this.#lastNonce,
+      iat,
+      exp: iat + this.leaseTtlSeconds,
+      renewAfter: iat + this.leaseRenewAfterSeconds,
+    };
+    this.leases.push(payload);
+    const { privateKey } = await this.#signingKeys();
+    const token = await new CompactSign(Buffer.from(JSON.stringify(payload)))
+      .setProtectedHeader({ alg: 'ES256', kid: 'fake', typ: LEASE_JWS_TYPE })
+      .sign(privateKey);
+    return { id: lid, expiresAt: new Date(payload.exp * 1000).toISOString(), renewAfter: new Date(payload.renewAfter * 1000).toISOString(), token };
   }
 
   #keyPair: Promise<{ privateKey: CryptoKey; publicKey: CryptoKey }> | undefined;
@@ -125,5 +166,11 @@ export class FakeBroker implements BrokerClient {
   async releaseVerifier(): Promise<ReleaseVerifier> {
     const jwk = await exportJWK((await this.#signingKeys()).publicKey);
     return jwksReleaseVerifier({ keys: [{ ...jwk, kid: 'fake', alg: 'ES256', use: 'sig' }] });
+  }
+
+  /** A lease verifier pinned to the same key. */
+  async leaseVerifier(): Promise<LeaseVerifier> {
+    const jwk = await exportJWK((await this.#signingKeys()).publicKey);
+    return jwksLeaseVerifier({ keys: [{ ...jwk, kid: 'fake', alg: 'ES256', use: 'sig' }] });
   }
 }

@@ -30,7 +30,9 @@ const policyFor = (measurement: string) => ({ allowSimulated: true, measurements
 
 function rpc<T>(client: grpc.Client, method: string, req: unknown): Promise<T> {
   return new Promise((resolve, reject) => {
-    (client as unknown as Record<string, Function>)[method]!.call(client, req, (err: grpc.ServiceError | null, res: T) =>
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${stack.apiKey}`);
+    (client as unknown as Record<string, Function>)[method]!.call(client, req, md, (err: grpc.ServiceError | null, res: T) =>
       err ? reject(err) : resolve(res),
     );
   });
@@ -105,6 +107,7 @@ describe('attested serving, end to end', () => {
       expectMeasurements: [GOOD_MEASUREMENT],
       allowSimulated: true,
       simulatedRootPem: stack.sim.arkPem,
+      apiKey: stack.apiKey,
     });
     const local = await localInference(input);
     expect(result.outputs.map((o) => o.name).sort()).toEqual(Object.keys(local).sort());

@@ -18,6 +18,9 @@ import { buildApp, type EvidenceVerifier } from '../app.js';
 import type { BrokerClaims } from '../policy.js';
 import { loadBrokerConfig, type BrokerConfigInput, type BrokerConfig } from '../config.js';
 import { openKeyStore, type FileKeyStore } from '../keystore.js';
+import { MemoryAuditSink } from '../audit-sink.js';
+import { FileIdentityStore, type Role } from '../identities.js';
+import { openIdentityStore } from '../state.js';
 import { TokenService } from '../tokens.js';
 
 export const MEASUREMENT_A = 'a'.repeat(96);
@@ -176,6 +179,10 @@ export interface Harness {
   app: FastifyInstance;
   config: BrokerConfig;
   store: FileKeyStore;
+  identities: FileIdentityStore;
+  audit: MemoryAuditSink;
+  /** Creates an admin identity and returns its Authorization header. */
+  identity(tenant: string, roles: Role[], subject?: string): Promise<{ id: string; headers: Record<string, string> }>;
   tokens: TokenService;
   verifier: EvidenceVerifier & { calls?: number };
   clock: Clock;
@@ -193,6 +200,8 @@ export async function makeHarness(
     config?: Partial<BrokerConfigInput>;
     env?: Record<string, string | undefined>;
     adminToken?: string | undefined;
+    /** Pass no identity store to the app (the admin API then rests on the bootstrap token alone). */
+    noIdentities?: boolean;
     verifier?: EvidenceVerifier & { calls?: number };
     /** Builds the verifier from the loaded config (e.g. `createDefaultVerifier`); wins over `verifier`. */
     makeVerifier?: (config: BrokerConfig, env: Record<string, string | undefined>) => Promise<EvidenceVerifier>;
@@ -204,12 +213,16 @@ export async function makeHarness(
   const clock = new Clock();
   const logs = captureLogs();
   const store = await openKeyStore(config, { env, now: clock.now });
+  const identities = await openIdentityStore(config, { env, now: clock.now });
+  const audit = new MemoryAuditSink();
   const tokens = await TokenService.generate({ issuer: config.issuer, ttlSeconds: config.tokenTtlSeconds });
   const verifier = opts.makeVerifier ? await opts.makeVerifier(config, env) : (opts.verifier ?? fakeVerifier());
   const app = buildApp(config, {
     logger: logs.logger,
     verifier,
     keyStore: store,
+    ...(opts.noIdentities ? {} : { identities }),
+    audit,
     tokens,
     adminToken: 'adminToken' in opts ? opts.adminToken : ADMIN_TOKEN,
     now: clock.now,
@@ -220,6 +233,12 @@ export async function makeHarness(
     app,
     config,
     store,
+    identities,
+    audit,
+    identity: async (tenant, roles, subject) => {
+      const { identity, token } = await identities.create({ tenant, subject: subject ?? `${tenant}-${roles.join('+')}`, roles, ttlSeconds: 86400 }, 'test');
+      return { id: identity.id, headers: { authorization: `Bearer ${token!}` } };
+    },
     tokens,
     verifier,
     clock,
@@ -250,6 +269,8 @@ export async function attest(
     fail?: FakeEvidence['fail'];
     /** Extra members merged into the evidence object (the fake verifier ignores them). */
     extraEvidence?: Record<string, unknown>;
+    /** The tenant the token is for (absent: the broker's default). */
+    tenant?: string;
   } = {},
 ) {
   const keyPair = opts.keyPair ?? (await generateHpkeKeyPair());
@@ -265,15 +286,20 @@ export async function attest(
   const res = await app.inject({
     method: 'POST',
     url: '/v1/attest',
-    payload: { nonce: nonce.toString('base64url'), evidence, publicKey: Buffer.from(keyPair.publicKey).toString('base64url') },
+    payload: {
+      nonce: nonce.toString('base64url'),
+      evidence,
+      publicKey: Buffer.from(keyPair.publicKey).toString('base64url'),
+      ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
+    },
   });
   return { res, keyPair, nonce };
 }
 
-export async function release(app: FastifyInstance, keyId: string, token: string | undefined, publicKey: Uint8Array, version?: number) {
+export async function release(app: FastifyInstance, keyId: string, token: string | undefined, publicKey: Uint8Array, version?: number, tenant?: string) {
   return app.inject({
     method: 'POST',
-    url: `/v1/keys/${encodeURIComponent(keyId)}/release`,
+    url: tenant === undefined ? `/v1/keys/${encodeURIComponent(keyId)}/release` : `/v1/tenants/${encodeURIComponent(tenant)}/keys/${encodeURIComponent(keyId)}/release`,
     headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
     payload: { publicKey: Buffer.from(publicKey).toString('base64url'), ...(version !== undefined ? { version } : {}) },
   });

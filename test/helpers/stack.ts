@@ -18,6 +18,7 @@ import { startBroker, type RunningBroker } from '../../kms-broker/main.js';
 import { ROUTES, BROKER_JWKS_FILE } from '../../kms-broker/protocol.js';
 import { buildServer, type CirServer, type ServerDeps } from '../../server/app.js';
 import { loadServerConfig } from '../../server/config.js';
+import { issueKey } from '../../server/tenancy/key-admin.js';
 
 export const GOOD_MEASUREMENT = createHash('sha384').update('cir e2e good image').digest('hex');
 export const OTHER_MEASUREMENT = createHash('sha384').update('cir e2e other image').digest('hex');
@@ -48,6 +49,10 @@ export interface Stack {
   readonly broker: RunningBroker;
   readonly adminToken: string;
   readonly logs: LogSink;
+  /** API key store the stack's servers use (tenant `default`). */
+  readonly keyStore: string;
+  /** A key of tenant `default` with every operation on every model. */
+  readonly apiKey: string;
   /** Seals the VAD model under a new key with `policy` and returns the sealed file path. */
   sealedModel(keyId: string, policy: unknown): Promise<string>;
   /** Builds (not starts) a server for `sealedPath` whose TEE reports `measurement`. */
@@ -55,7 +60,8 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function createStack(): Promise<Stack> {
+/** `brokerConfig`: extra broker configuration (e.g. `leases`), merged over the defaults. */
+export async function createStack(brokerConfig: Record<string, unknown> = {}): Promise<Stack> {
   const dir = await mkdtemp(path.join(tmpdir(), 'cir-e2e-'));
   const sim = await SimulatedSnp.open(path.join(dir, 'sim'));
   const arkFile = path.join(dir, 'sim-ark.pem');
@@ -64,12 +70,21 @@ export async function createStack(): Promise<Stack> {
   const env = { NODE_ENV: 'test', CIR_KMS_ADMIN_TOKEN: adminToken };
   const logs = captureLogger();
   const config = loadBrokerConfig(
-    { listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(dir, 'broker'), attestation: { simulatedRootFile: arkFile, allowSimulated: true } },
+    { listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(dir, 'broker'), attestation: { simulatedRootFile: arkFile, allowSimulated: true }, ...brokerConfig },
     { env },
   );
   const broker = await startBroker(config, { logger: logs.logger, env });
   const servers: CirServer[] = [];
   const model = await readFile(vadModelPath());
+  const keyStore = path.join(dir, 'api-keys.json');
+  const { token: apiKey } = await issueKey(keyStore, {
+    tenant: 'default',
+    owner: 'e2e',
+    environment: 'test',
+    operations: ['infer', 'metadata', 'evidence'],
+    models: '*',
+    now: new Date(),
+  });
 
   return {
     dir,
@@ -77,6 +92,8 @@ export async function createStack(): Promise<Stack> {
     broker,
     adminToken,
     logs,
+    keyStore,
+    apiKey,
     async sealedModel(keyId, policy) {
       const dek = randomBytes(32);
       const res = await fetch(new URL(ROUTES.adminKeys, broker.url), {
@@ -96,6 +113,7 @@ export async function createStack(): Promise<Stack> {
         broker: { url: broker.url, timeoutMs: 5000, jwksFile: path.join(dir, 'broker', BROKER_JWKS_FILE) },
         retry: { initialMs: 20, maxMs: 100 },
         intraOpThreads: 1,
+        auth: { mode: 'api-keys', storeFile: keyStore },
         ...config,
       });
       const s = buildServer(cfg, {

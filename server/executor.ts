@@ -1,0 +1,97 @@
+/**
+ * How the server executes models: onnxruntime session options (threads, execution mode)
+ * and the gRPC server options of the hot path.
+ *
+ * Threads. onnxruntime-node runs `session.run()` synchronously on the Node event loop
+ * (it is wrapped in a setImmediate, not moved to a thread), so the calling thread is one
+ * of the compute threads and gRPC I/O waits while a model runs. The default therefore
+ * leaves one core to that thread and gives onnxruntime the rest: intra-op threads =
+ * max(1, cores - 1), counting the caller. On a 2-core machine that is 1: a second
+ * intra-op thread would compete with the event loop (and the load generator) for the
+ * same core and make every request slower (measured, bench/README.md "Hot path").
+ * `executionMode: 'parallel'` only helps graphs with independent branches; the default is
+ * onnxruntime's `sequential`, where inter-op threads are unused.
+ *
+ * What this module does NOT do: it does not choose an execution provider (the server
+ * creates CPU sessions), and it does not move `run()` off the event loop: a worker pool
+ * could overlap gRPC I/O with compute, but the I/O it would hide is a few percent of a
+ * >= 10 ms model's time (bench/README.md "Hot path"), and it adds a copy of every tensor
+ * in and out of the worker plus a session per worker.
+ */
+import { availableParallelism } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import type { InferenceSession } from 'onnxruntime-node';
+import type { InferenceSessionLike } from './registry.js';
+
+export type ExecutionMode = 'sequential' | 'parallel';
+
+/** Operator settings (server config); 0 threads means "cir picks" (see resolveThreads). */
+export interface ExecutionSettings {
+  readonly intraOpThreads: number;
+  readonly interOpThreads: number;
+  readonly executionMode: ExecutionMode;
+}
+
+/** Resolved thread counts, as passed to onnxruntime. */
+export interface ResolvedThreads {
+  readonly intraOpNumThreads: number;
+  /** Absent: onnxruntime's default (only used in parallel mode). */
+  readonly interOpNumThreads?: number;
+}
+
+/**
+ * Thread counts for `cores` CPU cores: intra-op = the configured value, or
+ * max(1, cores - 1) when 0; inter-op = the configured value, or onnxruntime's default
+ * when 0. Does not check that `cores` matches the machine (tests pass their own).
+ */
+export function resolveThreads(s: Pick<ExecutionSettings, 'intraOpThreads' | 'interOpThreads'>, cores = availableParallelism()): ResolvedThreads {
+  const intra = s.intraOpThreads > 0 ? s.intraOpThreads : Math.max(1, Math.floor(cores) - 1);
+  return s.interOpThreads > 0 ? { intraOpNumThreads: intra, interOpNumThreads: s.interOpThreads } : { intraOpNumThreads: intra };
+}
+
+/**
+ * Session options for a model: the caller's `base` (execution providers, optimisation
+ * level) with threads and execution mode from `settings` overriding any in `base`.
+ */
+export function sessionOptionsFor(
+  base: InferenceSession.SessionOptions,
+  settings: ExecutionSettings,
+  cores?: number,
+): InferenceSession.SessionOptions {
+  const { intraOpNumThreads: _i, interOpNumThreads: _o, executionMode: _m, ...rest } = base;
+  return { ...rest, ...resolveThreads(settings, cores), executionMode: settings.executionMode };
+}
+
+/** The shape of boot.ts's SessionFactory (kept structural so boot.ts need not import this). */
+export type CreateSession = (model: Uint8Array, options: InferenceSession.SessionOptions) => Promise<InferenceSessionLike>;
+
+/**
+ * A session factory for boot.ts that applies `settings` (threads, execution mode) on top
+ * of boot's options. `create` defaults to onnxruntime-node's InferenceSession.create;
+ * tests inject a fake to see the options.
+ */
+export function createSessionFactory(
+  settings: ExecutionSettings,
+  create: CreateSession = (model, options) => ort.InferenceSession.create(model, options),
+  cores?: number,
+): CreateSession {
+  return (model, options) => create(model, sessionOptionsFor(options, settings, cores));
+}
+
+/**
+ * grpc-js server options for the hot path, merged into the server's own options (message
+ * size limits stay the caller's). Channelz keeps per-call statistics and traces that cir
+ * never reads: it is off. `maxConcurrentStreams` bounds streams per HTTP/2 connection so
+ * one client cannot queue more calls than the server admits (ERR_SRV_OVERLOADED answers
+ * the rest quickly). No compression is configured: tensors rarely compress, and
+ * compressing would put zlib on the event loop.
+ * `maxConcurrentInfers` + 16 streams per connection: a well-behaved client sees
+ * ERR_SRV_OVERLOADED (a fast, typed answer) before HTTP/2 starts queueing its calls, and
+ * control RPCs (ModelReady, metadata) still get through at the limit.
+ */
+export function hotPathServerOptions(maxConcurrentInfers: number): Record<string, number> {
+  return {
+    'grpc.enable_channelz': 0,
+    'grpc.max_concurrent_streams': Math.max(1, Math.floor(maxConcurrentInfers)) + 16,
+  };
+}
