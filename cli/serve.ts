@@ -14,6 +14,7 @@ interface ServeFlags {
   broker?: string;
   brokerJwks?: string;
   brokerTenant?: string;
+  apiKeys?: string;
   simState?: string;
   measurement?: string;
   tee?: string;
@@ -32,6 +33,7 @@ export function registerServeCommand(program: Command): void {
     .option('--listen <host:port>', 'listen address (default 127.0.0.1:8443)')
     .option('--model <name=path>', 'a sealed model to serve (repeatable)', collect)
     .option('--broker <url>', 'key broker base URL')
+    .option('--api-keys <file>', 'API-key store (cir keys issue --store FILE); every inference call must carry one of its keys. Without it and without `auth` in --config, inference is refused (fail closed)')
     .option('--broker-tenant <tenant>', 'the broker tenant whose keys the sealed models name (default: default)')
     .option('--broker-jwks <file>', "the broker's public JWKS to pin (it writes <state-dir>/jwks.json); key releases must be signed by it")
     .option('--tee <mode>', "evidence provider: auto (configfs-tsm if it reports sev_guest or tdx_guest, else the simulator when configured), sev-snp, tdx, simulated (default auto)")
@@ -54,6 +56,8 @@ export function registerServeCommand(program: Command): void {
           'broker.url': f.broker,
           'broker.jwksFile': f.brokerJwks,
           'broker.tenant': f.brokerTenant,
+          'auth.mode': f.apiKeys ? 'api-keys' : undefined,
+          'auth.storeFile': f.apiKeys,
           'simulated.stateDir': f.simState,
           'simulated.measurement': f.measurement,
           'tee.mode': f.tee,

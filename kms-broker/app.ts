@@ -37,7 +37,7 @@ import {
   type ReleaseResponse,
 } from './protocol.js';
 import type { TokenService } from './tokens.js';
-import { brokerLimits } from './limits.js';
+import { brokerLimits, enforceIdentityLimit } from './limits.js';
 import { brokerMetricsPlugin, type BrokerMetrics } from './metrics.js';
 import { leaseRoutes, type LeaseRoutesOptions } from './lease-routes.js';
 import { DEFAULT_TENANT, LeaseService, type VerifiedAttestation } from './leases.js';
@@ -287,6 +287,8 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       who.measurement = measurementOf(claims);
       who.simulated = claims.simulated;
       (request as { principal?: string }).principal = `token:${token.keyHash.slice(0, 16)}`;
+      // The per-identity rate limit of the release group, now that the caller is known.
+      await enforceIdentityLimit(request);
       // SECURITY: the DEK goes only to the key the evidence bound; compare digests in constant time.
       const boundHash = fromBase64Url(token.keyHash);
       if (!boundHash || !constantTimeEqual(sha256(publicKey), boundHash)) {

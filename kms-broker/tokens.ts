@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes, type KeyObject } from 'node:crypto';
-import { CompactSign, compactVerify, jwtVerify, SignJWT, type JWSHeaderParameters } from 'jose';
+import { compactVerify, type JWSHeaderParameters } from 'jose';
 import type { Logger } from '../common/logger.js';
 import { isKmsError, KmsError } from './codes.js';
 import { EAR_PROFILE, SUBMOD_NAME_RE, type EarAppraisal } from './ear.js';
+import { signCompactEs256, verifyJwtEs256 } from './jws-es256.js';
 import {
   ATTESTATION_TOKEN_TYPE,
   AttestationTokenPayloadSchema,
@@ -141,6 +142,10 @@ function invalid(code: 'ERR_KMS_TOKEN_INVALID' | 'ERR_KMS_JWS_INVALID', cause: u
  * injected `now`, then the payload schema. Any failure is `ERR_KMS_TOKEN_INVALID`.
  * Does not: track used jtis (a token may be presented several times within its few
  * minutes; the release is sealed to the bound key, so a thief learns nothing).
+ *
+ * Signing and token verification use jws-es256.ts (node:crypto, synchronous: jose's
+ * WebCrypto jobs dominated the release path); `verifyJws` (lease renewals) stays on jose's
+ * compactVerify. Both give jose's error codes in the detail.
  *
  * A ring opened from a state directory (`openRing`) is re-read when ring.json changes
  * (checked at most once per `reloadIntervalMs`), so `cir broker signing-keys` takes effect
@@ -344,7 +349,7 @@ export class TokenService {
     const parsed = AttestationTokenPayloadSchema.safeParse(candidate);
     if (!parsed.success) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'token payload does not match its schema' });
     const { kid, key } = this.#signer(ring);
-    const token = await new SignJWT(candidate).setProtectedHeader({ alg: ALG, kid, typ: ATTESTATION_TOKEN_TYPE }).sign(key);
+    const token = signCompactEs256({ kid, typ: ATTESTATION_TOKEN_TYPE }, Buffer.from(JSON.stringify(candidate), 'utf8'), key);
     return { token, jti, expiresAt: new Date(exp * 1000), kid };
   }
 
@@ -366,7 +371,7 @@ export class TokenService {
     const { kid, key } = this.#signer(ring);
     // SECURITY: the same ring as the tokens, but a distinct `typ`, so a release signature can
     // never be replayed as an attestation token (jwtVerify checks typ) or the other way round.
-    return new CompactSign(Buffer.from(JSON.stringify(payload), 'utf8')).setProtectedHeader({ alg: ALG, kid, typ: RELEASE_JWS_TYPE }).sign(key);
+    return signCompactEs256({ kid, typ: RELEASE_JWS_TYPE }, Buffer.from(JSON.stringify(payload), 'utf8'), key);
   }
 
   /** Verifies an attestation-result token (see the class comment). Throws `ERR_KMS_TOKEN_INVALID`. */
@@ -377,14 +382,14 @@ export class TokenService {
     const ring = await this.#current();
     let result;
     try {
-      result = await jwtVerify(token, this.#resolver(ring, 'ERR_KMS_TOKEN_INVALID'), {
-        // SECURITY: algorithm allow-list.
-        algorithms: [ALG],
+      // SECURITY: ES256 only (jws-es256.ts refuses every other alg), key from our ring by kid,
+      // then typ, iss, aud, exp, iat (not in the future, at most the TTL old), required claims.
+      result = verifyJwtEs256(token, this.#resolver(ring, 'ERR_KMS_TOKEN_INVALID'), {
         issuer: this.#opts.issuer,
         audience: TOKEN_AUDIENCE,
         typ: ATTESTATION_TOKEN_TYPE,
-        currentDate: now,
-        maxTokenAge: this.#opts.ttlSeconds,
+        now,
+        maxTokenAgeSeconds: this.#opts.ttlSeconds,
         requiredClaims: ['iss', 'aud', 'iat', 'exp', 'jti'],
       });
     } catch (cause) {
@@ -428,7 +433,7 @@ export class TokenService {
     const bytes = Buffer.from(JSON.stringify(full), 'utf8');
     if (bytes.length > MAX_TOKEN_LENGTH) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'payload too large' });
     const { kid, key } = this.#signer(await this.#current());
-    return new CompactSign(bytes).setProtectedHeader({ alg: ALG, kid, typ }).sign(key);
+    return signCompactEs256({ kid, typ }, bytes, key);
   }
 
   /**
@@ -472,7 +477,7 @@ export class TokenService {
     return {
       sign: async (payload: Uint8Array) => {
         const { kid, key } = this.#signer(await this.#current());
-        return new CompactSign(Uint8Array.from(payload)).setProtectedHeader({ alg: ALG, kid, typ: AUDIT_HEAD_JWS_TYPE }).sign(key);
+        return signCompactEs256({ kid, typ: AUDIT_HEAD_JWS_TYPE }, Uint8Array.from(payload), key);
       },
     };
   }

@@ -274,7 +274,7 @@ function selectChain(
       throw new AttestationError('ERR_ATT_SNP_UNTRUSTED_CERT', { detail: `evidence ${interName} is not the AMD ${interName}` });
     }
     if (certs.ark) {
-      const ark = parseCertificate(certs.ark, 'evidence ARK');
+      const ark = parseCertificateCached(certs.ark, 'evidence ARK');
       if (ark.spkiSha256 !== AMD_ARK_SPKI_SHA256[info.product]) {
         throw new AttestationError('ERR_ATT_SNP_ARK_PIN_MISMATCH', { detail: `evidence ARK is not the pinned ARK-${info.product}` });
       }
@@ -291,13 +291,14 @@ function selectChain(
   // configured simulated ARK, which is the only anchor (pinned by its own key).
   if (!evidenceInter) throw new AttestationError('ERR_ATT_SNP_MISSING_CERT', { detail: `simulated evidence lacks the ${interName}` });
   if (certs.ark) {
-    const ark = parseCertificate(certs.ark, 'evidence ARK');
+    const ark = parseCertificateCached(certs.ark, 'evidence ARK');
     if (ark.spkiSha256 !== sim.spkiSha256) {
       throw new AttestationError('ERR_ATT_SNP_ARK_PIN_MISMATCH', { detail: 'evidence ARK is not the configured simulated ARK' });
     }
   }
   return {
-    intermediate: parseCertificate(evidenceInter, `simulated ${interName}`),
+    // Parsed once per distinct DER (cert-cache.ts); verifyCertChain still checks it in full.
+    intermediate: parseCertificateCached(evidenceInter, `simulated ${interName}`),
     root: sim,
     pin: sim.spkiSha256,
     simulated: true,
