@@ -62,8 +62,6 @@ const i2osp2 = (n: number): Buffer => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
 /** suite_id of the KEM (section 4.1) and of the whole suite (section 5.1). */
 const KEM_SUITE_ID = Buffer.concat([Buffer.from('KEM', 'ascii'), i2osp2(KEM_ID)]);
 const HPKE_SUITE_ID_BYTES = Buffer.concat([Buffer.from('HPKE', 'ascii'), i2osp2(KEM_ID), i2osp2(KDF_ID), i2osp2(AEAD_ID)]);
-/** DER SubjectPublicKeyInfo prefix of an X25519 key (RFC 8410): SEQUENCE { id-X25519 } BIT STRING (32 bytes). */
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 
 const bytes = (s: string): Buffer => Buffer.from(s, 'ascii');
 
@@ -104,10 +102,12 @@ export async function hpkeSeal(
     throw new RangeError('HPKE recipient public key must be 32 bytes');
   }
   const pkR = Buffer.from(recipientPublicKey); // SECURITY: private copy
-  const pkRKey = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, pkR]), format: 'der', type: 'spki' });
+  // Raw keys travel as JWK (RFC 8037 OKP), node's cheapest import and export path for them.
+  const pkRKey = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: pkR.toString('base64url') }, format: 'jwk' });
   // Encap (section 4.1, DHKEM): a fresh ephemeral key pair per seal.
   const eph = generateKeyPairSync('x25519');
-  const enc = eph.publicKey.export({ format: 'der', type: 'spki' }).subarray(X25519_SPKI_PREFIX.length);
+  const enc = Buffer.from(eph.publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
+  if (enc.length !== X25519_PUBLIC_KEY_LENGTH) throw new Error('HPKE: unexpected ephemeral public key');
   const dh = diffieHellman({ privateKey: eph.privateKey, publicKey: pkRKey });
   // SECURITY: RFC 9180 section 7.1.4: abort on the all-zero X25519 output.
   if (dh.length !== N_SECRET || dh.every((b) => b === 0)) throw new Error('HPKE: X25519 shared secret is zero');

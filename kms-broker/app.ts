@@ -23,7 +23,7 @@ import {
   type PolicyDecision,
   type ReleasePolicy,
 } from './policy.js';
-import { notFoundHandler, parseBody, problemErrorHandler } from './problem.js';
+import { notFoundHandler, bearerToken, parseBody, problemErrorHandler } from './problem.js';
 import {
   AttestRequestSchema,
   KEY_ID_RE,
@@ -597,14 +597,6 @@ function decodeFixed(b64: string, field: string): Buffer {
   return b;
 }
 
-/** The token of an `Authorization: Bearer <token>` header (RFC 6750 section 2.1). */
-function bearerToken(request: FastifyRequest): string {
-  const h = request.headers.authorization;
-  if (h === undefined || h === '') throw new KmsError('ERR_KMS_TOKEN_MISSING');
-  const m = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(h);
-  if (!m?.[1]) throw new KmsError('ERR_KMS_TOKEN_INVALID', { detail: 'malformed Authorization header' });
-  return m[1];
-}
 
 /**
  * `authorize` of the revocation admin routes over the broker's admin identities (and the

@@ -18,7 +18,7 @@ import { isCirError } from '../common/errors.js';
 import { KmsError } from './codes.js';
 import { renewLease, type CheckedKey, type LeaseService, type VerifiedAttestation } from './leases.js';
 import type { BrokerClaims, PolicyDecision } from './policy.js';
-import { parseBody } from './problem.js';
+import { bearerToken, parseBody } from './problem.js';
 import {
   LEASE_ID_RE,
   LeaseRenewRequestSchema,
@@ -178,11 +178,3 @@ function denial(e: unknown): Record<string, unknown> {
   return { decision: 'deny', rule: e.code, reason: e.detail, ...(Array.isArray(failures) ? { failures } : {}) };
 }
 
-/** The token of an `Authorization: Bearer <token>` header (RFC 6750 section 2.1). */
-function bearerToken(request: FastifyRequest): string {
-  const h = request.headers.authorization;
-  if (h === undefined || h === '') throw new KmsError('ERR_KMS_TOKEN_MISSING');
-  const m = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(h);
-  if (!m?.[1]) throw new KmsError('ERR_KMS_TOKEN_INVALID', { detail: 'malformed Authorization header' });
-  return m[1];
-}

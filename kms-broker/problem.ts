@@ -138,3 +138,12 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
   if (!r.success) throw new KmsError('ERR_KMS_BAD_REQUEST', { detail: issuesDetail(r.error.issues) });
   return r.data;
 }
+
+/** The token of an `Authorization: Bearer <token>` header (RFC 6750 section 2.1). */
+export function bearerToken(request: FastifyRequest): string {
+  const h = request.headers.authorization;
+  if (h === undefined || h === '') throw new KmsError('ERR_KMS_TOKEN_MISSING');
+  const m = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(h);
+  if (!m?.[1]) throw new KmsError('ERR_KMS_TOKEN_INVALID', { detail: 'malformed Authorization header' });
+  return m[1];
+}
