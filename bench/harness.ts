@@ -58,6 +58,8 @@ export interface BenchOptions {
   readonly intraOpThreads: number;
   readonly interOpThreads: number;
   readonly executionProvider: 'cpu' | 'cuda';
+  /** Server modes run with the multi-tenant controls on (API key, limits); see ServerSpec.controls. */
+  readonly controls?: boolean;
   readonly requestTimeoutMs: number;
   readonly maxInFlight: number;
   readonly sloP99Ms?: number;
@@ -244,6 +246,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       measurement: BENCH_MEASUREMENT,
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
+      ...(o.controls ? { controls: true } : {}),
       models: o.workloads.map((w): ServerSpecModel => {
         if (w.sealedFile) return { name: w.name, file: w.sealedFile.file, dekFile: w.sealedFile.dekFile };
         return { name: w.name, file: files.get(w.name)!, plaintext: mode !== 'grpc-attested' };
@@ -480,6 +483,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       durationMs: o.durationMs,
       reps: o.reps,
       seed: o.seed,
+      controls: o.controls === true,
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       executionProvider: o.executionProvider,

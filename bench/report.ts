@@ -195,6 +195,8 @@ export interface BenchReport {
     readonly targetRps: number | null;
     /** `--soak`: window, concurrency and sampling interval; null for a sweep. */
     readonly soak?: { readonly durationMs: number; readonly concurrency: number; readonly sampleMs: number } | null;
+    /** `--controls`: server modes ran with API-key auth and every per-key and per-tenant limit on. */
+    readonly controls?: boolean;
   };
   readonly executionProvider: { readonly requested: 'cpu' | 'cuda'; readonly available: boolean; readonly detail: string };
   readonly workloads: readonly {

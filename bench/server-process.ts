@@ -29,6 +29,7 @@ import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
 import { loadServerConfig } from '../server/config.js';
 import { readDekFile } from './workloads.js';
+import { issueKey } from '../server/tenancy/key-admin.js';
 
 export interface ServerSpecModel {
   readonly name: string;
@@ -54,6 +55,12 @@ export interface ServerSpec {
   /** Further boots of a second server with the same config after the first (warm figures). */
   readonly extraBoots?: number;
   readonly logLevel?: string;
+  /**
+   * Run the multi-tenant controls (issue 7): an API-key store with one key, every per-key
+   * and per-tenant limit configured (set high enough never to refuse the bench), so the
+   * figures measure their cost, not their refusals. Off: `auth: { mode: 'none' }`.
+   */
+  readonly controls?: boolean;
 }
 
 export interface BootFigure {
@@ -71,6 +78,8 @@ export interface ReadyMessage {
   readonly models: readonly { readonly name: string; readonly sealed: boolean; readonly bytes: number }[];
   /** boots[0] is the cold boot (first in a fresh process); the rest are warm. */
   readonly boots: readonly BootFigure[];
+  /** With `controls`: the bearer token of the bench's API key (a throwaway key for this process). */
+  readonly apiKey?: string;
   /** From this process's start to the first server being ready (includes sealing and broker start). */
   readonly processToReadyMs: number;
 }
@@ -146,13 +155,32 @@ async function main(specFile: string): Promise<void> {
     }
   }
 
+  const benchKey = spec.controls
+    ? await issueKey(path.join(spec.workDir, 'api-keys.json'), {
+        tenant: 'default',
+        owner: 'bench',
+        environment: 'bench',
+        operations: ['infer', 'metadata'],
+        models: '*',
+        now: new Date(),
+      })
+    : undefined;
   const config = loadServerConfig({
     listen: { host: '127.0.0.1', port: 0 },
     models,
     ...(brokerUrl ? { broker: { url: brokerUrl, jwksFile: path.join(spec.workDir, 'broker', BROKER_JWKS_FILE) } } : {}),
     insecure: spec.insecure,
-    // The bench measures serving; API keys are not under test (explicit relaxation).
-    auth: { mode: 'none' },
+    ...(benchKey
+      ? {
+          auth: { mode: 'api-keys', storeFile: path.join(spec.workDir, 'api-keys.json') },
+          limits: {
+            perKey: { ratePerSec: 1e6, burst: 1e6, maxConcurrent: 1000, dailyRequests: 1e12 },
+            perTenant: { ratePerSec: 1e6, maxConcurrent: 1000 },
+          },
+          observability: { accessLog: 'off' },
+        }
+      : // Without --controls the bench measures bare serving (explicit relaxation).
+        { auth: { mode: 'none' } }),
     allowPlaintextModels: models.some((m) => m.plaintext),
     intraOpThreads: spec.intraOpThreads,
     interOpThreads: spec.interOpThreads,
@@ -189,6 +217,7 @@ async function main(specFile: string): Promise<void> {
     measurement: spec.measurement,
     models: modelInfo,
     boots,
+    ...(benchKey ? { apiKey: benchKey.token } : {}),
     processToReadyMs,
   };
   send(ready);

@@ -257,6 +257,9 @@ export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
   const method = loadServiceDefinitions().inference['ModelInfer']!;
   const path = `/${INFERENCE_SERVICE_NAME}/ModelInfer`;
   const deserialize = method.responseDeserialize as (b: Buffer) => { outputs?: unknown[] };
+  // With --controls the server requires the bench's API key on every call.
+  const metadata = new grpc.Metadata();
+  if (o.server.ready.apiKey) metadata.set('authorization', `Bearer ${o.server.ready.apiKey}`);
   return {
     mode: o.mode,
     ...(verification ? { verification } : {}),
@@ -264,7 +267,7 @@ export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
       const request = preSerializedRequest(w);
       return () =>
         new Promise<void>((resolve, reject) => {
-          client.makeUnaryRequest(path, identity, deserialize, request, new grpc.Metadata(), { deadline: Date.now() + o.requestTimeoutMs }, (err, res) => {
+          client.makeUnaryRequest(path, identity, deserialize, request, metadata, { deadline: Date.now() + o.requestTimeoutMs }, (err, res) => {
             if (err) reject(new CallError(STATUS_NAMES[err.code] ?? `CODE_${err.code}`, err.details || err.message));
             else if (!res?.outputs || res.outputs.length === 0) reject(new CallError('EMPTY_RESPONSE', 'no outputs'));
             else resolve();

@@ -42,6 +42,7 @@ interface BenchFlags {
   reps?: string;
   seed: string;
   ep: 'cpu' | 'cuda';
+  controls?: boolean;
   intraOpThreads: string;
   interOpThreads: string;
   requestTimeoutMs: string;
@@ -121,6 +122,7 @@ export function registerBenchCommand(program: Command): void {
     .addOption(new Option('--ep <provider>', 'onnxruntime execution provider').choices(['cpu', 'cuda']).default('cpu'))
     .option('--intra-op-threads <n>', 'onnxruntime intra-op threads, in-process and server (0 = onnxruntime decides)', '1')
     .option('--inter-op-threads <n>', 'onnxruntime inter-op threads (0 = onnxruntime decides)', '0')
+    .option('--controls', 'run the server modes with the multi-tenant controls on (API key on every call, per-key and per-tenant limits set never to refuse): compare with a run without it for their cost')
     .option('--request-timeout-ms <ms>', 'gRPC deadline per request', '30000')
     .option('--max-in-flight <n>', 'open loop: most outstanding requests', '1024')
     .option('--slo-p99-ms <ms>', 'size against this p99 SLO: highest sustained req/s per mode')
@@ -181,6 +183,7 @@ export function registerBenchCommand(program: Command): void {
         intraOpThreads: num('--intra-op-threads', f.intraOpThreads, { integer: true }),
         interOpThreads: num('--inter-op-threads', f.interOpThreads, { integer: true }),
         executionProvider: f.ep,
+        ...(f.controls ? { controls: true } : {}),
         requestTimeoutMs: num('--request-timeout-ms', f.requestTimeoutMs, { min: 1, integer: true }),
         maxInFlight: num('--max-in-flight', f.maxInFlight, { min: 1, integer: true }),
         ...(sloP99Ms !== undefined ? { sloP99Ms } : {}),

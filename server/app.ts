@@ -296,7 +296,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       onStep: emitStep,
       onRetry: (info) => events.emit('retry', info),
       logger,
-      createSession: deps.createSession ?? createSessionFactory(config),
+      createSession: deps.createSession ?? createSessionFactory({ ...config, spinning: config.intraOpSpinning }),
       ...(deps.readModelFile ? { readModelFile: deps.readModelFile } : {}),
       ...(deps.random ? { random: deps.random } : {}),
       ...(deps.sleep ? { sleep: deps.sleep } : {}),

@@ -96,6 +96,12 @@ export const ServerConfigSchema = z
     interOpThreads: z.number().int().min(0).max(1024).default(0),
     /** onnxruntime execution mode: 'parallel' runs independent graph branches concurrently. */
     executionMode: z.enum(['sequential', 'parallel']).default('sequential'),
+    /**
+     * Let onnxruntime's idle pool threads spin-wait for work (its default). Off by default
+     * in the server: spinning threads burn the cores the gRPC event loop and TLS need, which
+     * on small machines costs more latency than the wake-up it saves.
+     */
+    intraOpSpinning: z.boolean().default(false),
     /** Dev/bench only: plaintext gRPC without TLS. */
     insecure: z.boolean().default(false),
     /** Dev only: allow models marked `plaintext: true`. */

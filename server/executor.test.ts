@@ -23,7 +23,10 @@ describe('onnxruntime threads and execution mode', () => {
       graphOptimizationLevel: 'all',
       intraOpNumThreads: 3,
       executionMode: 'sequential',
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
     });
+    // Spinning is opt-in: with it on, no config entry is added.
+    expect(sessionOptionsFor(base, { intraOpThreads: 0, interOpThreads: 0, executionMode: 'sequential', spinning: true }, 4)).not.toHaveProperty('extra');
   });
 
   it('the session factory hands the resolved options to onnxruntime, from server config', async () => {
@@ -35,7 +38,7 @@ describe('onnxruntime threads and execution mode', () => {
     const config = loadServerConfig({ models: [{ name: 'm', path: 'm.onnx', plaintext: true }], allowPlaintextModels: true, executionMode: 'parallel', interOpThreads: 2 });
     expect(config.executionMode).toBe('parallel');
     await createSessionFactory(config, fake, 8)(new Uint8Array(1), { executionProviders: ['cpu'] });
-    expect(seen).toEqual([{ executionProviders: ['cpu'], intraOpNumThreads: 7, interOpNumThreads: 2, executionMode: 'parallel' }]);
+    expect(seen).toEqual([{ executionProviders: ['cpu'], intraOpNumThreads: 7, interOpNumThreads: 2, executionMode: 'parallel', extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } }]);
     expect(loadServerConfig({ models: [{ name: 'm', path: 'm.onnx', plaintext: true }], allowPlaintextModels: true }).executionMode).toBe('sequential');
     expect(() => loadServerConfig({ models: [{ name: 'm', path: 'm.onnx', plaintext: true }], allowPlaintextModels: true, executionMode: 'fast' })).toThrow(
       expect.objectContaining({ code: 'ERR_SRV_CONFIG' }),

@@ -30,6 +30,8 @@ export interface ExecutionSettings {
   readonly intraOpThreads: number;
   readonly interOpThreads: number;
   readonly executionMode: ExecutionMode;
+  /** onnxruntime thread-pool spin-waiting (`session.intra_op.allow_spinning`); default off. */
+  readonly spinning?: boolean;
 }
 
 /** Resolved thread counts, as passed to onnxruntime. */
@@ -59,7 +61,9 @@ export function sessionOptionsFor(
   cores?: number,
 ): InferenceSession.SessionOptions {
   const { intraOpNumThreads: _i, interOpNumThreads: _o, executionMode: _m, ...rest } = base;
-  return { ...rest, ...resolveThreads(settings, cores), executionMode: settings.executionMode };
+  // Session config entries (onnxruntime flattens `extra` to `session.intra_op.allow_spinning`).
+  const noSpin = settings.spinning === true ? undefined : { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
+  return { ...rest, ...resolveThreads(settings, cores), executionMode: settings.executionMode, ...(noSpin ? { extra: noSpin } : {}) };
 }
 
 /** The shape of boot.ts's SessionFactory (kept structural so boot.ts need not import this). */

@@ -1,7 +1,11 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, beforeAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { cachedSignatureCheck, parseCertificateCached, VERIFIED_LINK_CACHE_MAX } from './cert-cache.js';
 import { certificateDer } from './certs.js';
+import { verifySnpEvidence } from './verify.js';
+import { isAttestationError, type AttestationErrorCode } from '../codes.js';
+import { mintCrl, mintTestChain, serialOf, type TestChain } from '../sim/testing.js';
+import type { SnpEvidence } from '../types.js';
 
 const VCEK = certificateDer(
   readFileSync(new URL('../../test/data/vectors/sev-snp/microsoft/genoa_vcek.pem', import.meta.url), 'utf8'),
@@ -75,5 +79,82 @@ describe('cachedSignatureCheck', () => {
     calls = 0;
     cachedSignatureCheck(spki, first, sig, ok);
     expect(calls).toBe(1);
+  });
+});
+
+// The verifier parses the VCEK/VLEK, the simulated ASK and an evidence ARK through
+// parseCertificateCached and memoises chain signatures; these tests verify the same bytes
+// once (so every cache holds them) and then again under other inputs: each decision that
+// depends on the call must still be taken.
+describe('cached certificates: every call-dependent check still runs (minted chain)', () => {
+  const NOW = new Date('2026-06-01T00:00:00Z');
+  const DAY = 86_400_000;
+  const RD = new Uint8Array(64).fill(9);
+  let chain: TestChain;
+  let other: TestChain;
+  let shortCa: TestChain;
+  beforeAll(async () => {
+    chain = await mintTestChain();
+    other = await mintTestChain(); // same names, other keys
+    shortCa = await mintTestChain({ caValidity: { notBefore: new Date('2025-01-01T00:00:00Z'), notAfter: new Date('2027-01-01T00:00:00Z') } });
+  }, 120_000);
+
+  async function codeOf(evidence: SnpEvidence, opts: { now?: Date; trust?: TestChain['trust']; crls?: Uint8Array[] } = {}): Promise<AttestationErrorCode | 'ok' | 'foreign'> {
+    try {
+      await verifySnpEvidence(evidence, { now: opts.now ?? NOW, expectedReportData: RD, trust: opts.trust ?? chain.trust, ...(opts.crls ? { crls: opts.crls } : {}) });
+      return 'ok';
+    } catch (e) {
+      return isAttestationError(e) ? e.code : 'foreign';
+    }
+  }
+  const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
+
+  it('validity is checked at each call\'s now: VCEK expired / not yet valid after a cached success', async () => {
+    const ev = chain.evidence(RD);
+    expect(await codeOf(ev)).toBe('ok');
+    expect(await codeOf(ev)).toBe('ok'); // warm: every cache hit
+    expect(await codeOf(ev, { now: new Date('2031-01-01T00:00:01Z') })).toBe('ERR_ATT_SNP_CERT_EXPIRED');
+    expect(await codeOf(ev, { now: new Date('2023-12-31T23:59:59Z') })).toBe('ERR_ATT_SNP_CERT_NOT_YET_VALID');
+    // Bounds are inclusive, and a failure leaves nothing behind.
+    expect(await codeOf(ev, { now: new Date('2031-01-01T00:00:00Z') })).toBe('ok');
+    expect(await codeOf(ev)).toBe('ok');
+  });
+
+  it('validity of a cached simulated ASK and ARK is checked at each call\'s now', async () => {
+    const ev = shortCa.evidence(RD, { certs: { ark: b64(shortCa.arkDer) } });
+    const trust = shortCa.trust;
+    expect(await codeOf(ev, { trust })).toBe('ok');
+    expect(await codeOf(ev, { trust, now: new Date('2027-01-01T00:00:01Z') })).toBe('ERR_ATT_SNP_CERT_EXPIRED');
+    expect(await codeOf(ev, { trust, now: new Date('2024-12-31T23:59:59Z') })).toBe('ERR_ATT_SNP_CERT_NOT_YET_VALID');
+    expect(await codeOf(ev, { trust })).toBe('ok');
+  });
+
+  it('a cached chain does not verify under another root, nor with another chain\'s ASK', async () => {
+    const ev = chain.evidence(RD);
+    expect(await codeOf(ev)).toBe('ok');
+    expect(await codeOf(other.evidence(RD), { trust: other.trust })).toBe('ok'); // other's ASK cached too
+    // Same evidence bytes, another configured root (same names, other key).
+    expect(await codeOf(ev, { trust: other.trust })).toBe('ERR_ATT_SNP_CHAIN_INVALID');
+    // Our VCEK with the other chain's (cached, valid) ASK.
+    expect(await codeOf(chain.evidence(RD, { certs: { ask: b64(other.askDer) } }))).toBe('ERR_ATT_SNP_CHAIN_INVALID');
+    // An evidence ARK other than the configured root.
+    expect(await codeOf(chain.evidence(RD, { certs: { ark: b64(other.arkDer) } }))).toBe('ERR_ATT_SNP_ARK_PIN_MISMATCH');
+    expect(await codeOf(ev)).toBe('ok');
+  });
+
+  it('a cached VCEK does not vouch for a report signed by another key', async () => {
+    expect(await codeOf(chain.evidence(RD))).toBe('ok');
+    const forged = { ...other.evidence(RD), certs: { vcek: b64(chain.vcekDer), ask: b64(chain.askDer) } };
+    // other's chip ID differs from our VCEK's hwID, but the signature is checked first.
+    expect(await codeOf(forged)).toBe('ERR_ATT_SNP_BAD_SIGNATURE');
+  });
+
+  it('revocation is evaluated on every call: a CRL listing the cached VCEK or ASK rejects it', async () => {
+    const ev = chain.evidence(RD);
+    const at = (d: number) => new Date(NOW.getTime() + d * DAY);
+    expect(await codeOf(ev, { crls: [await mintCrl(chain.ark, ['0badc0de'], at(-1), at(30))] })).toBe('ok');
+    expect(await codeOf(ev, { crls: [await mintCrl(chain.ark, [serialOf(chain.askDer)], at(-1), at(30))] })).toBe('ERR_ATT_SNP_REVOKED');
+    expect(await codeOf(ev, { crls: [await mintCrl(chain.ark, ['0badc0de'], at(-30), at(-1))] })).toBe('ERR_ATT_SNP_CRL_EXPIRED');
+    expect(await codeOf(ev)).toBe('ok');
   });
 });

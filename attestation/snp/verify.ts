@@ -95,11 +95,8 @@ const MAX_CERT_B64 = 16384;
 // A certificate table holds up to four certificates and is padded to pages by some hosts.
 const MAX_CERT_TABLE_B64 = 98304;
 
-const b64 = (max: number) =>
-  z
-    .string()
-    .max(max)
-    .refine((s) => fromBase64(s) !== undefined, { message: 'not strict standard base64' });
+// Strict standard base64 is checked once, while decoding (decodeSnpEvidence), not here too.
+const b64 = (max: number) => z.string().max(max);
 
 const SnpEvidenceSchema = z.strictObject({
   tee: z.literal('sev-snp'),
@@ -123,14 +120,24 @@ export function decodeSnpEvidence(evidence: SnpEvidence | unknown): { report: Ui
     const where = r.error.issues.map((i) => i.path.join('.') || '(root)').join(', ');
     throw new AttestationError('ERR_ATT_SNP_BAD_EVIDENCE', { detail: `invalid field(s): ${where}` });
   }
-  const dec = (s: string | undefined): Uint8Array | undefined => (s === undefined ? undefined : new Uint8Array(fromBase64(s)!));
+  const bad: string[] = [];
+  const dec = (s: string | undefined, where: string): Uint8Array | undefined => {
+    if (s === undefined) return undefined;
+    const b = fromBase64(s);
+    if (b === undefined) bad.push(where);
+    return b === undefined ? undefined : new Uint8Array(b); // a private copy, off node's shared Buffer pool
+  };
+  const report = dec(r.data.report, 'report');
   const c = r.data.certs ?? {};
   const certs: { -readonly [K in keyof SnpCertificates]: SnpCertificates[K] } = {};
   for (const k of ['vcek', 'vlek', 'ask', 'asvk', 'ark', 'certTable'] as const) {
-    const v = dec(c[k]);
+    const v = dec(c[k], `certs.${k}`);
     if (v) certs[k] = v;
   }
-  return { report: dec(r.data.report)!, certs };
+  if (bad.length > 0 || report === undefined) {
+    throw new AttestationError('ERR_ATT_SNP_BAD_EVIDENCE', { detail: `invalid field(s): ${bad.join(', ')} (not strict standard base64)` });
+  }
+  return { report, certs };
 }
 
 /** Trust options with the simulated root parsed once. */
