@@ -59,6 +59,7 @@ describe('summarizeProfile', () => {
     expect(shortUrl(`${D}kms-broker/keystore.js`)).toBe('kms-broker/keystore.js');
     expect(shortUrl(`${NM}jose/dist/webapi/sign.js`)).toBe('jose/dist/webapi/sign.js');
     expect(componentOf(`${D}kms-broker/keystore.js`, 'unwrap')).toBe('key store (kms-broker/keystore)');
+    expect(componentOf(`${D}kms-broker/jws-es256.js`, 'signCompactEs256')).toBe('tokens and signatures (tokens, jose)');
     expect(componentOf('', '(garbage collector)')).toBe('garbage collector');
     expect(componentOf('node:internal/fs/promises', 'readFile')).toBe('node (fs)');
   });

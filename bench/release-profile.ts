@@ -54,7 +54,7 @@ export function componentOf(url: string, fn: string): string {
   const u = shortUrl(url);
   if (u.startsWith('attestation/')) return 'evidence verification (attestation/)';
   if (u.startsWith('kms-broker/keystore') || u.startsWith('kms-broker/sealed-record')) return 'key store (kms-broker/keystore)';
-  if (u.startsWith('kms-broker/tokens') || u.startsWith('kms-broker/signing-keys') || u.startsWith('kms-broker/ear') || u.startsWith('jose/')) return 'tokens and signatures (tokens, jose)';
+  if (u.startsWith('kms-broker/tokens') || u.startsWith('kms-broker/jws-es256') || u.startsWith('kms-broker/signing-keys') || u.startsWith('kms-broker/ear') || u.startsWith('jose/')) return 'tokens and signatures (tokens, jose)';
   if (u.startsWith('common/hpke') || u.startsWith('@hpke/')) return 'HPKE seal (common/hpke, @hpke)';
   if (u.startsWith('kms-broker/audit')) return 'audit log (kms-broker/audit)';
   if (u.startsWith('kms-broker/limits') || u.startsWith('@fastify/rate-limit') || u.startsWith('@fastify/under-pressure') || u.startsWith('toad-cache')) return 'limits (rate limit, under-pressure)';

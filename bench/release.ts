@@ -302,6 +302,8 @@ async function main(): Promise<void> {
     log('check round trip: released DEK matches the registered one');
 
     const levels: (LevelResult & { roundTrips: number })[] = [];
+    // Other work on the machine skews every figure on a small VM: record how busy it was.
+    const loadAvgStart = os.loadavg().map((x) => round(x, 2));
     // The profile counts only the load (monotonic clock, as V8's profiler uses on Linux).
     const fromUs = Number(process.hrtime.bigint() / 1000n);
     for (const c of o.concurrency) {
@@ -309,6 +311,7 @@ async function main(): Promise<void> {
       levels.push(await runLevel(c, o, broker, sim));
     }
     const toUs = Number(process.hrtime.bigint() / 1000n);
+    const loadAvgEnd = os.loadavg().map((x) => round(x, 2));
     let metricsText: string | undefined;
     if (broker.metricsUrl) metricsText = await (await fetch(broker.metricsUrl)).text();
     await broker.stop();
@@ -326,6 +329,7 @@ async function main(): Promise<void> {
     const rows = levels.map(({ roundTrips: _r, ...l }) => l);
     process.stdout.write(`\nKey release round trip (challenge -> attest -> release), simulated SEV-SNP, loopback HTTP, ${os.cpus().length} CPUs\n`);
     process.stdout.write(`${table(rows)}\n`);
+    process.stdout.write(`load average (1/5/15 min): ${loadAvgStart.join(' ')} at start, ${loadAvgEnd.join(' ')} at end\n`);
     const best = rows.reduce((a, b) => (b.releasesPerSecond > a.releasesPerSecond ? b : a), rows[0]!);
     const c1 = rows.find((r) => r.concurrency === 1);
     process.stdout.write(
@@ -342,7 +346,7 @@ async function main(): Promise<void> {
       const report = {
         benchmark: 'kms-broker release round trip',
         date: new Date().toISOString(),
-        machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? null, node: process.version, platform: process.platform },
+        machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? null, node: process.version, platform: process.platform, loadAvgStart, loadAvgEnd },
         options: { concurrency: o.concurrency, durationS: o.durationS, warmupS: o.warmupS, logLevel: o.logLevel, profile: o.profile !== undefined, metrics: o.metrics },
         targets: { releasesPerSecond: TARGET_RPS, p50Ms: TARGET_P50_MS },
         levels: rows,

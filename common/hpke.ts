@@ -1,4 +1,4 @@
-import { createCipheriv, createHmac, createPublicKey, diffieHellman, generateKeyPairSync, webcrypto } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { CipherSuite, DhkemX25519HkdfSha256, HkdfSha256, Aes256Gcm } from '@hpke/core';
 
 type CryptoKey = webcrypto.CryptoKey;
@@ -47,51 +47,7 @@ function ab(u: Uint8Array): ArrayBuffer {
   return u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength) as ArrayBuffer;
 }
 
-// RFC 9180 identifiers and sizes of the suite (section 7): kem_id 0x0020 (Nsecret 32,
-// Nenc 32), kdf_id 0x0001 (Nh 32), aead_id 0x0002 (Nk 32, Nn 12, Nt 16).
-const KEM_ID = 0x0020;
-const KDF_ID = 0x0001;
-const AEAD_ID = 0x0002;
-const N_SECRET = 32;
-const N_H = 32;
-const N_K = 32;
-const N_N = 12;
-const MODE_BASE = 0x00;
-const HPKE_V1 = Buffer.from('HPKE-v1', 'ascii');
-const i2osp2 = (n: number): Buffer => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
-/** suite_id of the KEM (section 4.1) and of the whole suite (section 5.1). */
-const KEM_SUITE_ID = Buffer.concat([Buffer.from('KEM', 'ascii'), i2osp2(KEM_ID)]);
-const HPKE_SUITE_ID_BYTES = Buffer.concat([Buffer.from('HPKE', 'ascii'), i2osp2(KEM_ID), i2osp2(KDF_ID), i2osp2(AEAD_ID)]);
-
-const bytes = (s: string): Buffer => Buffer.from(s, 'ascii');
-
-/** LabeledExtract (RFC 9180 section 4): HKDF-Extract(salt, "HPKE-v1" || suite_id || label || ikm), HMAC-SHA256. */
-function labeledExtract(suiteId: Buffer, salt: Uint8Array, label: string, ikm: Uint8Array): Buffer {
-  return createHmac('sha256', salt).update(HPKE_V1).update(suiteId).update(bytes(label)).update(ikm).digest();
-}
-
-/**
- * LabeledExpand (RFC 9180 section 4): HKDF-Expand(prk, I2OSP(L, 2) || "HPKE-v1" ||
- * suite_id || label || info, L). Every length this suite asks for fits one HMAC block
- * (L <= Nh), so HKDF-Expand is T(1) = HMAC(prk, info' || 0x01) truncated to L.
- */
-function labeledExpand(suiteId: Buffer, prk: Uint8Array, label: string, info: Uint8Array, length: number): Buffer {
-  if (length > N_H) throw new RangeError('LabeledExpand: length over one block');
-  const t1 = createHmac('sha256', prk).update(i2osp2(length)).update(HPKE_V1).update(suiteId).update(bytes(label)).update(info).update(Buffer.from([1])).digest();
-  return t1.subarray(0, length);
-}
-
-/**
- * Seals `plaintext` to the raw X25519 `recipientPublicKey`. `info` and `aad` are bound.
- *
- * RFC 9180 base mode, single shot (SetupBaseS, then Seal with sequence number 0), computed
- * synchronously with node:crypto (X25519, HMAC-SHA256, AES-256-GCM), because @hpke/core
- * runs each of its dozen steps as a WebCrypto job on the thread pool, which cost the key
- * broker about 1 ms of CPU per release. Its output is checked against @hpke/core's opener
- * (hpke.test.ts); `hpkeOpen` stays on @hpke/core. Throws RangeError for a key that is not
- * 32 bytes, and an Error when X25519 gives the all-zero shared secret (RFC 9180 section
- * 7.1.4: a low-order public key).
- */
+/** Seals `plaintext` to the raw X25519 `recipientPublicKey`. `info` and `aad` are bound. */
 export async function hpkeSeal(
   recipientPublicKey: Uint8Array,
   plaintext: Uint8Array,
@@ -101,36 +57,10 @@ export async function hpkeSeal(
   if (recipientPublicKey.length !== X25519_PUBLIC_KEY_LENGTH) {
     throw new RangeError('HPKE recipient public key must be 32 bytes');
   }
-  const pkR = Buffer.from(recipientPublicKey); // SECURITY: private copy
-  // Raw keys travel as JWK (RFC 8037 OKP), node's cheapest import and export path for them.
-  const pkRKey = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: pkR.toString('base64url') }, format: 'jwk' });
-  // Encap (section 4.1, DHKEM): a fresh ephemeral key pair per seal.
-  const eph = generateKeyPairSync('x25519');
-  const enc = Buffer.from(eph.publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
-  if (enc.length !== X25519_PUBLIC_KEY_LENGTH) throw new Error('HPKE: unexpected ephemeral public key');
-  const dh = diffieHellman({ privateKey: eph.privateKey, publicKey: pkRKey });
-  // SECURITY: RFC 9180 section 7.1.4: abort on the all-zero X25519 output.
-  if (dh.length !== N_SECRET || dh.every((b) => b === 0)) throw new Error('HPKE: X25519 shared secret is zero');
-  const kemContext = Buffer.concat([enc, pkR]);
-  const eaePrk = labeledExtract(KEM_SUITE_ID, Buffer.alloc(0), 'eae_prk', dh);
-  const sharedSecret = labeledExpand(KEM_SUITE_ID, eaePrk, 'shared_secret', kemContext, N_SECRET);
-  // KeySchedule (section 5.1), mode_base, empty psk and psk_id.
-  const empty = Buffer.alloc(0);
-  const pskIdHash = labeledExtract(HPKE_SUITE_ID_BYTES, empty, 'psk_id_hash', empty);
-  const infoHash = labeledExtract(HPKE_SUITE_ID_BYTES, empty, 'info_hash', info);
-  const context = Buffer.concat([Buffer.from([MODE_BASE]), pskIdHash, infoHash]);
-  const secret = labeledExtract(HPKE_SUITE_ID_BYTES, sharedSecret, 'secret', empty);
-  const key = labeledExpand(HPKE_SUITE_ID_BYTES, secret, 'key', context, N_K);
-  // Seal with sequence number 0: nonce = base_nonce XOR I2OSP(0, Nn) = base_nonce.
-  const nonce = labeledExpand(HPKE_SUITE_ID_BYTES, secret, 'base_nonce', context, N_N);
-  try {
-    const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: 16 });
-    cipher.setAAD(aad);
-    const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
-    return { enc: new Uint8Array(enc), ciphertext: new Uint8Array(ciphertext) };
-  } finally {
-    for (const b of [dh, eaePrk, sharedSecret, secret, key, nonce]) b.fill(0);
-  }
+  const pk = await suite.kem.deserializePublicKey(ab(recipientPublicKey));
+  const ctx = await suite.createSenderContext({ recipientPublicKey: pk, info: ab(info) });
+  const ct = await ctx.seal(ab(plaintext), ab(aad));
+  return { enc: new Uint8Array(ctx.enc), ciphertext: new Uint8Array(ct) };
 }
 
 /** Opens an HPKE ciphertext. Throws on any authentication failure. */

@@ -90,6 +90,27 @@ describe('tenancy and admin identities', () => {
     expect(ok.json().lease).toBeDefined();
   });
 
+  it('object-level authorization on renewal: a token of tenant B cannot renew a lease on tenant A keys', async () => {
+    await createAcmeKey();
+    const a = await attest(h.app, { tenant: 'acme' });
+    const rel = await release(h.app, 'model', a.res.json().token, a.keyPair.publicKey, undefined, 'acme');
+    const lease = rel.json().lease.token as string;
+    // Same TEE key, fresh evidence, but attested for another tenant.
+    const b = await attest(h.app, { tenant: 'globex', keyPair: a.keyPair });
+    const renew = (token: string) =>
+      h.app.inject({
+        method: 'POST',
+        url: '/v1/leases/renew',
+        headers: { authorization: `Bearer ${token}` },
+        payload: { lease, publicKey: Buffer.from(a.keyPair.publicKey).toString('base64url') },
+      });
+    const refused = await renew(b.res.json().token);
+    expect(refused.statusCode).toBeGreaterThanOrEqual(400);
+    expect(refused.statusCode).toBeLessThan(500);
+    const again = await attest(h.app, { tenant: 'acme', keyPair: a.keyPair });
+    expect((await renew(again.res.json().token)).statusCode).toBe(200);
+  });
+
   it('object-level authorization on revocations: tenants see and lift only their own', async () => {
     await createAcmeKey();
     const created = await inject('POST', '/v1/admin/revocations', acmeAll, { scope: 'key', keyId: 'model', reason: 'incident' });

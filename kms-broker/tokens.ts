@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes, type KeyObject } from 'node:crypto';
-import { compactVerify, type JWSHeaderParameters } from 'jose';
+import { compactVerify, jwtVerify, type JWSHeaderParameters } from 'jose';
 import type { Logger } from '../common/logger.js';
 import { isKmsError, KmsError } from './codes.js';
 import { EAR_PROFILE, SUBMOD_NAME_RE, type EarAppraisal } from './ear.js';
-import { signCompactEs256, verifyJwtEs256 } from './jws-es256.js';
+import { signCompactEs256 } from './jws-es256.js';
 import {
   ATTESTATION_TOKEN_TYPE,
   AttestationTokenPayloadSchema,
@@ -143,9 +143,9 @@ function invalid(code: 'ERR_KMS_TOKEN_INVALID' | 'ERR_KMS_JWS_INVALID', cause: u
  * Does not: track used jtis (a token may be presented several times within its few
  * minutes; the release is sealed to the bound key, so a thief learns nothing).
  *
- * Signing and token verification use jws-es256.ts (node:crypto, synchronous: jose's
- * WebCrypto jobs dominated the release path); `verifyJws` (lease renewals) stays on jose's
- * compactVerify. Both give jose's error codes in the detail.
+ * Signing uses jws-es256.ts (node:crypto ECDSA, synchronous: jose's WebCrypto jobs dominated
+ * the release path). Every verification (tokens, `verifyJws`) is jose's `jwtVerify` /
+ * `compactVerify`.
  *
  * A ring opened from a state directory (`openRing`) is re-read when ring.json changes
  * (checked at most once per `reloadIntervalMs`), so `cir broker signing-keys` takes effect
@@ -382,14 +382,14 @@ export class TokenService {
     const ring = await this.#current();
     let result;
     try {
-      // SECURITY: ES256 only (jws-es256.ts refuses every other alg), key from our ring by kid,
-      // then typ, iss, aud, exp, iat (not in the future, at most the TTL old), required claims.
-      result = verifyJwtEs256(token, this.#resolver(ring, 'ERR_KMS_TOKEN_INVALID'), {
+      result = await jwtVerify(token, this.#resolver(ring, 'ERR_KMS_TOKEN_INVALID'), {
+        // SECURITY: algorithm allow-list.
+        algorithms: [ALG],
         issuer: this.#opts.issuer,
         audience: TOKEN_AUDIENCE,
         typ: ATTESTATION_TOKEN_TYPE,
-        now,
-        maxTokenAgeSeconds: this.#opts.ttlSeconds,
+        currentDate: now,
+        maxTokenAge: this.#opts.ttlSeconds,
         requiredClaims: ['iss', 'aud', 'iat', 'exp', 'jti'],
       });
     } catch (cause) {

@@ -12,7 +12,8 @@
  * a stale lock after SIGKILL would keep the broker down, and the broker's state
  * directory already belongs to one process).
  */
-import { open, readdir, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../common/atomic-file.js';
 import type { Logger } from '../../common/logger.js';
@@ -115,6 +116,8 @@ export class AuditLog {
   #closed = false;
   /** Set when a failed batch could not be rolled back: the file may hold rejected lines. */
   #broken = false;
+  /** Whether a head written by this process has been made durable with a directory fsync. */
+  #headDurable = false;
   #drained: (() => void)[] = [];
   /** What `open` recovered (undefined when the log was clean). */
   readonly recovery: AuditRecovery | undefined;
@@ -310,7 +313,33 @@ export class AuditLog {
   async #writeHead(seq: number, hash: string, ts: string): Promise<void> {
     const head: AuditHead = { v: 1, seq, hash, ts };
     if (this.#signer) head.jws = await this.#signer.sign(headPayload(head));
-    await writeFileAtomic(path.join(this.dir, AUDIT_HEAD_FILE), `${JSON.stringify(head)}\n`, 0o600);
+    // Temp file, fdatasync, rename. The directory is fsynced only on the first head, not on
+    // every commit: if power fails before a later rename reaches the disk, the previous head
+    // comes back, which covers fewer entries (the rest are unanchored and adopted on open),
+    // never more; the head's own bytes are durable before it is renamed into place.
+    const file = path.join(this.dir, AUDIT_HEAD_FILE);
+    if (!this.#headDurable) {
+      await writeFileAtomic(file, `${JSON.stringify(head)}\n`, 0o600);
+      this.#headDurable = true;
+      return;
+    }
+    const tmp = path.join(this.dir, `.${AUDIT_HEAD_FILE}.${randomBytes(6).toString('hex')}.tmp`);
+    const fh = await open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(`${JSON.stringify(head)}\n`);
+      await fh.datasync();
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
+    await fh.close();
+    try {
+      await rename(tmp, file);
+    } catch (e) {
+      await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
   }
 
   /** Cuts the file back to the last acknowledged length; on failure the log refuses further appends. */

@@ -10,6 +10,7 @@
  * What this does NOT do: rate limiting (limits.ts), file watching (store-watcher.ts), or
  * any check of the model/operation (tenancy.ts decides on the returned record).
  */
+import { hash as cryptoHash } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { lstat, readFile } from 'node:fs/promises';
 import { z } from 'zod';
@@ -27,7 +28,7 @@ const SECRET_B64 = 43; // ceil(32 * 4 / 3), unpadded
 export const TOKEN_LENGTH = KEY_PREFIX.length + KEY_ID_HEX + 1 + SECRET_B64;
 const KEY_ID_RE = /^[0-9a-f]{16}$/;
 const SECRET_RE = /^[A-Za-z0-9_-]{43}$/;
-const HASH_DOMAIN = Buffer.from('cir-api-key-v1\0', 'utf8');
+const HASH_DOMAIN_TEXT = 'cir-api-key-v1\0';
 
 export const OPERATIONS = ['infer', 'metadata', 'evidence'] as const;
 export type Operation = (typeof OPERATIONS)[number];
@@ -78,7 +79,9 @@ export type KeyStoreFile = z.output<typeof KeyStoreFileSchema>;
 
 /** Hash kept in the store for `secret` of key `keyId` (domain-separated SHA-256). */
 export function hashSecret(keyId: string, secret: string): Buffer {
-  return sha256(HASH_DOMAIN, Buffer.from(`${keyId}\0`, 'utf8'), Buffer.from(secret, 'utf8'));
+  // One-shot crypto.hash (no Hash object per request): the same bytes as
+  // sha256(HASH_DOMAIN, keyId ‖ 0, secret), on the per-request path.
+  return cryptoHash('sha256', `${HASH_DOMAIN_TEXT}${keyId}\0${secret}`, 'buffer');
 }
 
 export interface ParsedToken {
