@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { kmsReportData } from '../attestation/binding.js';
 import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/bytes.js';
@@ -280,6 +281,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     const tenant = request.params.tenant ?? DEFAULT_TENANT;
     const rlog = request.log.child({ event: 'release' });
     const who: Record<string, unknown> = { ip: request.ip, tenant: pathSafe(tenant), keyId: pathSafe(keyId) };
+    let leaseId: string | undefined;
     try {
       const bearer = bearerToken(request);
       assertTenant(tenant);
@@ -337,6 +339,25 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         // leases: a kill switch on the key, its tenant or the attested measurement denies the release.
         const revoked = revocations.matches({ tenant, keyId, version: key.version, measurement: measurementOf(claims) });
         if (revoked) throw new KmsError('ERR_KMS_RELEASE_REVOKED', { detail: `revocation ${revoked.id} (${revoked.scope})` });
+        // SECURITY: fail closed on the audit trail: no durable record, no key. The entry is
+        // written while the DEK is sealed and signed (the fsyncs overlap the crypto), and the
+        // response waits for both; a failure after the entry was written is audited as a
+        // denial of the same lease id.
+        leaseId = randomBytes(16).toString('base64url');
+        who.lease = leaseId.slice(0, 8);
+        const audited = auditOrRefuse(audit, {
+          actor: { type: 'server', id: token.keyHash.slice(0, 16), tenant, ip: request.ip },
+          action: 'release',
+          tenant,
+          target: { keyId, version: key.version, leaseId },
+          decision: 'allow',
+          policyHash: decision.policyHash,
+          ...(key.metadata.policyVersion !== null ? { policyVersion: key.metadata.policyVersion } : {}),
+          tee: claims.tee,
+          measurement: measurementOf(claims),
+          detail: { jti: token.jti, relaxations: decision.relaxations.join(',') },
+        });
+        audited.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
         const sealed = await hpkeSeal(publicKey, key.dek, RELEASE_HPKE_INFO, releaseAad(keyId, key.version));
         const enc = Buffer.from(sealed.enc).toString('base64url');
         // SECURITY: HPKE base mode does not authenticate the sender; the signature does, so a
@@ -362,21 +383,9 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
             nonce: token.eat_nonce,
           },
           at,
+          leaseId,
         );
-        who.lease = lease.id.slice(0, 8);
-        // SECURITY: fail closed on the audit trail: no durable record, no key.
-        await auditOrRefuse(audit, {
-          actor: { type: 'server', id: token.keyHash.slice(0, 16), tenant, ip: request.ip },
-          action: 'release',
-          tenant,
-          target: { keyId, version: key.version, leaseId: lease.id },
-          decision: 'allow',
-          policyHash: decision.policyHash,
-          ...(key.metadata.policyVersion !== null ? { policyVersion: key.metadata.policyVersion } : {}),
-          tee: claims.tee,
-          measurement: measurementOf(claims),
-          detail: { jti: token.jti, relaxations: decision.relaxations.join(',') },
-        });
+        await audited;
         rlog.info({ ...who, decision: 'allow', rule: 'release-policy', relaxations: decision.relaxations, explanation: decision.explanation }, 'key released');
         request.decision = { action: 'release', outcome: 'allow', tee: claims.tee };
         return {
@@ -398,6 +407,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         tenant: typeof who.tenant === 'string' && TENANT_ID_RE.test(who.tenant) ? who.tenant : undefined,
         keyId: KEY_ID_RE.test(keyId) ? keyId : undefined,
         version: typeof who.version === 'number' ? who.version : undefined,
+        leaseId,
         policyHash: typeof who.policyHash === 'string' ? who.policyHash : undefined,
         tee: typeof who.tee === 'string' ? who.tee : undefined,
         measurement: typeof who.measurement === 'string' ? who.measurement : undefined,
@@ -645,9 +655,12 @@ async function auditDenial(
   request: FastifyRequest,
   action: string,
   error: unknown,
-  facts: { tenant?: string | undefined; keyId?: string | undefined; version?: number | undefined; policyHash?: string | undefined; evidenceSha256?: string | undefined; tee?: string | undefined; measurement?: string | undefined },
+  facts: { tenant?: string | undefined; keyId?: string | undefined; version?: number | undefined; leaseId?: string | undefined; policyHash?: string | undefined; evidenceSha256?: string | undefined; tee?: string | undefined; measurement?: string | undefined },
 ): Promise<void> {
-  const target = facts.keyId === undefined ? undefined : { keyId: facts.keyId, ...(facts.version !== undefined ? { version: facts.version } : {}) };
+  const target =
+    facts.keyId === undefined
+      ? undefined
+      : { keyId: facts.keyId, ...(facts.version !== undefined ? { version: facts.version } : {}), ...(facts.leaseId !== undefined ? { leaseId: facts.leaseId } : {}) };
   const event: AuditEventInput = {
     actor: { type: action === 'challenge' ? 'anonymous' : 'server', ip: request.ip, ...(facts.tenant ? { tenant: facts.tenant } : {}) },
     action,

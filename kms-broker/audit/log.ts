@@ -294,8 +294,15 @@ export class AuditLog {
       if (lines.some((l) => l.length - 1 > MAX_LINE_BYTES)) throw new Error('line too long');
       let off = 0;
       while (off < buf.length) off += (await this.#fh.write(buf, off, buf.length - off)).bytesWritten;
-      await this.#fh.datasync();
-      await this.#writeHead(last.seq, last.hash, ts);
+      // The head is signed while the entries are being synced (the signature does not depend
+      // on the sync), then written only once they are durable.
+      const synced = this.#fh.datasync();
+      const head = await this.#signHead(last.seq, last.hash, ts).catch(async (e: unknown) => {
+        await synced.catch(() => undefined);
+        throw e;
+      });
+      await synced;
+      await this.#writeHead(head);
     } catch (e) {
       await this.#rollback();
       const code = ioCode(e);
@@ -310,9 +317,13 @@ export class AuditLog {
     for (const [i, p] of batch.entries()) p.resolve({ seq: entries[i]!.seq, hash: entries[i]!.hash });
   }
 
-  async #writeHead(seq: number, hash: string, ts: string): Promise<void> {
+  async #signHead(seq: number, hash: string, ts: string): Promise<AuditHead> {
     const head: AuditHead = { v: 1, seq, hash, ts };
     if (this.#signer) head.jws = await this.#signer.sign(headPayload(head));
+    return head;
+  }
+
+  async #writeHead(head: AuditHead): Promise<void> {
     // Temp file, fdatasync, rename. The directory is fsynced only on the first head, not on
     // every commit: if power fails before a later rename reaches the disk, the previous head
     // comes back, which covers fewer entries (the rest are unanchored and adopted on open),
