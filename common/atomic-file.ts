@@ -8,7 +8,19 @@ import path from 'node:path';
  * directory, fsync it, rename it over the target, then fsync the directory so the rename
  * itself is durable.
  */
-export async function writeFileAtomic(file: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(
+  file: string,
+  data: Uint8Array | string,
+  mode = 0o600,
+  opts: {
+    /**
+     * fsync the directory after the rename (default true). Without it, a power loss may
+     * bring back the previous file (never a half-written one): for callers to whom an older
+     * version is safe, such as the audit head on every commit after the first.
+     */
+    readonly syncDir?: boolean;
+  } = {},
+): Promise<void> {
   const dir = path.dirname(file);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
@@ -29,7 +41,7 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
     await unlink(tmp).catch(() => undefined);
     throw e;
   }
-  await fsyncDir(dir);
+  if (opts.syncDir !== false) await fsyncDir(dir);
 }
 
 /** fsyncs a directory so a rename or link in it is durable; a no-op where the filesystem refuses. */

@@ -12,8 +12,7 @@
  * a stale lock after SIGKILL would keep the broker down, and the broker's state
  * directory already belongs to one process).
  */
-import { randomBytes } from 'node:crypto';
-import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../common/atomic-file.js';
 import type { Logger } from '../../common/logger.js';
@@ -328,29 +327,8 @@ export class AuditLog {
     // every commit: if power fails before a later rename reaches the disk, the previous head
     // comes back, which covers fewer entries (the rest are unanchored and adopted on open),
     // never more; the head's own bytes are durable before it is renamed into place.
-    const file = path.join(this.dir, AUDIT_HEAD_FILE);
-    if (!this.#headDurable) {
-      await writeFileAtomic(file, `${JSON.stringify(head)}\n`, 0o600);
-      this.#headDurable = true;
-      return;
-    }
-    const tmp = path.join(this.dir, `.${AUDIT_HEAD_FILE}.${randomBytes(6).toString('hex')}.tmp`);
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(`${JSON.stringify(head)}\n`);
-      await fh.datasync();
-    } catch (e) {
-      await fh.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-      throw e;
-    }
-    await fh.close();
-    try {
-      await rename(tmp, file);
-    } catch (e) {
-      await unlink(tmp).catch(() => undefined);
-      throw e;
-    }
+    await writeFileAtomic(path.join(this.dir, AUDIT_HEAD_FILE), `${JSON.stringify(head)}\n`, 0o600, { syncDir: !this.#headDurable });
+    this.#headDurable = true;
   }
 
   /** Cuts the file back to the last acknowledged length; on failure the log refuses further appends. */
