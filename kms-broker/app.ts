@@ -3,6 +3,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import { kmsReportData } from '../attestation/binding.js';
 import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/bytes.js';
 import { isCirError } from '../common/errors.js';
+import { deepFreeze } from '../common/config.js';
 import { HPKE_SUITE_ID, hpkeSeal } from '../common/hpke.js';
 import type { Logger } from '../common/logger.js';
 import { adminRoutes, authenticateAdmin } from './admin.js';
@@ -247,18 +248,22 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         },
         at,
       );
-      // SECURITY: fail closed on the audit trail: no durable record, no token.
-      await auditOrRefuse(audit, {
-        actor: { type: 'server', id: sha256(publicKey).toString('base64url').slice(0, 16), tenant, ip: request.ip },
-        action: 'attest',
-        tenant,
-        decision: 'allow',
-        policyHash: decision.policyHash,
-        evidenceSha256: who.evidenceSha256 as string,
-        tee: claims.tee,
-        measurement: measurementOf(claims),
-        detail: { jti: issued.jti, relaxations: relaxations.join(','), simulated: claims.simulated === true },
-      });
+      // The token's audit entry joins the next durable commit rather than waiting for its
+      // own: a token releases nothing by itself, and the release it authorizes is audited
+      // durably (with this token's jti) before any key leaves (fail closed there).
+      void audit
+        .append({
+          actor: { type: 'server', id: sha256(publicKey).toString('base64url').slice(0, 16), tenant, ip: request.ip },
+          action: 'attest',
+          tenant,
+          decision: 'allow',
+          policyHash: decision.policyHash,
+          evidenceSha256: who.evidenceSha256 as string,
+          tee: claims.tee,
+          measurement: measurementOf(claims),
+          detail: { jti: issued.jti, relaxations: relaxations.join(','), simulated: claims.simulated === true },
+        })
+        .catch((err: unknown) => request.log.error({ err }, 'audit append failed for an attestation'));
       request.decision = { action: 'attest', outcome: 'allow', tee: claims.tee };
       alog.info({ ...who, tenant, decision: 'allow', rule: 'attestation-policy', jti: issued.jti, relaxations, explanation: decision.explanation }, 'attestation token issued');
       return { token: issued.token, expiresAt: issued.expiresAt.toISOString(), claims: claims as unknown as Record<string, unknown> };
@@ -472,7 +477,7 @@ function resolveAttestationPolicies(config: BrokerConfig, production: boolean): 
   return Object.freeze(
     inputs.map((input) => {
       try {
-        return parseReleasePolicy(input, { production });
+        return deepFreeze(parseReleasePolicy(input, { production }));
       } catch (cause) {
         throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: `attestation.policy: ${(cause as KmsError).detail ?? 'invalid'}`, cause });
       }

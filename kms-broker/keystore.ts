@@ -8,6 +8,7 @@ import type { Logger } from '../common/logger.js';
 import { KmsError } from './codes.js';
 import { masterKeyPath, type BrokerConfig } from './config.js';
 import { parseReleasePolicy, policyHash, type ReleasePolicy } from './policy.js';
+import { deepFreeze } from '../common/config.js';
 import { KEY_ID_RE, TENANT_ID_RE } from './protocol.js';
 import { deriveSubkey, fileStamp, readWithStamp, RecordMac } from './sealed-record.js';
 import { createFileExclusive, ensurePrivateDir, readSecretFile } from './secret-file.js';
@@ -770,7 +771,8 @@ function parseStoredPolicy(ref: KeyRef, document: unknown, hash: string): Releas
     throw corrupt(ref, `stored policy rejected (${(cause as KmsError).code ?? 'invalid'})`, cause);
   }
   if (!constantTimeEqual(Buffer.from(policyHash(policy)), Buffer.from(hash))) throw corrupt(ref, 'policy hash mismatch');
-  return policy;
+  // Deep-frozen: records are cached and shared, and policyHash caches by object.
+  return deepFreeze(policy);
 }
 
 function toMetadata(r: StoredKey | (Unsealed & { mac: string }), ref: KeyRef): KeyMetadata {

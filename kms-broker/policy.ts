@@ -160,8 +160,19 @@ export function canonicalJson(value: unknown): string {
 
 /** SHA-256 of the canonical JSON of a parsed policy (the whole document, `tee` included), lower-case hex. */
 export function policyHash(policy: ReleasePolicy): string {
-  return sha256(Buffer.from(canonicalJson(policy), 'utf8')).toString('hex');
+  // A deep-frozen policy (the key store's and the attestation policies are) cannot change,
+  // so its hash is computed once: it is needed on every decision.
+  if (Object.isFrozen(policy)) {
+    const cached = HASH_CACHE.get(policy);
+    if (cached !== undefined) return cached;
+  }
+  const h = sha256(Buffer.from(canonicalJson(policy), 'utf8')).toString('hex');
+  if (Object.isFrozen(policy)) HASH_CACHE.set(policy, h);
+  return h;
 }
+
+/** Hashes of frozen policies. Callers that freeze a policy freeze it deeply (`deepFreeze`). */
+const HASH_CACHE = new WeakMap<object, string>();
 
 export interface PolicyDecision {
   readonly allowed: boolean;
