@@ -14,7 +14,7 @@ import {
   type Principal,
 } from './identities.js';
 import { assertKeyId, DEK_LENGTH, type KeyMetadata, type KeyRef, type KeyStore, type PolicyVersion } from './keystore.js';
-import { parseReleasePolicy, type PolicyOptions } from './policy.js';
+import { parseReleasePolicy, policyHash, type PolicyOptions, type ReleasePolicy } from './policy.js';
 import { parseBody } from './problem.js';
 import { ADMIN_ROUTES, AdminCreateKeyRequestSchema, AdminSetPolicyRequestSchema } from './protocol.js';
 import { readSecretFile } from './secret-file.js';
@@ -230,9 +230,8 @@ async function arrivalFor(ctx: AdminContext, p: Principal): Promise<'active' | '
   return (await ctx.store.tenantSettings(p.tenant)).twoPersonRule ? 'pending' : 'active';
 }
 
-function policyRecord(meta: KeyMetadata, version: number, document: unknown): NonNullable<AuditEventInput['policy']> {
-  const hash = meta.pendingPolicy?.version === version ? meta.pendingPolicy.hash : (meta.policyHash ?? '');
-  return { id: `${meta.tenant}/${meta.keyId}`, version, hash, document };
+function policyRecord(meta: KeyMetadata, version: number, document: ReleasePolicy): NonNullable<AuditEventInput['policy']> {
+  return { id: `${meta.tenant}/${meta.keyId}`, version, hash: policyHash(document), document };
 }
 
 // ---------------------------------------------------------------------------------------

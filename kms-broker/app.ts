@@ -25,7 +25,7 @@ import {
   type PolicyDecision,
   type ReleasePolicy,
 } from './policy.js';
-import { notFoundHandler, bearerToken, parseBody, problemErrorHandler } from './problem.js';
+import { bearerToken, denial, notFoundHandler, parseBody, problemErrorHandler } from './problem.js';
 import {
   AttestRequestSchema,
   KEY_ID_RE,
@@ -594,20 +594,6 @@ function policyDenied(code: 'ERR_KMS_ATTESTATION_DENIED' | 'ERR_KMS_POLICY_DENIE
 function errorName(e: unknown): string {
   const name = e instanceof Error ? e.name : typeof e;
   return typeof name === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(name) ? name : 'unknown';
-}
-
-/** Log fields of a denial: the deciding rule (error code) and, for policy, each failing rule. */
-function denial(e: unknown): Record<string, unknown> {
-  if (!isCirError(e)) return { decision: 'deny', rule: 'ERR_KMS_INTERNAL' };
-  const failures = e.details?.failures;
-  const explanation = e.details?.explanation;
-  return {
-    decision: 'deny',
-    rule: e.code,
-    reason: e.detail,
-    ...(Array.isArray(failures) ? { failures } : {}),
-    ...(Array.isArray(explanation) ? { explanation } : {}),
-  };
 }
 
 /** A key id fit for a log line even when it failed validation. */

@@ -18,7 +18,7 @@ import { isCirError } from '../common/errors.js';
 import { KmsError } from './codes.js';
 import { renewLease, type CheckedKey, type LeaseService, type VerifiedAttestation } from './leases.js';
 import type { BrokerClaims, PolicyDecision } from './policy.js';
-import { bearerToken, parseBody } from './problem.js';
+import { bearerToken, denial, parseBody } from './problem.js';
 import {
   LEASE_ID_RE,
   LeaseRenewRequestSchema,
@@ -171,10 +171,4 @@ export async function leaseRoutes(app: FastifyInstance, opts: LeaseRoutesOptions
   });
 }
 
-/** Log fields of a denial: the deciding code and, for policy, each failing rule. */
-function denial(e: unknown): Record<string, unknown> {
-  if (!isCirError(e)) return { decision: 'deny', rule: 'ERR_KMS_INTERNAL' };
-  const failures = e.details?.failures;
-  return { decision: 'deny', rule: e.code, reason: e.detail, ...(Array.isArray(failures) ? { failures } : {}) };
-}
 

@@ -21,7 +21,7 @@ import { LEASE_JWS_TYPE, LeasePayloadSchema, MAX_LEASE_JWS_LENGTH, type Lease, t
 import type { RevocationStore } from './revocations.js';
 
 /** Tenant of requests that name none (the legacy `/v1/keys/:keyId/release` route). */
-export const DEFAULT_TENANT = 'default';
+export { DEFAULT_TENANT } from './keystore.js';
 
 /**
  * Signs and verifies compact JWS with the broker's token key; `TokenService.signJws` /

@@ -147,3 +147,17 @@ export function bearerToken(request: FastifyRequest): string {
   if (!m?.[1]) throw new KmsError('ERR_KMS_TOKEN_INVALID', { detail: 'malformed Authorization header' });
   return m[1];
 }
+
+/** Log fields of a denial: the deciding code, its detail and, for policy, each rule (failing ones and the full explanation). */
+export function denial(e: unknown): Record<string, unknown> {
+  if (!isCirError(e)) return { decision: 'deny', rule: 'ERR_KMS_INTERNAL' };
+  const failures = e.details?.failures;
+  const explanation = e.details?.explanation;
+  return {
+    decision: 'deny',
+    rule: e.code,
+    reason: e.detail,
+    ...(Array.isArray(failures) ? { failures } : {}),
+    ...(Array.isArray(explanation) ? { explanation } : {}),
+  };
+}

@@ -30,15 +30,14 @@
  * revocation is durable and a failed write leaves the previous state (a failed lift keeps
  * the revocation: fail closed).
  */
-import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../common/atomic-file.js';
-import { constantTimeEqual, fromBase64Url } from '../common/bytes.js';
 import type { Logger } from '../common/logger.js';
 import { KmsError } from './codes.js';
-import { canonicalJson } from './policy.js';
+import { deriveSubkey, RecordMac } from './sealed-record.js';
 import { RevocationSchema, type Revocation, type RevocationCreateRequest } from './protocol.js';
 
 export type { Revocation } from './protocol.js';
@@ -64,7 +63,7 @@ const FileSchema = z.strictObject({
  */
 export function deriveRevocationKey(masterKey: Uint8Array): Buffer {
   if (masterKey.length !== 32) throw new KmsError('ERR_KMS_MASTER_KEY_INVALID', { detail: 'must be 32 bytes' });
-  return Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), MAC_KEY_INFO, 32));
+  return deriveSubkey(masterKey, MAC_KEY_INFO);
 }
 
 /** What a release or renewal is about; `matches` compares a revocation against it. */
@@ -140,19 +139,8 @@ export class RevocationStore {
       if (code === 'ENOENT') return new RevocationStore(opts, []);
       throw new KmsError('ERR_KMS_STORE_IO', { detail: `reading ${name} (${code ?? 'error'})`, cause: e });
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(raw.toString('utf8'));
-    } catch (cause) {
-      throw corrupt(name, 'not valid JSON', cause);
-    }
-    const parsed = FileSchema.safeParse(json);
-    if (!parsed.success) throw corrupt(name, `unexpected structure at ${parsed.error.issues[0]?.path.join('.') || '(root)'}`);
-    const { mac, ...rest } = parsed.data;
-    const got = fromBase64Url(mac);
-    const expected = hmac(opts.macKey, rest);
-    // SECURITY: constant-time MAC check before any entry is trusted.
-    if (!got || !constantTimeEqual(got, expected)) throw corrupt(name, 'integrity check failed (tampered, or a different master key)');
+    // SECURITY: JSON, schema, then a constant-time MAC check before any entry is trusted.
+    const { mac: _mac, ...rest } = new RecordMac(opts.macKey).open(raw, FileSchema, (why, cause) => corrupt(name, why, cause));
     const ids = new Set(rest.revocations.map((r) => r.id));
     if (ids.size !== rest.revocations.length) throw corrupt(name, 'duplicate revocation id');
     return new RevocationStore(opts, rest.revocations);
@@ -215,8 +203,7 @@ export class RevocationStore {
 
   async #commit(next: readonly Revocation[]): Promise<void> {
     if (this.#file !== undefined && this.#macKey !== undefined) {
-      const body = { format: FORMAT, revocations: next };
-      const doc = { ...body, mac: hmac(this.#macKey, body).toString('base64url') };
+      const doc = new RecordMac(this.#macKey).seal({ format: FORMAT, revocations: next });
       try {
         await writeFileAtomic(this.#file, `${JSON.stringify(doc, null, 2)}\n`, 0o600);
       } catch (cause) {
@@ -232,10 +219,6 @@ export class RevocationStore {
     this.#queue = run.catch(() => undefined);
     return run;
   }
-}
-
-function hmac(key: Uint8Array, body: unknown): Buffer {
-  return createHmac('sha256', key).update(canonicalJson(body), 'utf8').digest();
 }
 
 function corrupt(name: string, why: string, cause?: unknown): KmsError {

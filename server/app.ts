@@ -23,9 +23,9 @@ import type { EvidenceProvider } from '../attestation/types.js';
 import { generateHpkeKeyPair, type HpkeKeyPair } from '../common/hpke.js';
 import { createAttestationHandlers } from './attestation-service.js';
 import { boot, releaseAndLoad, type BootOptions, type BootStep, type RetryInfo, type SessionFactory } from './boot.js';
-import { LeaseKeeper, loadLeaseVerifier, UNSIGNED_LEASES_ALLOWED, type LeaseEvent, type LeaseVerifier } from './lease.js';
+import { LeaseKeeper, jwksLeaseVerifier, UNSIGNED_LEASES_ALLOWED, type LeaseEvent, type LeaseVerifier } from './lease.js';
 import { HttpBrokerClient, type BrokerClient } from './broker-client.js';
-import { loadReleaseVerifier, UNSIGNED_RELEASES_ALLOWED, type ReleaseVerifier } from './release-verify.js';
+import { jwksReleaseVerifier, readPinnedJwks, UNSIGNED_RELEASES_ALLOWED, type ReleaseVerifier } from './release-verify.js';
 import { ServerError } from './codes.js';
 import type { ServerConfig } from './config.js';
 import { createInferenceHandlers } from './inference-service.js';
@@ -188,9 +188,11 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       });
     }
 
+    // The pinned JWKS, read once: it verifies both releases and leases.
+    const pinned = config.broker?.jwksFile !== undefined && (!releaseVerifier || !leaseVerifier) ? await readPinnedJwks(config.broker.jwksFile) : undefined;
     if (!releaseVerifier && config.broker) {
-      if (config.broker.jwksFile !== undefined) {
-        releaseVerifier = await loadReleaseVerifier(config.broker.jwksFile);
+      if (pinned) {
+        releaseVerifier = jwksReleaseVerifier(pinned);
       } else if (config.broker.allowUnsignedRelease) {
         if (process.env.NODE_ENV === 'production') {
           throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.allowUnsignedRelease is refused when NODE_ENV=production' });
@@ -199,7 +201,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       }
     }
     if (!leaseVerifier && config.broker) {
-      if (config.broker.jwksFile !== undefined) leaseVerifier = await loadLeaseVerifier(config.broker.jwksFile);
+      if (pinned) leaseVerifier = jwksLeaseVerifier(pinned);
       // Same relaxation, same production refusal (checked just above for releases).
       else if (config.broker.allowUnsignedRelease && process.env.NODE_ENV !== 'production') leaseVerifier = UNSIGNED_LEASES_ALLOWED;
     }

@@ -4,6 +4,7 @@
  * Errors name the field and the rule, never the value.
  */
 import { z } from 'zod';
+import { TenantIdSchema } from '../kms-broker/protocol.js';
 import { deepFreeze, issuesDetail } from '../common/config.js';
 import { TSM_REPORT_ROOT } from '../attestation/tsm/configfs.js';
 import { ServerError } from './codes.js';
@@ -43,7 +44,7 @@ export const ServerConfigSchema = z
       .strictObject({
         url: z.url({ protocol: /^https?$/ }),
         /** The broker tenant whose keys this server's sealed models name (default `default`). */
-        tenant: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a broker tenant id: 1-63 chars of [a-z0-9-]').default('default'),
+        tenant: TenantIdSchema.default('default'),
         timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
         /** PEM CA for an https broker with a private CA. */
         caFile: z.string().min(1).optional(),

@@ -30,10 +30,8 @@
  * Every timer is cancelled by `close()`; nothing is scheduled after it. Logs carry the
  * lease id prefix, key id, version and decision or error code; never tokens or keys.
  */
-import { readFile } from 'node:fs/promises';
 import { compactVerify, createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet } from 'jose';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import type { EvidenceProvider } from '../attestation/types.js';
 import { kmsReportData } from '../attestation/binding.js';
 import { constantTimeEqual, fromBase64Url, sha256 } from '../common/bytes.js';
@@ -42,6 +40,7 @@ import type { HpkeKeyPair } from '../common/hpke.js';
 import { LEASE_JWS_TYPE, LeasePayloadSchema, MAX_LEASE_JWS_LENGTH, type Lease, type LeasePayload } from '../kms-broker/protocol.js';
 import { backoffDelay, type RetryPolicy } from './boot.js';
 import type { BrokerClient } from './broker-client.js';
+import { readPinnedJwks } from './release-verify.js';
 import { ServerError } from './codes.js';
 import type { LoadedModel } from './registry.js';
 
@@ -78,8 +77,6 @@ export interface LeaseVerifier {
   /** True only for the development relaxation that skips the signature. */
   readonly unsigned: boolean;
 }
-
-const JwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1).max(16) });
 
 function invalid(detail: string, cause?: unknown): ServerError {
   return new ServerError('ERR_SRV_LEASE_INVALID', { detail, ...(cause ? { cause } : {}) });
@@ -149,13 +146,7 @@ export const UNSIGNED_LEASES_ALLOWED: LeaseVerifier = Object.freeze({
 
 /** Reads the pinned JWKS file (`broker.jwksFile`). Throws `ERR_SRV_CONFIG`. */
 export async function loadLeaseVerifier(file: string, expectedIssuer?: string): Promise<LeaseVerifier> {
-  let parsed: JSONWebKeySet;
-  try {
-    parsed = JwksSchema.parse(JSON.parse(await readFile(file, 'utf8'))) as unknown as JSONWebKeySet;
-  } catch (cause) {
-    throw new ServerError('ERR_SRV_CONFIG', { detail: `broker.jwksFile ${file} is not a readable JWKS`, cause });
-  }
-  return jwksLeaseVerifier(parsed, expectedIssuer);
+  return jwksLeaseVerifier(await readPinnedJwks(file), expectedIssuer);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -76,11 +76,17 @@ export const UNSIGNED_RELEASES_ALLOWED: ReleaseVerifier = Object.freeze({
 
 /** Reads a pinned JWKS file (the broker writes one as `<stateDir>/jwks.json`). */
 export async function loadReleaseVerifier(file: string, expectedIssuer?: string): Promise<ReleaseVerifier> {
-  let parsed: JSONWebKeySet;
+  return jwksReleaseVerifier(await readPinnedJwks(file), expectedIssuer);
+}
+
+/**
+ * Reads the broker's pinned JWKS (`broker.jwksFile`): JSON with 1 to 16 keys. Releases and
+ * leases are verified against the same pinned set. Throws ERR_SRV_CONFIG.
+ */
+export async function readPinnedJwks(file: string): Promise<JSONWebKeySet> {
   try {
-    parsed = JwksSchema.parse(JSON.parse(await readFile(file, 'utf8'))) as unknown as JSONWebKeySet;
+    return JwksSchema.parse(JSON.parse(await readFile(file, 'utf8'))) as unknown as JSONWebKeySet;
   } catch (cause) {
     throw new ServerError('ERR_SRV_CONFIG', { detail: `broker.jwksFile ${file} is not a readable JWKS`, cause });
   }
-  return jwksReleaseVerifier(parsed, expectedIssuer);
 }
