@@ -56,13 +56,20 @@ describe('cir bench smoke run', () => {
         }
       }
     }
-    expect(report.results.filter((x) => x.loop === 'closed').map((x) => x.concurrency)).toEqual([1, 1, 1, 1]);
-    expect(report.results.filter((x) => x.loop === 'open').map((x) => x.rate)).toEqual([20, 20, 20, 20]);
+    expect(report.results.filter((x) => x.loop === 'closed').map((x) => x.concurrency)).toEqual(MODES.map(() => 1));
+    expect(report.results.filter((x) => x.loop === 'open').map((x) => x.rate)).toEqual(MODES.map(() => 20));
     expect(report.servers.map((s) => [s.mode, s.tls, s.sealedModels])).toEqual([
       ['grpc', false, false],
       ['grpc-tls', true, false],
       ['grpc-attested', true, true],
+      ['grpc-controls', false, false],
     ]);
+    // grpc and grpc-controls ran side by side: the controls' cost, per loop and level.
+    expect(report.controlsCost?.map((c) => [c.loop, c.level, c.pairs])).toEqual([
+      ['closed', 1, 1],
+      ['open', 20, 1],
+    ]);
+    expect(report.controlsCost?.every((c) => Number.isFinite(c.p50DeltaUs) && c.serverCpuDeltaUs !== null)).toBe(true);
     expect(report.attestedClient?.checks.every((c) => c.ok)).toBe(true);
     expect(report.boot?.cold.steps.map((s) => s.name)).toEqual(expect.arrayContaining(['challenge', 'evidence', 'attest', 'release', 'decrypt', 'load']));
     expect(report.boot?.warm).toHaveLength(1);
@@ -73,6 +80,7 @@ describe('cir bench smoke run', () => {
     expect(JSON.parse(JSON.stringify(report))).toEqual(report);
     const md = markdownSummary(report);
     for (const mode of MODES) expect(md).toContain(`| ${mode} |`);
+    expect(md).toContain('## Cost of the multi-tenant controls');
     const svg = latencyThroughputSvg(chartPanels(report), { title: 't' });
     expect(svg.match(/class="series"/g)).toHaveLength(MODES.length * 2);
   });

@@ -33,6 +33,7 @@ import {
   type LoopKind,
   type RepFigures,
   type ResultEntry,
+  controlsCost,
   type SealThroughput,
   type ServerInfo,
   type SizingRow,
@@ -41,7 +42,7 @@ import {
 } from './report.js';
 import type { BootFigure, ServerSpec, ServerSpecModel, StatsMessage } from './server-process.js';
 import { maxThroughputUnderSlo, median, overheadRatios, serversNeeded } from './stats.js';
-import { grpcTarget, inprocTarget, MODES, ServerChild, sessionOptions, type Mode, type Target } from './targets.js';
+import { grpcTarget, inprocTarget, isPlaintextMode, MODES, ServerChild, sessionOptions, type Mode, type Target } from './targets.js';
 import { mlpSizeWorkload, requestBytes, type Workload } from './workloads.js';
 
 export interface BenchOptions {
@@ -57,6 +58,8 @@ export interface BenchOptions {
   readonly seed: number;
   readonly intraOpThreads: number;
   readonly interOpThreads: number;
+  /** The servers' executor (server/config.ts `executor`); default 'inline'. Not used by inproc. */
+  readonly executor?: 'inline' | 'worker';
   readonly executionProvider: 'cpu' | 'cuda';
   /** Server modes run with the multi-tenant controls on (API key, limits); see ServerSpec.controls. */
   readonly controls?: boolean;
@@ -242,11 +245,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const specFor = (mode: Exclude<Mode, 'inproc'>): ServerSpec => ({
       simStateDir: o.simStateDir,
       workDir: path.join(workDir, mode),
-      insecure: mode === 'grpc',
+      insecure: isPlaintextMode(mode),
       measurement: BENCH_MEASUREMENT,
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
-      ...(o.controls ? { controls: true } : {}),
+      ...(o.executor ? { executor: o.executor } : {}),
+      ...(o.controls || mode === 'grpc-controls' ? { controls: true } : {}),
       models: o.workloads.map((w): ServerSpecModel => {
         if (w.sealedFile) return { name: w.name, file: w.sealedFile.file, dekFile: w.sealedFile.dekFile };
         return { name: w.name, file: files.get(w.name)!, plaintext: mode !== 'grpc-attested' };
@@ -258,7 +262,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         children.set(mode, child);
         servers.push({
           mode,
-          tls: mode !== 'grpc',
+          tls: !isPlaintextMode(mode),
           sealedModels: child.ready.models.every((m) => m.sealed),
           spawnToReadyMs: child.spawnToReadyMs,
           processToReadyMs: child.ready.processToReadyMs,
@@ -486,6 +490,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       controls: o.controls === true,
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
+      executor: o.executor ?? 'inline',
       executionProvider: o.executionProvider,
       requestTimeoutMs: o.requestTimeoutMs,
       maxInFlight: o.maxInFlight,
@@ -505,6 +510,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     servers,
     attestedClient,
     results,
+    ...(modes.includes('grpc') && modes.includes('grpc-controls') ? { controlsCost: controlsCost(results, (o.warmupMs + o.durationMs) / o.durationMs) } : {}),
     sizing,
     boot,
     sealThroughput,
@@ -606,6 +612,7 @@ async function measureBoot(o: BenchOptions, workDir: string): Promise<BootReport
       measurement: BENCH_MEASUREMENT,
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
+      ...(o.executor ? { executor: o.executor } : {}),
       models: [{ name: w.name, file }],
       extraBoots: o.warmBoots,
     },

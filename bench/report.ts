@@ -188,6 +188,8 @@ export interface BenchReport {
     readonly seed: number;
     readonly intraOpThreads: number;
     readonly interOpThreads: number;
+    /** `--executor`: where the servers ran onnxruntime (server/config.ts `executor`); absent in older reports = inline. */
+    readonly executor?: 'inline' | 'worker';
     readonly executionProvider: 'cpu' | 'cuda';
     readonly requestTimeoutMs: number;
     readonly maxInFlight: number;
@@ -211,12 +213,82 @@ export interface BenchReport {
   /** grpc-attested: the client's one-time verification before the sweep. */
   readonly attestedClient: { readonly verifyMs: number; readonly checks: readonly { name: string; ok: boolean }[] } | null;
   readonly results: readonly ResultEntry[];
+  /** `--modes` with both grpc and grpc-controls: what the controls cost (see `controlsCost`). */
+  readonly controlsCost?: readonly ControlsCostRow[];
   readonly sizing: { readonly sloP99Ms: number; readonly targetRps: number | null; readonly rows: readonly SizingRow[] } | null;
   readonly boot: BootReport | null;
   readonly sealThroughput: SealThroughput | null;
   /** `--soak SECONDS`: the soak runs (the sweep is not run); null otherwise. */
   readonly soak?: readonly SoakRun[] | null;
   readonly skipped: readonly { readonly what: string; readonly reason: string }[];
+}
+
+/**
+ * The cost of the multi-tenant controls at one model, loop and level: `grpc-controls`
+ * against `grpc` in the same run. Each repetition of the two modes ran back to back
+ * (repetitions alternate modes), so the deltas are paired per repetition and their median
+ * taken; that cancels most of the drift a busy machine adds between separate runs.
+ */
+export interface ControlsCostRow {
+  readonly model: string;
+  readonly loop: LoopKind;
+  readonly level: number;
+  readonly pairs: number;
+  readonly grpcP50Ms: number;
+  readonly controlsP50Ms: number;
+  /** Median over pairs of (controls p50 - grpc p50), in microseconds. */
+  readonly p50DeltaUs: number;
+  /** Median over pairs of (controls p99 - grpc p99), in microseconds. */
+  readonly p99DeltaUs: number;
+  /** Median over pairs of the server CPU per request difference, in microseconds; null without CPU figures. */
+  readonly serverCpuDeltaUs: number | null;
+  /** Every pair's p50 delta (µs), in repetition order: the spread shows the noise. */
+  readonly p50DeltasUs: readonly number[];
+}
+
+function medianOf(xs: readonly number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  const n = a.length;
+  return n === 0 ? NaN : n % 2 ? a[n >> 1]! : (a[n / 2 - 1]! + a[n / 2]!) / 2;
+}
+
+/**
+ * Pairs grpc and grpc-controls results rep by rep (see ControlsCostRow); [] unless both ran.
+ * `servedPerCounted`: requests the server served per request counted (the server's CPU
+ * covers warm-up and window, the count only the window): (warm-up + window) / window.
+ */
+export function controlsCost(results: readonly ResultEntry[], servedPerCounted = 1): ControlsCostRow[] {
+  const rows: ControlsCostRow[] = [];
+  for (const c of results.filter((x) => x.mode === 'grpc-controls')) {
+    const level = c.loop === 'closed' ? c.concurrency : c.rate;
+    const g = results.find((x) => x.mode === 'grpc' && x.model === c.model && x.loop === c.loop && (x.loop === 'closed' ? x.concurrency : x.rate) === level);
+    if (!g || level === null) continue;
+    const n = Math.min(g.perRep.length, c.perRep.length);
+    if (n === 0) continue;
+    const p50: number[] = [];
+    const p99: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const a = g.perRep[i]!;
+      const b = c.perRep[i]!;
+      p50.push((b.p50Ms - a.p50Ms) * 1000);
+      p99.push((b.p99Ms - a.p99Ms) * 1000);
+      if (a.serverCpuMs !== null && b.serverCpuMs !== null && a.count > 0 && b.count > 0) cpu.push(((b.serverCpuMs / b.count - a.serverCpuMs / a.count) * 1000) / servedPerCounted);
+    }
+    rows.push({
+      model: c.model,
+      loop: c.loop,
+      level,
+      pairs: n,
+      grpcP50Ms: g.p50Ms,
+      controlsP50Ms: c.p50Ms,
+      p50DeltaUs: medianOf(p50),
+      p99DeltaUs: medianOf(p99),
+      serverCpuDeltaUs: cpu.length === n ? medianOf(cpu) : null,
+      p50DeltasUs: p50,
+    });
+  }
+  return rows;
 }
 
 const f = (v: number | null | undefined, digits = 2): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits));
@@ -231,7 +303,7 @@ export function markdownSummary(rep: BenchReport): string {
   L.push(`TEE guest: SEV-SNP ${m.confidential.sevGuest ? 'yes' : 'no'}, TDX ${m.confidential.tdxGuest ? 'yes' : 'no'} · node ${rep.versions['node']} · onnxruntime ${rep.versions['onnxruntime-node']} · grpc-js ${rep.versions['@grpc/grpc-js']}`);
   const s = rep.settings;
   const mode = s.soak ? `soak: window ${s.soak.durationMs / 1000} s at concurrency ${s.soak.concurrency}, memory sampled every ${s.soak.sampleMs / 1000} s` : `window ${s.durationMs} ms, ${s.reps} rep(s) (median)`;
-  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level.`, '');
+  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level.`, '');
   for (const w of rep.workloads) {
     L.push(`## ${w.name}`, '', `${w.description}; model ${(w.onnxBytes / 2 ** 20).toFixed(2)} MiB, request ${(w.requestBytes / 1024).toFixed(1)} KiB.`, '');
     for (const loop of ['closed', 'open'] as const) {
@@ -250,6 +322,18 @@ export function markdownSummary(rep: BenchReport): string {
       }
       L.push('');
     }
+  }
+  if (rep.controlsCost && rep.controlsCost.length > 0) {
+    L.push('## Cost of the multi-tenant controls (grpc-controls vs grpc)', '');
+    L.push('Median over repetitions of the paired difference (each repetition ran both modes back to back). Target: ≤ 50 µs at p50.', '');
+    L.push('| model | loop | level | pairs | grpc p50 ms | controls p50 ms | Δ p50 µs | Δ p99 µs | Δ srv CPU µs/req | Δ p50 per pair µs |');
+    L.push('|---|---|--:|--:|--:|--:|--:|--:|--:|---|');
+    for (const c of rep.controlsCost) {
+      L.push(
+        `| ${c.model} | ${c.loop} | ${c.level} | ${c.pairs} | ${f(c.grpcP50Ms, 3)} | ${f(c.controlsP50Ms, 3)} | ${f(c.p50DeltaUs, 0)} | ${f(c.p99DeltaUs, 0)} | ${f(c.serverCpuDeltaUs, 0)} | ${c.p50DeltasUs.map((d) => d.toFixed(0)).join(', ')} |`,
+      );
+    }
+    L.push('');
   }
   if (rep.attestedClient) {
     L.push(`**grpc-attested client verification** (once, before the sweep): ${f(rep.attestedClient.verifyMs, 1)} ms (${rep.attestedClient.checks.map((c) => c.name).join(', ')}).`, '');

@@ -51,6 +51,8 @@ export interface ServerSpec {
   readonly models: readonly ServerSpecModel[];
   readonly intraOpThreads: number;
   readonly interOpThreads: number;
+  /** The server's `executor` (server/config.ts); the server's default when absent. */
+  readonly executor?: 'inline' | 'worker';
   readonly maxConcurrentInfers?: number;
   /** Further boots of a second server with the same config after the first (warm figures). */
   readonly extraBoots?: number;
@@ -184,6 +186,7 @@ async function main(specFile: string): Promise<void> {
     allowPlaintextModels: models.some((m) => m.plaintext),
     intraOpThreads: spec.intraOpThreads,
     interOpThreads: spec.interOpThreads,
+    ...(spec.executor ? { executor: spec.executor } : {}),
     ...(spec.maxConcurrentInfers ? { maxConcurrentInfers: spec.maxConcurrentInfers } : {}),
     maxMessageBytes: 256 * 1024 * 1024,
     retry: { initialMs: 50, maxMs: 500, maxAttempts: 5 },

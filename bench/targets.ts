@@ -7,6 +7,8 @@
  *                  (server config `insecure: true`, plain model).
  *   grpc-tls       the same over TLS, the client pinning the server's certificate
  *                  (plain model, `allowPlaintextModels`).
+ *   grpc-controls  `grpc` with the multi-tenant controls of server/tenancy on: an API key on
+ *                  every call, every per-key and per-tenant limit set never to refuse.
  *   grpc-attested  the confidential path: the server boots a SEALED model through
  *                  attestation and key release; the client verifies the server once
  *                  (client/verify.ts: evidence, binding, policy) and then sends every
@@ -34,8 +36,18 @@ import type { Invoke } from './load.js';
 import type { ReadyMessage, ServerSpec, StatsMessage } from './server-process.js';
 import { inferRequest, ortFeeds, type Workload } from './workloads.js';
 
-export const MODES = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested'] as const;
+export const MODES = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested', 'grpc-controls'] as const;
 export type Mode = (typeof MODES)[number];
+/**
+ * What a sweep runs unless `--modes` says otherwise. `grpc-controls` (plaintext gRPC with
+ * the multi-tenant controls on) is asked for by name: `--modes grpc,grpc-controls` measures
+ * what the controls cost, both servers in one run, repetitions alternating.
+ */
+export const DEFAULT_MODES: readonly Mode[] = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested'];
+/** Server modes without TLS. */
+export function isPlaintextMode(m: Mode): boolean {
+  return m === 'grpc' || m === 'grpc-controls';
+}
 
 /** An error with a status name, as the load loops count them. */
 export class CallError extends Error {
@@ -224,7 +236,7 @@ export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
   let credentials: grpc.ChannelCredentials;
   let options: Record<string, string | number> = {};
   let verification: GrpcTarget['verification'];
-  if (o.mode === 'grpc') {
+  if (isPlaintextMode(o.mode)) {
     credentials = grpc.credentials.createInsecure();
   } else if (o.mode === 'grpc-tls') {
     const cert = o.server.ready.certPem;

@@ -11,7 +11,7 @@ import { ClientError } from '../client/codes.js';
 import { DEFAULT_AUTO_RATE_FRACTIONS, defaultSimStateDir, runBench, type Progress } from '../bench/harness.js';
 import { chartPanels, markdownSummary } from '../bench/report.js';
 import { latencyThroughputSvg } from '../bench/svg.js';
-import { MODES, type Mode } from '../bench/targets.js';
+import { DEFAULT_MODES, MODES, type Mode } from '../bench/targets.js';
 import {
   convNetWorkload,
   MLP_10MS,
@@ -42,6 +42,7 @@ interface BenchFlags {
   reps?: string;
   seed: string;
   ep: 'cpu' | 'cuda';
+  executor: 'inline' | 'worker';
   controls?: boolean;
   intraOpThreads: string;
   interOpThreads: string;
@@ -108,7 +109,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--markdown <file>', 'write the Markdown summary (also printed on stdout)')
     .option('--svg <file>', 'write the latency-vs-throughput chart')
     .option('--out-dir <dir>', 'write bench.json, bench.md and bench.svg into this directory')
-    .option('--modes <list>', `comma-separated modes (${MODES.join(', ')})`)
+    .option('--modes <list>', `comma-separated modes (${MODES.join(', ')}; default ${DEFAULT_MODES.join(',')}); grpc,grpc-controls measures what the multi-tenant controls cost`)
     .option('--models <list>', 'built-in models: vad, mlp (~10 ms), convnet, mlp-<N>mb (default vad,mlp,convnet)')
     .option('--model <file>', 'your own .onnx (or sealed file with --dek-file); needs --input')
     .option('--input <spec>', 'input of --model as name:dtype:dims[:value], e.g. x:fp32:1x3x224x224 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
@@ -122,6 +123,7 @@ export function registerBenchCommand(program: Command): void {
     .addOption(new Option('--ep <provider>', 'onnxruntime execution provider').choices(['cpu', 'cuda']).default('cpu'))
     .option('--intra-op-threads <n>', 'onnxruntime intra-op threads, in-process and server (0 = onnxruntime decides)', '1')
     .option('--inter-op-threads <n>', 'onnxruntime inter-op threads (0 = onnxruntime decides)', '0')
+    .addOption(new Option('--executor <kind>', "the servers' executor: inline (onnxruntime on the event loop) or worker (a worker thread per model, gRPC I/O overlapping compute)").choices(['inline', 'worker']).default('inline'))
     .option('--controls', 'run the server modes with the multi-tenant controls on (API key on every call, per-key and per-tenant limits set never to refuse): compare with a run without it for their cost')
     .option('--request-timeout-ms <ms>', 'gRPC deadline per request', '30000')
     .option('--max-in-flight <n>', 'open loop: most outstanding requests', '1024')
@@ -139,7 +141,7 @@ export function registerBenchCommand(program: Command): void {
     .action(async (f: BenchFlags) => {
       const q = !!f.quick;
       const soakS = f.soak !== undefined ? num('--soak', f.soak, { min: 1 }) : undefined;
-      const modes = (f.modes ? f.modes.split(',').map((s) => s.trim()) : soakS !== undefined ? ['grpc'] : [...MODES]) as Mode[];
+      const modes = (f.modes ? f.modes.split(',').map((s) => s.trim()) : soakS !== undefined ? ['grpc'] : [...DEFAULT_MODES]) as Mode[];
       for (const m of modes) if (!MODES.includes(m)) throw bad(`unknown mode ${JSON.stringify(m)} (${MODES.join(', ')})`);
       if (f.input.length > 0 && !f.model) throw bad('--input needs --model');
       const seed = num('--seed', f.seed, { integer: true });
@@ -182,6 +184,7 @@ export function registerBenchCommand(program: Command): void {
         seed,
         intraOpThreads: num('--intra-op-threads', f.intraOpThreads, { integer: true }),
         interOpThreads: num('--inter-op-threads', f.interOpThreads, { integer: true }),
+        executor: f.executor,
         executionProvider: f.ep,
         ...(f.controls ? { controls: true } : {}),
         requestTimeoutMs: num('--request-timeout-ms', f.requestTimeoutMs, { min: 1, integer: true }),

@@ -5,6 +5,7 @@ import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/byt
 import { isCirError } from '../common/errors.js';
 import { deepFreeze } from '../common/config.js';
 import { HPKE_SUITE_ID, hpkeSeal } from '../common/hpke.js';
+import type { HpkeSealFn } from '../common/hpke-sealer.js';
 import type { Logger } from '../common/logger.js';
 import { adminRoutes, authenticateAdmin } from './admin.js';
 import { MemoryAuditSink, type AuditEventInput, type AuditSink } from './audit-sink.js';
@@ -44,6 +45,7 @@ import { brokerMetricsPlugin, type BrokerMetrics } from './metrics.js';
 import { leaseRoutes, type LeaseRoutesOptions } from './lease-routes.js';
 import { DEFAULT_TENANT, LeaseService, type VerifiedAttestation } from './leases.js';
 import { RevocationStore } from './revocations.js';
+import { WorkloadCert } from './workload-mtls.js';
 
 /**
  * Turns TEE evidence (SEV-SNP or Intel TDX) into verified claims. Must check the evidence's
@@ -80,6 +82,8 @@ export interface BrokerDeps {
   readonly revocations?: RevocationStore;
   /** Authorization of the revocation admin routes; defaults to the legacy admin token (`legacyAdminAuthorize`). */
   readonly authorizeLeaseAdmin?: LeaseRoutesOptions['authorize'];
+  /** HPKE sealing of released keys; main.ts passes a worker-thread sealer (common/hpke-sealer.ts). Default: `hpkeSeal` inline. */
+  readonly hpkeSeal?: HpkeSealFn;
 }
 
 /**
@@ -91,12 +95,24 @@ export interface BrokerDeps {
  */
 export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstance {
   const now = deps.now ?? (() => new Date());
+  // HPKE sealing: inline while this is the only release in flight (a worker round trip would
+  // only add latency), on the worker (deps.hpkeSeal) once releases overlap, so that the
+  // ~0.9 ms of WebCrypto JavaScript per seal leaves the event loop (common/hpke-sealer.ts).
+  let releasesInFlight = 0;
+  const offloadSeal = deps.hpkeSeal;
+  const seal: typeof hpkeSeal = (...args) => (offloadSeal && releasesInFlight > 1 ? offloadSeal(...args) : hpkeSeal(...args));
   const production = isProduction(deps.env ?? process.env);
   const policyOpts = { production };
   const attestationPolicies = resolveAttestationPolicies(config, production);
   // SECURITY: checked again here (startBroker checks first) so an embedder cannot skip it.
   const adminEnabled = deps.adminToken !== undefined || deps.identities !== undefined;
   assertAdminTransport(config, { adminEnabled, tls: deps.https !== undefined, logger: deps.logger });
+  // Workload client certificates (workload-mtls.ts). SECURITY: bind or require without a
+  // listener that asks for certificates would silently bind nothing (or refuse everyone).
+  const workloadCerts = config.tls?.workloadClientCerts ?? 'off';
+  if (workloadCerts !== 'off' && deps.https?.clientCa === undefined) {
+    throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: 'tls.workloadClientCerts: bind and require need TLS with clientCaFile' });
+  }
   const audit: AuditSink = deps.audit ?? new MemoryAuditSink();
   const challenges = new ChallengeStore({
     ttlMs: config.challengeTtlSeconds * 1000,
@@ -125,8 +141,9 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           https: {
             cert: deps.https.cert,
             key: deps.https.key,
-            // mTLS for admin identities: request (never require) a client certificate; the
-            // chain is checked against clientCa, and only a verified one is looked up.
+            // mTLS for admin identities and workloads: request (never require) a client
+            // certificate; the chain is checked against clientCa, and only a verified one
+            // counts (admin.ts, workload-mtls.ts).
             ...(deps.https.clientCa ? { ca: deps.https.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
           },
         }
@@ -170,6 +187,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     // filling the store and locking every other attester out.
     let c;
     try {
+      WorkloadCert.of(request, workloadCerts);
       c = challenges.issue(challengeClientKey(request.ip));
     } catch (e) {
       await auditDenial(audit, request, 'challenge', e, {});
@@ -202,6 +220,8 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     };
     const alog = request.log.child({ event: 'attest' });
     try {
+      const cert = WorkloadCert.of(request, workloadCerts);
+      if (cert.sha256Hex !== undefined) who.clientCertSha256 = cert.sha256Hex;
       // SECURITY: evidence is logged as digest and size, never the blob. JSON.stringify
       // recurses, so a body of 200k nested arrays (well inside bodyLimit) would throw a
       // RangeError here, or in a verifier; bound the depth first, without recursion.
@@ -237,6 +257,8 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           policyId: attestationPolicyId(claims.tee),
           policyHash: decision.policyHash,
           tenant,
+          // RFC 8705: bound to the connection's client certificate (tls.workloadClientCerts).
+          ...(cert.bindTo ? { cnf: cert.bindTo } : {}),
           submods: {
             cpu: appraiseCpu({
               claims,
@@ -261,6 +283,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           evidenceSha256: who.evidenceSha256 as string,
           tee: claims.tee,
           measurement: measurementOf(claims),
+          ...(cert.sha256Hex !== undefined ? { clientCertSha256: cert.sha256Hex } : {}),
           detail: { jti: issued.jti, relaxations: relaxations.join(','), simulated: claims.simulated === true },
         })
         .catch((err: unknown) => request.log.error({ err }, 'audit append failed for an attestation'));
@@ -276,18 +299,29 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         evidenceSha256: typeof who.evidenceSha256 === 'string' ? who.evidenceSha256 : undefined,
         tee: typeof who.tee === 'string' ? who.tee : undefined,
         measurement: typeof who.measurement === 'string' ? who.measurement : undefined,
+        clientCertSha256: typeof who.clientCertSha256 === 'string' ? who.clientCertSha256 : undefined,
       });
       throw e;
     }
   });
 
   const releaseHandler = async (request: FastifyRequest<{ Params: { keyId: string; tenant?: string } }>): Promise<ReleaseResponse> => {
+    releasesInFlight++;
+    try {
+      return await release(request);
+    } finally {
+      releasesInFlight--;
+    }
+  };
+  const release = async (request: FastifyRequest<{ Params: { keyId: string; tenant?: string } }>): Promise<ReleaseResponse> => {
     const keyId = request.params.keyId;
     const tenant = request.params.tenant ?? DEFAULT_TENANT;
     const rlog = request.log.child({ event: 'release' });
     const who: Record<string, unknown> = { ip: request.ip, tenant: pathSafe(tenant), keyId: pathSafe(keyId) };
     let leaseId: string | undefined;
     try {
+      const cert = WorkloadCert.of(request, workloadCerts);
+      if (cert.sha256Hex !== undefined) who.clientCertSha256 = cert.sha256Hex;
       const bearer = bearerToken(request);
       assertTenant(tenant);
       assertKeyId(keyId);
@@ -302,6 +336,10 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       who.tee = claims.tee;
       who.measurement = measurementOf(claims);
       who.simulated = claims.simulated;
+      // SECURITY: RFC 8705 section 3: a certificate-bound token only over its certificate.
+      cert.check(token.cnf, 'token');
+      // In mode off the thumbprint is recorded only now, once a binding was checked.
+      if (cert.sha256Hex !== undefined) who.clientCertSha256 = cert.sha256Hex;
       (request as { principal?: string }).principal = `token:${token.keyHash.slice(0, 16)}`;
       // The per-identity rate limit of the release group, now that the caller is known.
       await enforceIdentityLimit(request);
@@ -360,10 +398,11 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           ...(key.metadata.policyVersion !== null ? { policyVersion: key.metadata.policyVersion } : {}),
           tee: claims.tee,
           measurement: measurementOf(claims),
+          ...(cert.sha256Hex !== undefined ? { clientCertSha256: cert.sha256Hex } : {}),
           detail: { jti: token.jti, relaxations: decision.relaxations.join(',') },
         });
         audited.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
-        const sealed = await hpkeSeal(publicKey, key.dek, RELEASE_HPKE_INFO, releaseAad(keyId, key.version));
+        const sealed = await seal(publicKey, key.dek, RELEASE_HPKE_INFO, releaseAad(keyId, key.version));
         const enc = Buffer.from(sealed.enc).toString('base64url');
         // SECURITY: HPKE base mode does not authenticate the sender; the signature does, so a
         // server that pins our JWKS cannot be handed a DEK (and a model) of someone else's choosing.
@@ -378,6 +417,9 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           },
           at,
         );
+        // The lease is bound as the token is (checked above: this connection's certificate),
+        // else to this connection's certificate when the mode binds.
+        const leaseCnf = token.cnf ?? cert.bindTo;
         const lease = await leases.issue(
           {
             tenant,
@@ -386,6 +428,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
             measurement: measurementOf(claims),
             keyHash: sha256(publicKey).toString('base64url'),
             nonce: token.eat_nonce,
+            ...(leaseCnf ? { cnf: leaseCnf } : {}),
           },
           at,
           leaseId,
@@ -416,6 +459,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         policyHash: typeof who.policyHash === 'string' ? who.policyHash : undefined,
         tee: typeof who.tee === 'string' ? who.tee : undefined,
         measurement: typeof who.measurement === 'string' ? who.measurement : undefined,
+        clientCertSha256: typeof who.clientCertSha256 === 'string' ? who.clientCertSha256 : undefined,
       });
       throw e;
     }
@@ -438,6 +482,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         nonce: t.eat_nonce,
         tenant: t['cir.tenant'],
         jti: t.jti,
+        ...(t.cnf ? { cnf: t.cnf } : {}),
       };
     },
     checkKey: async (tenant, keyId, version) => {
@@ -451,6 +496,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     evaluate: (claims, _tenant, _keyId, key) => evaluatePolicy(claims, key.policy as ReleasePolicy, policyOpts),
     authorize: deps.authorizeLeaseAdmin ?? identityAuthorize(deps.identities, deps.adminToken),
     audit,
+    workloadClientCerts: workloadCerts,
   });
 
   return app;
@@ -646,7 +692,7 @@ async function auditDenial(
   request: FastifyRequest,
   action: string,
   error: unknown,
-  facts: { tenant?: string | undefined; keyId?: string | undefined; version?: number | undefined; leaseId?: string | undefined; policyHash?: string | undefined; evidenceSha256?: string | undefined; tee?: string | undefined; measurement?: string | undefined },
+  facts: { tenant?: string | undefined; keyId?: string | undefined; version?: number | undefined; leaseId?: string | undefined; policyHash?: string | undefined; evidenceSha256?: string | undefined; tee?: string | undefined; measurement?: string | undefined; clientCertSha256?: string | undefined },
 ): Promise<void> {
   const target =
     facts.keyId === undefined
@@ -663,6 +709,7 @@ async function auditDenial(
     ...(facts.evidenceSha256 ? { evidenceSha256: facts.evidenceSha256 } : {}),
     ...(facts.tee ? { tee: facts.tee } : {}),
     ...(facts.measurement ? { measurement: facts.measurement } : {}),
+    ...(facts.clientCertSha256 ? { clientCertSha256: facts.clientCertSha256 } : {}),
   };
   await audit.append(event).catch((e: unknown) => request.log.error({ err: e, action }, 'audit append failed for a denial'));
 }

@@ -29,6 +29,10 @@ export const KMS_CODES = {
   ERR_KMS_TOKEN_INVALID: { category: 'unauthorized', message: 'attestation token invalid' },
   ERR_KMS_KEY_BINDING_MISMATCH: { category: 'forbidden', message: 'public key is not the one bound in the token' },
   ERR_KMS_POLICY_DENIED: { category: 'policy', message: 'release policy denied the request' },
+  // Workload client certificates (kms-broker/workload-mtls.ts, `tls.workloadClientCerts`)
+  ERR_KMS_CLIENT_CERT_REQUIRED: { category: 'unauthorized', message: 'a TLS client certificate that chains to the client CA is required' },
+  ERR_KMS_CLIENT_CERT_UNTRUSTED: { category: 'unauthorized', message: 'TLS client certificate does not chain to the client CA' },
+  ERR_KMS_CLIENT_CERT_MISMATCH: { category: 'unauthorized', message: 'token or lease is bound to another TLS client certificate' },
   // Keys and policies
   ERR_KMS_BAD_KEY_ID: { category: 'bad-input', message: 'invalid key id' },
   ERR_KMS_KEY_NOT_FOUND: { category: 'not-found', message: 'no such key' },

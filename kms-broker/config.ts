@@ -6,6 +6,7 @@ import { deepFreeze, issuesDetail } from '../common/config.js';
 import { KmsError } from './codes.js';
 import { BROKER_TEES, policyTee, ReleasePolicySchema, type ReleasePolicy } from './policy.js';
 import { BROKER_JWKS_FILE } from './protocol.js';
+import { WORKLOAD_CLIENT_CERT_MODES } from './workload-mtls.js';
 
 /**
  * Broker configuration. Parsed once at start-up, then frozen and passed down explicitly.
@@ -220,6 +221,21 @@ export const BrokerConfigSchema = z.strictObject({
        * without a certificate still connect (servers attest; bearer tokens still work).
        */
       clientCaFile: FilePath.optional(),
+      /**
+       * Client certificates of workloads (cir servers) on the attest, release and renewal
+       * routes (kms-broker/workload-mtls.ts, RFC 8705-style binding). `off` (default): not
+       * looked at. `bind`: a workload that presents a certificate chaining to `clientCaFile`
+       * gets a token bound to it (`cnf.x5t#S256`), and the token and its lease are then
+       * accepted only over a connection presenting that certificate; a certificate that does
+       * not chain is refused. `require`: as `bind`, and every workload route refuses a
+       * connection without one. Both need `clientCaFile`.
+       */
+      workloadClientCerts: z.enum(WORKLOAD_CLIENT_CERT_MODES).default('off'),
+    })
+    .superRefine((t, ctx) => {
+      if (t.workloadClientCerts !== 'off' && t.clientCaFile === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['workloadClientCerts'], message: 'bind and require need clientCaFile' });
+      }
     })
     .optional(),
   /**

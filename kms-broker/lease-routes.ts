@@ -1,7 +1,8 @@
 /**
  * HTTP routes of key leases and kill switches, as one encapsulated fastify plugin:
  *
- *   POST   ROUTES.leaseRenew            Bearer <fresh attestation token>; body {lease, publicKey}
+ *   POST   ROUTES.leaseRenew            Bearer <fresh attestation token>; body {lease, publicKey};
+ *                                       a certificate-bound token or lease only over its certificate
  *   POST   ROUTES.adminRevocations      role operator; body RevocationCreateRequestSchema
  *   GET    ROUTES.adminRevocations      role auditor
  *   DELETE ROUTES.adminRevocation(id)   role operator (lift)
@@ -28,6 +29,7 @@ import {
   type Revocation,
 } from './protocol.js';
 import type { RevocationStore } from './revocations.js';
+import { WorkloadCert, type WorkloadClientCertMode } from './workload-mtls.js';
 
 export type LeaseAdminRole = 'operator' | 'auditor';
 
@@ -50,13 +52,17 @@ export interface LeaseRoutesOptions {
   readonly now: () => Date;
   /** The audit trail: renewals (allowed or denied) and revocation changes are appended. */
   readonly audit?: AuditSink;
+  /** Config `tls.workloadClientCerts` (workload-mtls.ts); default `off`. Bound tokens and leases are enforced in every mode. */
+  readonly workloadClientCerts?: WorkloadClientCertMode;
 }
 
 export async function leaseRoutes(app: FastifyInstance, opts: LeaseRoutesOptions): Promise<void> {
   app.post(ROUTES.leaseRenew, async (request): Promise<LeaseRenewResponse> => {
     const log = request.log.child({ event: 'lease.renew' });
     const who: Record<string, unknown> = { ip: request.ip };
+    let cert: WorkloadCert | undefined;
     try {
+      cert = WorkloadCert.of(request, opts.workloadClientCerts ?? 'off');
       const bearer = bearerToken(request);
       const body = parseBody(LeaseRenewRequestSchema, request.body);
       const publicKey = fromBase64Url(body.publicKey);
@@ -66,7 +72,7 @@ export async function leaseRoutes(app: FastifyInstance, opts: LeaseRoutesOptions
       who.keyHash = attestation.keyHash.slice(0, 12);
       who.tee = attestation.claims.tee;
       const r = await renewLease(
-        { leaseJws: body.lease, publicKey, attestation, now },
+        { leaseJws: body.lease, publicKey, attestation, now, clientCert: cert },
         {
           leases: opts.leases,
           revocations: opts.revocations,
@@ -85,6 +91,7 @@ export async function leaseRoutes(app: FastifyInstance, opts: LeaseRoutesOptions
           policyHash: r.decision.policyHash,
           tee: attestation.claims.tee,
           measurement: r.previous.measurement,
+          ...(cert.sha256Hex !== undefined ? { clientCertSha256: cert.sha256Hex } : {}),
           detail: { expiresAt: r.lease.expiresAt },
         })
         .catch((cause: unknown) => {
@@ -100,12 +107,14 @@ export async function leaseRoutes(app: FastifyInstance, opts: LeaseRoutesOptions
           decision: 'allow',
           policyHash: r.decision.policyHash,
           expiresAt: r.lease.expiresAt,
+          ...(cert.sha256Hex !== undefined ? { clientCertSha256: cert.sha256Hex } : {}),
         },
         'lease renewed',
       );
       return { lease: r.lease };
     } catch (e) {
-      log.warn({ ...who, ...denial(e) }, 'lease renewal denied');
+      const certHex = cert?.sha256Hex;
+      log.warn({ ...who, ...(certHex !== undefined ? { clientCertSha256: certHex } : {}), ...denial(e) }, 'lease renewal denied');
       await opts.audit
         ?.append({
           actor: { type: 'server', ip: request.ip },
@@ -113,6 +122,7 @@ export async function leaseRoutes(app: FastifyInstance, opts: LeaseRoutesOptions
           decision: 'deny',
           reason: isCirError(e) ? e.code : 'ERR_KMS_INTERNAL',
           ...(typeof who.tee === 'string' ? { tee: who.tee } : {}),
+          ...(certHex !== undefined ? { clientCertSha256: certHex } : {}),
         })
         .catch((err: unknown) => log.error({ err }, 'audit append failed for a renewal denial'));
       throw e;

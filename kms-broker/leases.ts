@@ -6,7 +6,7 @@
  *
  * A lease is a compact JWS (ES256, the broker's token key, `typ` LEASE_JWS_TYPE) over
  * `LeasePayloadSchema`: `{iss, lid, tenant, keyId, version, measurement, keyHash, nonce,
- * iat, exp, renewAfter}`. Renewal keeps `lid` and issues a new `iat`/`exp`/`renewAfter` and
+ * iat, exp, renewAfter, cnf?}`; `cnf` binds it to a TLS client certificate (workload-mtls.ts). Renewal keeps `lid` and issues a new `iat`/`exp`/`renewAfter` and
  * the fresh attestation's `nonce`. No DEK is sent on renewal: the server still holds the
  * model it loaded; the lease only says it may keep serving it.
  *
@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { constantTimeEqual, fromBase64Url, sha256 } from '../common/bytes.js';
 import { isKmsError, KmsError } from './codes.js';
 import { measurementOf, type BrokerClaims, type PolicyDecision } from './policy.js';
-import { LEASE_JWS_TYPE, LeasePayloadSchema, MAX_LEASE_JWS_LENGTH, type Lease, type LeasePayload } from './protocol.js';
+import { LEASE_JWS_TYPE, LeasePayloadSchema, MAX_LEASE_JWS_LENGTH, type Cnf, type Lease, type LeasePayload } from './protocol.js';
 import type { RevocationStore } from './revocations.js';
 
 /** Tenant of requests that name none (the legacy `/v1/keys/:keyId/release` route). */
@@ -55,6 +55,8 @@ export interface LeaseSubject {
   readonly keyHash: string;
   /** Nonce of the attestation the grant rests on, base64url. */
   readonly nonce: string;
+  /** The TLS client certificate the lease is bound to (RFC 8705 `cnf`); absent: unbound. */
+  readonly cnf?: Cnf;
 }
 
 /**
@@ -92,6 +94,7 @@ export class LeaseService {
       iat,
       exp,
       renewAfter,
+      ...(subject.cnf !== undefined ? { cnf: { 'x5t#S256': subject.cnf['x5t#S256'] } } : {}),
     };
     const parsed = LeasePayloadSchema.safeParse(candidate);
     if (!parsed.success) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'lease payload does not match its schema' });
@@ -136,6 +139,8 @@ export interface VerifiedAttestation {
   /** Tenant the attestation was requested for, when tokens carry one. */
   readonly tenant?: string;
   readonly jti?: string;
+  /** The TLS client certificate the token is bound to, when it is (RFC 8705 `cnf`). */
+  readonly cnf?: Cnf;
 }
 
 /** The key (version) a lease names, as the key store has it now. */
@@ -162,6 +167,12 @@ export interface RenewInput {
   readonly publicKey: Uint8Array;
   readonly attestation: VerifiedAttestation;
   readonly now: Date;
+  /**
+   * The renewing connection's TLS client certificate (workload-mtls.ts `WorkloadCert`):
+   * `check` enforces the token's and the lease's bindings, `bindTo` binds the renewed lease.
+   * Absent: a bound token or lease is refused (`ERR_KMS_CLIENT_CERT_REQUIRED`).
+   */
+  readonly clientCert?: { check(cnf: Cnf | undefined, what: 'token' | 'lease'): void; readonly bindTo: Cnf | undefined };
 }
 
 export interface RenewResult {
@@ -173,6 +184,8 @@ export interface RenewResult {
 /**
  * Renews a lease, checking in order:
  *  1. the lease is ours and not expired (`ERR_KMS_LEASE_INVALID`, `ERR_KMS_LEASE_EXPIRED`);
+ *     a certificate-bound token or lease comes over a connection presenting that
+ *     certificate (`ERR_KMS_CLIENT_CERT_*`, see `RenewInput.clientCert`);
  *  2. SHA-256(publicKey) = lease keyHash = token keyHash (`ERR_KMS_KEY_BINDING_MISMATCH`),
  *     in constant time: the renewing TEE holds the key the DEK was sealed to;
  *  3. the token's tenant (when it names one) and the fresh measurement equal the lease's
@@ -181,12 +194,21 @@ export interface RenewResult {
  *  4. no revocation matches {tenant, keyId, version, measurement} (`ERR_KMS_LEASE_REVOKED`);
  *  5. the key version still exists and is enabled (`checkKey`'s error);
  *  6. the release policy still allows the fresh claims (`ERR_KMS_POLICY_DENIED` with failures).
- * Then issues a lease with the same lid, a new expiry and the token's nonce.
+ * Then issues a lease with the same lid, a new expiry and the token's nonce, bound to the
+ * certificate the lease or token was bound to, else to `clientCert.bindTo`.
  * Does not: verify the attestation token (the caller passes a verified one) or send a DEK.
  */
 export async function renewLease(input: RenewInput, deps: RenewDeps): Promise<RenewResult> {
   const prev = await deps.leases.verify(input.leaseJws, input.now);
   const att = input.attestation;
+  // SECURITY: certificate binding (RFC 8705) before anything else is looked at; without a
+  // connection to check against, a bound token or lease fails closed.
+  if (input.clientCert) {
+    input.clientCert.check(att.cnf, 'token');
+    input.clientCert.check(prev.cnf, 'lease');
+  } else if (att.cnf !== undefined || prev.cnf !== undefined) {
+    throw new KmsError('ERR_KMS_CLIENT_CERT_REQUIRED', { detail: `the ${att.cnf !== undefined ? 'token' : 'lease'} is certificate-bound` });
+  }
   const presented = sha256(input.publicKey);
   const leaseHash = fromBase64Url(prev.keyHash);
   const tokenHash = fromBase64Url(att.keyHash);
@@ -208,8 +230,10 @@ export async function renewLease(input: RenewInput, deps: RenewDeps): Promise<Re
       details: { failures: decision.failures },
     });
   }
+  // Both checked above: when either is set it is the connection's certificate.
+  const cnf = prev.cnf ?? att.cnf ?? input.clientCert?.bindTo;
   const lease = await deps.leases.issue(
-    { tenant: prev.tenant, keyId: prev.keyId, version: prev.version, measurement, keyHash: prev.keyHash, nonce: att.nonce },
+    { tenant: prev.tenant, keyId: prev.keyId, version: prev.version, measurement, keyHash: prev.keyHash, nonce: att.nonce, ...(cnf ? { cnf } : {}) },
     input.now,
     prev.lid,
   );

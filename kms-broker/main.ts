@@ -1,3 +1,4 @@
+import { createHpkeSealer } from '../common/hpke-sealer.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -93,8 +94,11 @@ async function startLocked(config: BrokerConfig, opts: StartBrokerOptions, lock:
   const jwksFile = await publishJwks(config, tokens);
   logger.info({ file: jwksFile, kid: tokens.kid }, 'published the broker JWKS for pinning');
 
+  // HPKE sealing of released keys on a worker thread, off the event loop (common/hpke-sealer.ts).
+  const sealer = createHpkeSealer();
   const app = buildApp(config, {
     logger,
+    hpkeSeal: sealer.seal,
     verifier,
     keyStore,
     // Admin identities only when the admin API is on (they cannot appear while the broker
@@ -114,6 +118,7 @@ async function startLocked(config: BrokerConfig, opts: StartBrokerOptions, lock:
   } catch (e) {
     await app.close().catch(() => undefined);
     await audit.close().catch(() => undefined);
+    await sealer.close();
     tokens.close();
     throw e;
   }
@@ -124,6 +129,7 @@ async function startLocked(config: BrokerConfig, opts: StartBrokerOptions, lock:
       metricsServer = await startMetricsServer(metrics, config.metrics, logger);
     } catch (cause) {
       await app.close().catch(() => undefined);
+      await sealer.close();
       throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: 'metrics: cannot listen on metrics.host:metrics.port', cause });
     }
     logger.info({ url: metricsServer.url }, 'kms broker metrics listening');
@@ -138,6 +144,7 @@ async function startLocked(config: BrokerConfig, opts: StartBrokerOptions, lock:
       adminApi: adminEnabled,
       bootstrapAdminToken: adminToken !== undefined,
       kid: tokens.kid,
+      hpkeWorker: sealer.onWorker,
       allowSimulated: config.attestation.allowSimulated,
       tdx: config.attestation.tdxCollateral !== undefined,
       ...(config.attestation.tdxAllowMissingCrls ? { tdxAllowMissingCrls: true } : {}),
@@ -160,6 +167,7 @@ async function startLocked(config: BrokerConfig, opts: StartBrokerOptions, lock:
         await app.close();
         await metricsServer?.close();
         await audit.close();
+        await sealer.close();
         tokens.close();
       } finally {
         await lock.release();

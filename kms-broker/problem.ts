@@ -66,6 +66,8 @@ const WWW_AUTHENTICATE: Readonly<Partial<Record<string, string>>> = {
   ERR_KMS_ADMIN_UNAUTHORIZED: 'Bearer realm="cir-kms-broker-admin"',
   ERR_KMS_TOKEN_MISSING: 'Bearer realm="cir-kms-broker"',
   ERR_KMS_TOKEN_INVALID: 'Bearer realm="cir-kms-broker", error="invalid_token"',
+  // RFC 8705 section 3: a certificate-bound token over another certificate is invalid_token.
+  ERR_KMS_CLIENT_CERT_MISMATCH: 'Bearer realm="cir-kms-broker", error="invalid_token"',
 };
 
 /**

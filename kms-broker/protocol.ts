@@ -62,6 +62,15 @@ const b64url = (bytes?: number) =>
       message: bytes === undefined ? 'invalid' : `must decode to ${bytes} bytes`,
     });
 
+/**
+ * Confirmation claim (RFC 7800) of a certificate-bound token or lease, RFC 8705 section 3.1:
+ * `x5t#S256` is the base64url SHA-256 of the DER of the TLS client certificate it is bound
+ * to. The broker accepts such a token or lease only over a connection presenting that
+ * certificate (kms-broker/workload-mtls.ts).
+ */
+export const CnfSchema = z.strictObject({ 'x5t#S256': b64url(32) });
+export type Cnf = z.infer<typeof CnfSchema>;
+
 export const ChallengeResponseSchema = z.strictObject({
   nonce: b64url(32),
   expiresAt: z.string(),
@@ -130,6 +139,8 @@ export const LeasePayloadSchema = z
     iat: z.number().int().nonnegative(),
     exp: z.number().int().positive(),
     renewAfter: z.number().int().nonnegative(),
+    /** Present when the release (or renewal) was certificate-bound: renewal needs that certificate. */
+    cnf: CnfSchema.optional(),
   })
   .refine((p) => p.iat <= p.renewAfter && p.renewAfter < p.exp, { message: 'must have iat <= renewAfter < exp' });
 export type LeasePayload = z.infer<typeof LeasePayloadSchema>;
@@ -304,6 +315,8 @@ export const AttestationTokenPayloadSchema = z
     'cir.relaxations': z.array(z.string().max(256)).max(64),
     /** Verified claims (SnpClaims or TdxClaims, by `cir.tee`). */
     'cir.claims': z.record(z.string(), z.unknown()),
+    /** Present when issued over a TLS connection with a verified client certificate (`tls.workloadClientCerts`). */
+    cnf: CnfSchema.optional(),
   })
   .refine((p) => p['cir.claims'].tee === p['cir.tee'], { path: ['cir.claims', 'tee'], message: 'must equal cir.tee' });
 export type AttestationTokenPayload = z.infer<typeof AttestationTokenPayloadSchema>;

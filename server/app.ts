@@ -14,7 +14,6 @@
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync, existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -24,7 +23,7 @@ import { generateHpkeKeyPair, type HpkeKeyPair } from '../common/hpke.js';
 import { createAttestationHandlers } from './attestation-service.js';
 import { boot, releaseAndLoad, type BootOptions, type BootStep, type RetryInfo, type SessionFactory } from './boot.js';
 import { LeaseKeeper, jwksLeaseVerifier, UNSIGNED_LEASES_ALLOWED, type LeaseEvent, type LeaseVerifier } from './lease.js';
-import { HttpBrokerClient, type BrokerClient } from './broker-client.js';
+import { HttpBrokerClient, readBrokerTls, type BrokerClient } from './broker-client.js';
 import { jwksReleaseVerifier, readPinnedJwks, UNSIGNED_RELEASES_ALLOWED, type ReleaseVerifier } from './release-verify.js';
 import { ServerError } from './codes.js';
 import type { ServerConfig } from './config.js';
@@ -172,19 +171,14 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
     }
 
     if (!brokerClient && config.broker) {
-      let ca: Buffer | undefined;
-      if (config.broker.caFile !== undefined) {
-        try {
-          ca = await readFile(config.broker.caFile);
-        } catch (cause) {
-          throw new ServerError('ERR_SRV_CONFIG', { detail: `broker.caFile ${config.broker.caFile} could not be read`, cause });
-        }
-      }
+      // The CA and the mTLS client certificate (key file 0600 or stricter) for the broker.
+      const { ca, clientCert } = await readBrokerTls(config.broker);
       brokerClient = new HttpBrokerClient({
         url: config.broker.url,
         timeoutMs: config.broker.timeoutMs,
         tenant: config.broker.tenant,
         ...(ca ? { ca } : {}),
+        ...(clientCert ? { clientCert } : {}),
       });
     }
 

@@ -16,9 +16,13 @@
  *
  * An https broker with a private CA: pass `ca` (PEM). undici (whose Agent would let global
  * fetch take a CA) is not a dependency, so that path goes through node:https instead
- * (`fetchWithCa`), trusting only the given CA, not the system store.
+ * (`fetchWithCa`), trusting only the given CA, not the system store. An mTLS client
+ * certificate (`clientCert`, for a broker with `tls.workloadClientCerts`) takes the same
+ * path and is presented on every request: challenge, attest, release and renew.
  */
 import { request as httpsRequest } from 'node:https';
+import { readFile } from 'node:fs/promises';
+import { readSecretFile } from '../kms-broker/secret-file.js';
 import { Readable } from 'node:stream';
 import type { z } from 'zod';
 import { TENANT_ID_RE,
@@ -81,6 +85,11 @@ export interface HttpBrokerClientOptions {
    * attestation (the token is issued for it) and used in the release route.
    */
   readonly tenant?: string;
+  /**
+   * mTLS client certificate and key (PEM), presented on every request; needs an https url
+   * and no `fetch` (an injected fetch could not present it).
+   */
+  readonly clientCert?: { readonly cert: string | Buffer; readonly key: string | Buffer };
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -132,7 +141,14 @@ export class HttpBrokerClient implements BrokerClient {
     if (opts.ca !== undefined && base.protocol !== 'https:') {
       throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.caFile needs an https broker.url' });
     }
-    this.#fetch = opts.fetch ?? (opts.ca !== undefined ? fetchWithCa(opts.ca) : globalThis.fetch);
+    if (opts.clientCert !== undefined) {
+      if (base.protocol !== 'https:') throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.clientCertFile needs an https broker.url' });
+      // SECURITY: never drop the configured certificate silently.
+      if (opts.fetch !== undefined) throw new ServerError('ERR_SRV_CONFIG', { detail: 'a broker client certificate cannot be presented through an injected fetch' });
+      this.#fetch = fetchWithCa(opts.ca, opts.clientCert);
+    } else {
+      this.#fetch = opts.fetch ?? (opts.ca !== undefined ? fetchWithCa(opts.ca) : globalThis.fetch);
+    }
   }
 
   async challenge(signal?: AbortSignal): Promise<ChallengeResponse> {
@@ -242,10 +258,14 @@ export class HttpBrokerClient implements BrokerClient {
 }
 
 /**
- * A minimal `fetch` over node:https that trusts exactly `ca`. Supports what this client
- * uses: POST with string body, headers, AbortSignal; no redirects are followed.
+ * A minimal `fetch` over node:https that trusts exactly `ca` (the system store when
+ * undefined) and presents `clientCert` when given. Supports what this client uses: POST
+ * with string body, headers, AbortSignal; no redirects are followed.
  */
-export function fetchWithCa(ca: string | Buffer): typeof fetch {
+export function fetchWithCa(
+  ca: string | Buffer | undefined,
+  clientCert?: { readonly cert: string | Buffer; readonly key: string | Buffer },
+): typeof fetch {
   return ((input: string | URL | Request, init?: RequestInit): Promise<Response> =>
     new Promise<Response>((resolve, reject) => {
       const url = new URL(input instanceof Request ? input.url : input);
@@ -259,7 +279,8 @@ export function fetchWithCa(ca: string | Buffer): typeof fetch {
         {
           method: init?.method ?? 'GET',
           headers: init?.headers as Record<string, string> | undefined,
-          ca,
+          ...(ca !== undefined ? { ca } : {}),
+          ...(clientCert ? { cert: clientCert.cert, key: clientCert.key } : {}),
           // SECURITY: server identity is checked (default checkServerIdentity) against `ca` only.
           rejectUnauthorized: true,
           ...(signal ? { signal } : {}),
@@ -284,6 +305,44 @@ export function fetchWithCa(ca: string | Buffer): typeof fetch {
       req.on('error', reject);
       req.end(typeof init?.body === 'string' ? init.body : undefined);
     })) as typeof fetch;
+}
+
+/** The files of the server config's `broker` section that `readBrokerTls` reads. */
+export interface BrokerTlsFiles {
+  readonly caFile?: string | undefined;
+  readonly clientCertFile?: string | undefined;
+  readonly clientKeyFile?: string | undefined;
+}
+
+/**
+ * Reads the broker TLS files of the server config: the CA, and the mTLS client certificate
+ * and key. The key must be a regular file that group and others cannot access (mode 0600
+ * or stricter), as the broker's own secret files. Throws `ERR_SRV_CONFIG` naming the field
+ * (and the path, never the content).
+ */
+export async function readBrokerTls(files: BrokerTlsFiles): Promise<{ ca?: Buffer; clientCert?: { cert: Buffer; key: Buffer } }> {
+  const read = async (field: string, file: string): Promise<Buffer> => {
+    try {
+      return await readFile(file);
+    } catch (cause) {
+      throw new ServerError('ERR_SRV_CONFIG', { detail: `broker.${field} ${file} could not be read`, cause });
+    }
+  };
+  const ca = files.caFile !== undefined ? await read('caFile', files.caFile) : undefined;
+  if ((files.clientCertFile === undefined) !== (files.clientKeyFile === undefined)) {
+    throw new ServerError('ERR_SRV_CONFIG', { detail: 'broker.clientCertFile and broker.clientKeyFile must be given together' });
+  }
+  let clientCert: { cert: Buffer; key: Buffer } | undefined;
+  if (files.clientCertFile !== undefined && files.clientKeyFile !== undefined) {
+    const cert = await read('clientCertFile', files.clientCertFile);
+    const key = await readSecretFile(files.clientKeyFile);
+    if (key.kind !== 'ok') {
+      const why = key.kind === 'missing' ? 'does not exist' : key.reason;
+      throw new ServerError('ERR_SRV_CONFIG', { detail: `broker.clientKeyFile ${files.clientKeyFile}: ${why}` });
+    }
+    clientCert = { cert, key: key.data };
+  }
+  return { ...(ca ? { ca } : {}), ...(clientCert ? { clientCert } : {}) };
 }
 
 function checkRequest<T extends z.ZodType>(op: string, schema: T, value: unknown): z.infer<T> {

@@ -49,6 +49,7 @@ describe('loadServerConfig', () => {
     [{ ...base, listen: { port: 70000 } }, 'listen.port'],
     [{ ...base, retry: { initialMs: 1000, maxMs: 10 } }, 'retry.maxMs'],
     [{ ...base, simulated: { stateDir: '/s', measurement: 'ab' } }, 'simulated.measurement'],
+    [{ ...base, executor: 'threads' }, 'executor'],
     ['nope', '(root)'],
   ])('rejects %j naming %s', (obj, field) => {
     expect(problems(obj)).toContain(field);
@@ -62,6 +63,11 @@ describe('loadServerConfig', () => {
 
   it('accepts plaintext models only with allowPlaintextModels, and then needs no broker', () => {
     expect(problems({ models: [{ name: 'a', path: 'p', plaintext: true }], allowPlaintextModels: true })).toBe('ok');
+  });
+
+  it('runs onnxruntime inline unless the worker executor is chosen', () => {
+    expect(loadServerConfig(base).executor).toBe('inline');
+    expect(loadServerConfig({ ...base, executor: 'worker' }).executor).toBe('worker');
   });
 
   it('accepts a simulated TEE measurement of 96 hex characters', () => {

@@ -49,6 +49,12 @@ export const ServerConfigSchema = z
         /** PEM CA for an https broker with a private CA. */
         caFile: z.string().min(1).optional(),
         /**
+         * mTLS client certificate (PEM) and its key (PEM, mode 0600 or stricter) presented on
+         * every broker request, for a broker with `tls.workloadClientCerts` bind or require.
+         */
+        clientCertFile: z.string().min(1).optional(),
+        clientKeyFile: z.string().min(1).optional(),
+        /**
          * The broker's public JWKS (it writes `<stateDir>/jwks.json`), pinned: key releases
          * must be signed by one of these keys. Required unless allowUnsignedRelease.
          */
@@ -103,6 +109,14 @@ export const ServerConfigSchema = z
      * on small machines costs more latency than the wake-up it saves.
      */
     intraOpSpinning: z.boolean().default(false),
+    /**
+     * Where onnxruntime runs (server/executor.ts). 'inline' (default): on the event loop,
+     * so gRPC I/O waits while a model runs; cheapest for models of well under a
+     * millisecond, where a thread hop costs more than it hides. 'worker': each model's
+     * session in its own worker thread, so gRPC I/O overlaps with compute; pays for models
+     * that take milliseconds per run, at one input copy and a message round trip per run.
+     */
+    executor: z.enum(['inline', 'worker']).default('inline'),
     /** Dev/bench only: plaintext gRPC without TLS. */
     insecure: z.boolean().default(false),
     /** Dev only: allow models marked `plaintext: true`. */
@@ -168,6 +182,12 @@ export const ServerConfigSchema = z
     }
     if (c.broker?.caFile !== undefined && !c.broker.url.startsWith('https:')) {
       ctx.addIssue({ code: 'custom', path: ['broker', 'caFile'], message: 'needs an https broker.url' });
+    }
+    if (c.broker && (c.broker.clientCertFile === undefined) !== (c.broker.clientKeyFile === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['broker', 'clientCertFile'], message: 'clientCertFile and clientKeyFile must be given together' });
+    }
+    if (c.broker?.clientCertFile !== undefined && !c.broker.url.startsWith('https:')) {
+      ctx.addIssue({ code: 'custom', path: ['broker', 'clientCertFile'], message: 'needs an https broker.url' });
     }
     if ((c.tls.certFile === undefined) !== (c.tls.keyFile === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['tls'], message: 'certFile and keyFile must be given together' });

@@ -1,29 +1,40 @@
 /**
- * How the server executes models: onnxruntime session options (threads, execution mode)
- * and the gRPC server options of the hot path.
+ * How the server executes models: onnxruntime session options (threads, execution mode),
+ * where sessions run (the executor), and the gRPC server options of the hot path.
  *
- * Threads. onnxruntime-node runs `session.run()` synchronously on the Node event loop
- * (it is wrapped in a setImmediate, not moved to a thread), so the calling thread is one
- * of the compute threads and gRPC I/O waits while a model runs. The default therefore
- * leaves one core to that thread and gives onnxruntime the rest: intra-op threads =
- * max(1, cores - 1), counting the caller. On a 2-core machine that is 1: a second
- * intra-op thread would compete with the event loop (and the load generator) for the
- * same core and make every request slower (measured, bench/README.md "Hot path").
+ * Executor. onnxruntime-node runs `session.run()` synchronously on the calling thread (it
+ * is wrapped in a setImmediate, not moved to a thread). With `executor: 'inline'` (the
+ * default) that thread is the Node event loop: gRPC I/O waits while a model runs. With
+ * `executor: 'worker'` each session lives in its own worker thread
+ * (server/worker-executor.ts) and the event loop only decodes, copies the inputs across,
+ * and encodes: gRPC I/O overlaps with compute. The worker costs a postMessage round trip
+ * and one input copy per run (tens of microseconds), so it pays only for models that take
+ * milliseconds; for sub-millisecond models inline is faster.
+ *
+ * Threads. Either way one thread calls onnxruntime (the event loop inline, the worker
+ * otherwise) and counts as one of its compute threads, and the event loop needs a core of
+ * its own for gRPC. The default therefore leaves one core to the event loop and gives
+ * onnxruntime the rest: intra-op threads = max(1, cores - 1), counting the caller. On a
+ * 2-core machine that is 1: a second intra-op thread would compete with the event loop
+ * (and the load generator) for the same core and make every request slower (measured,
+ * bench/README.md "Hot path"). With workers, sessions of different models run at the same
+ * time, each with its own pool: with several busy models, lower `intraOpThreads`.
  * `executionMode: 'parallel'` only helps graphs with independent branches; the default is
  * onnxruntime's `sequential`, where inter-op threads are unused.
  *
  * What this module does NOT do: it does not choose an execution provider (the server
- * creates CPU sessions), and it does not move `run()` off the event loop: a worker pool
- * could overlap gRPC I/O with compute, but the I/O it would hide is a few percent of a
- * >= 10 ms model's time (bench/README.md "Hot path"), and it adds a copy of every tensor
- * in and out of the worker plus a session per worker.
+ * creates CPU sessions), and it does not pool sessions: one session (one worker) per model.
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import type { InferenceSession } from 'onnxruntime-node';
 import type { InferenceSessionLike } from './registry.js';
+import { createWorkerSession } from './worker-executor.js';
 
 export type ExecutionMode = 'sequential' | 'parallel';
+
+/** Where sessions run: on the event loop, or each in its own worker thread. */
+export type ExecutorKind = 'inline' | 'worker';
 
 /** Operator settings (server config); 0 threads means "cir picks" (see resolveThreads). */
 export interface ExecutionSettings {
@@ -32,6 +43,8 @@ export interface ExecutionSettings {
   readonly executionMode: ExecutionMode;
   /** onnxruntime thread-pool spin-waiting (`session.intra_op.allow_spinning`); default off. */
   readonly spinning?: boolean;
+  /** Where sessions run; default 'inline' (see the header). */
+  readonly executor?: ExecutorKind;
 }
 
 /** Resolved thread counts, as passed to onnxruntime. */
@@ -69,17 +82,17 @@ export function sessionOptionsFor(
 /** The shape of boot.ts's SessionFactory (kept structural so boot.ts need not import this). */
 export type CreateSession = (model: Uint8Array, options: InferenceSession.SessionOptions) => Promise<InferenceSessionLike>;
 
+const createInline: CreateSession = (model, options) => ort.InferenceSession.create(model, options);
+
 /**
  * A session factory for boot.ts that applies `settings` (threads, execution mode) on top
- * of boot's options. `create` defaults to onnxruntime-node's InferenceSession.create;
- * tests inject a fake to see the options.
+ * of boot's options. `create` defaults to onnxruntime-node's InferenceSession.create, or
+ * to a worker-thread session with `settings.executor: 'worker'`; tests inject a fake to
+ * see the options.
  */
-export function createSessionFactory(
-  settings: ExecutionSettings,
-  create: CreateSession = (model, options) => ort.InferenceSession.create(model, options),
-  cores?: number,
-): CreateSession {
-  return (model, options) => create(model, sessionOptionsFor(options, settings, cores));
+export function createSessionFactory(settings: ExecutionSettings, create?: CreateSession, cores?: number): CreateSession {
+  const c = create ?? (settings.executor === 'worker' ? (m, o) => createWorkerSession(m, o) : createInline);
+  return (model, options) => c(model, sessionOptionsFor(options, settings, cores));
 }
 
 /**

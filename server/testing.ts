@@ -10,6 +10,9 @@ import { LEASE_JWS_TYPE, RELEASE_JWS_TYPE, type Lease, type LeasePayload, type L
 import { jwksReleaseVerifier, type ReleaseVerifier } from './release-verify.js';
 import { jwksLeaseVerifier, type LeaseVerifier } from './lease.js';
 import { randomBytes } from 'node:crypto';
+import * as ort from 'onnxruntime-node';
+import type { ModelInferRequestIn } from './proto-types.js';
+import { toRawBytes } from './tensors.js';
 import type { Evidence, EvidenceProvider } from '../attestation/types.js';
 import { hpkeSeal, HPKE_SUITE_ID } from '../common/hpke.js';
 import {
@@ -173,4 +176,36 @@ export class FakeBroker implements BrokerClient {
     const jwk = await exportJWK((await this.#signingKeys()).publicKey);
     return jwksLeaseVerifier({ keys: [{ ...jwk, kid: 'fake', alg: 'ES256', use: 'sig' }] });
   }
+}
+
+/**
+ * A ModelInferRequest for the bundled Silero VAD model (96 ms of a sine tone plus noise,
+ * random state) and the same tensors as onnxruntime feeds, for comparing the server's
+ * outputs with in-process onnxruntime.
+ */
+export function vadRequest(): { req: ModelInferRequestIn; feeds: Record<string, ort.Tensor> } {
+  const audio = new Float32Array(1536);
+  for (let i = 0; i < audio.length; i++) audio[i] = Math.sin(i / 7) * 0.3 + (Math.random() - 0.5) * 0.05;
+  const h = Float32Array.from({ length: 128 }, () => Math.random() * 0.1);
+  const c = Float32Array.from({ length: 128 }, () => Math.random() * 0.1);
+  const sr = BigInt64Array.from([16000n]);
+  return {
+    req: {
+      model_name: 'vad',
+      id: 'req-1',
+      inputs: [
+        { name: 'input', datatype: 'FP32', shape: [1, 1536] },
+        { name: 'sr', datatype: 'INT64', shape: [] },
+        { name: 'h', datatype: 'FP32', shape: [2, 1, 64] },
+        { name: 'c', datatype: 'FP32', shape: [2, 1, 64] },
+      ],
+      raw_input_contents: [toRawBytes(audio), toRawBytes(sr), toRawBytes(h), toRawBytes(c)],
+    },
+    feeds: {
+      input: new ort.Tensor('float32', audio, [1, 1536]),
+      sr: new ort.Tensor('int64', sr, []),
+      h: new ort.Tensor('float32', h, [2, 1, 64]),
+      c: new ort.Tensor('float32', c, [2, 1, 64]),
+    },
+  };
 }

@@ -2,7 +2,7 @@
  * The audit entry format: one canonical JSON object per line of `audit.jsonl`.
  *
  *   {v:1, seq, ts, prev, actor, action, tenant?, target?, decision, reason?, policyHash?,
- *    policyVersion?, evidenceSha256?, tee?, measurement?, detail?, policy?, hash}
+ *    policyVersion?, evidenceSha256?, tee?, measurement?, clientCertSha256?, detail?, policy?, hash}
  *
  * `hash` is the lower-case hex SHA-256 of `canonicalJson` (kms-broker/policy.ts: sorted
  * keys, no whitespace) of the entry without `hash`; `prev` is the previous entry's `hash`
@@ -108,6 +108,8 @@ const eventShape = {
   evidenceSha256: HEX64.optional(),
   tee: z.string().max(32).regex(/^[a-z0-9-]+$/, 'must be a TEE name').optional(),
   measurement: z.string().max(192).regex(/^[0-9a-f]+$/, 'must be lower-case hex').optional(),
+  /** SHA-256 of the DER of a workload's TLS client certificate (kms-broker/workload-mtls.ts); never the certificate. */
+  clientCertSha256: HEX64.optional(),
   detail: DetailSchema.optional(),
   policy: PolicyRecordSchema.optional(),
 };
@@ -173,6 +175,8 @@ export interface AuditEvent {
   readonly evidenceSha256?: string;
   readonly tee?: string;
   readonly measurement?: string;
+  /** Hex SHA-256 of the workload's TLS client certificate (DER). */
+  readonly clientCertSha256?: string;
   readonly detail?: Readonly<Record<string, string | number | boolean | null>>;
   /** Only on `key.create` and `policy.*`; `hash` must be SHA-256 of canonicalJson(document). */
   readonly policy?: { readonly id: string; readonly version: number; readonly hash: string; readonly document: unknown };
