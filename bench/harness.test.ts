@@ -70,6 +70,14 @@ describe('cir bench smoke run', () => {
       ['open', 20, 1],
     ]);
     expect(report.controlsCost?.every((c) => Number.isFinite(c.p50DeltaUs) && c.serverCpuDeltaUs !== null)).toBe(true);
+    // ... and alternated request by request in one window per concurrency level.
+    expect(report.controlsInterleaved).toHaveLength(1);
+    const inter = report.controlsInterleaved![0]!;
+    expect([inter.model, inter.concurrency, inter.grpc.errors, inter.controls.errors]).toEqual(['tiny', 1, 0, 0]);
+    expect(inter.grpc.count).toBeGreaterThan(0);
+    expect(inter.controls.count).toBeGreaterThan(0);
+    expect(inter.p50DeltaUs).toBeCloseTo((inter.controls.p50Ms - inter.grpc.p50Ms) * 1000, 6);
+    expect(inter.serverCpuDeltaUs).not.toBeNull();
     expect(report.attestedClient?.checks.every((c) => c.ok)).toBe(true);
     expect(report.boot?.cold.steps.map((s) => s.name)).toEqual(expect.arrayContaining(['challenge', 'evidence', 'attest', 'release', 'decrypt', 'load']));
     expect(report.boot?.warm).toHaveLength(1);

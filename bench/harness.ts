@@ -25,7 +25,7 @@ import * as ort from 'onnxruntime-node';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { openSealedModel, sealModel, DEFAULT_CHUNK_SIZE } from '../common/seal.js';
 import { packageVersion } from '../server/app.js';
-import { runClosedLoop, runOpenLoop, type WindowResult } from './load.js';
+import { runClosedLoop, runInterleaved, runOpenLoop, type WindowResult } from './load.js';
 import {
   REPORT_SCHEMA,
   type BenchReport,
@@ -34,6 +34,8 @@ import {
   type RepFigures,
   type ResultEntry,
   controlsCost,
+  type ControlsInterleavedRow,
+  type ControlsInterleavedSide,
   type SealThroughput,
   type ServerInfo,
   type SizingRow,
@@ -207,6 +209,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const servers: ServerInfo[] = [];
   let attestedClient: BenchReport['attestedClient'] = null;
   const results: ResultEntry[] = [];
+  const controlsInterleaved: ControlsInterleavedRow[] = [];
   let boot: BootReport | null = null;
   let sealThroughput: SealThroughput | null = null;
   let soak: SoakRun[] | null = null;
@@ -419,6 +422,48 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       }
       summarise([...reps.keys()].filter((k) => !keysBefore.has(k)));
     }
+    // The controls' cost, paired request by request (see runInterleaved): grpc and
+    // grpc-controls alternate within one window per model and concurrency.
+    const ga = targets.get('grpc');
+    const gc = targets.get('grpc-controls');
+    if (!o.soak && ga && gc) {
+      for (const w of o.workloads) {
+        for (const c of o.concurrency) {
+          const durationMs = o.durationMs * o.reps;
+          const label = `grpc vs grpc-controls interleaved ${w.name} c=${c}`;
+          o.onProgress?.({ done, total, cellFraction: 0, label, etaMs: o.warmupMs + durationMs });
+          const cpu = async (): Promise<[StatsMessage, StatsMessage]> => Promise.all([children.get('grpc')!.stats(), children.get('grpc-controls')!.stats()]);
+          const before = await cpu();
+          const r = await runInterleaved({ invokeA: ga.invoker(w), invokeB: gc.invoker(w), concurrency: c, warmupMs: o.warmupMs, durationMs });
+          const after = await cpu();
+          // Server CPU covers warm-up and window; count the requests served in both.
+          const cpuPerReqUs = (i: 0 | 1, x: WindowResult): number | null => {
+            const served = x.completed * ((o.warmupMs + durationMs) / durationMs);
+            const used = after[i].cpuUserUs + after[i].cpuSystemUs - before[i].cpuUserUs - before[i].cpuSystemUs;
+            return served > 0 ? used / served : null;
+          };
+          const side = (i: 0 | 1, x: WindowResult): ControlsInterleavedSide => ({
+            p50Ms: x.latency.p50Ms,
+            p99Ms: x.latency.p99Ms,
+            count: x.completed,
+            errors: x.errorCount,
+            serverCpuUsPerRequest: cpuPerReqUs(i, x),
+          });
+          const grpcSide = side(0, r.a);
+          const ctlSide = side(1, r.b);
+          controlsInterleaved.push({
+            model: w.name,
+            concurrency: c,
+            durationMs,
+            grpc: grpcSide,
+            controls: ctlSide,
+            p50DeltaUs: (ctlSide.p50Ms - grpcSide.p50Ms) * 1000,
+            p99DeltaUs: (ctlSide.p99Ms - grpcSide.p99Ms) * 1000,
+            serverCpuDeltaUs: grpcSide.serverCpuUsPerRequest !== null && ctlSide.serverCpuUsPerRequest !== null ? ctlSide.serverCpuUsPerRequest - grpcSide.serverCpuUsPerRequest : null,
+          });
+        }
+      }
+    }
     // Overhead ratios against inproc at the same model, loop and level.
     for (let i = 0; i < results.length; i++) {
       const x = results[i]!;
@@ -510,7 +555,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     servers,
     attestedClient,
     results,
-    ...(modes.includes('grpc') && modes.includes('grpc-controls') ? { controlsCost: controlsCost(results, (o.warmupMs + o.durationMs) / o.durationMs) } : {}),
+    ...(modes.includes('grpc') && modes.includes('grpc-controls') ? { controlsCost: controlsCost(results, (o.warmupMs + o.durationMs) / o.durationMs), controlsInterleaved } : {}),
     sizing,
     boot,
     sealThroughput,

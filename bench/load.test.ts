@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { poissonSchedule, runClosedLoop, runOpenLoop, seededRandom, type Clock } from './load.js';
+import { poissonSchedule, runClosedLoop, runInterleaved, runOpenLoop, seededRandom, type Clock } from './load.js';
 
 /** Discrete-event virtual time: sleepers wake in time order, after all pending microtasks settle. */
 class FakeClock implements Clock {
@@ -119,5 +119,55 @@ describe('closed loop', () => {
     expect(res.throughput).toBe(400);
     expect(res.latency.p50Ms).toBeCloseTo(10, 1);
     expect(res.errorCount).toBe(0);
+  });
+});
+
+describe('interleaved pair', () => {
+  it('alternates the two targets request by request and records each separately', async () => {
+    const clock = new FakeClock();
+    const calls: string[] = [];
+    const res = await clock.run(
+      runInterleaved({
+        clock,
+        invokeA: () => (calls.push('a'), clock.sleepUntil(clock.now() + 1)),
+        invokeB: () => (calls.push('b'), clock.sleepUntil(clock.now() + 1.25)),
+        concurrency: 1,
+        warmupMs: 10,
+        durationMs: 900,
+      }),
+    );
+    // One worker: a, b, a, b, ... (2.25 ms per pair: 400 pairs in the 900 ms window).
+    expect(calls.slice(0, 6).join('')).toBe('ababab');
+    expect(res.a.completed).toBe(400);
+    expect(res.b.completed).toBe(400);
+    expect(res.a.latency.p50Ms).toBeCloseTo(1, 2);
+    expect(res.b.latency.p50Ms).toBeCloseTo(1.25, 2);
+  });
+
+  it('starts half the workers on each target and counts errors per target', async () => {
+    const clock = new FakeClock();
+    const first: string[] = [];
+    let n = 0;
+    const res = await clock.run(
+      runInterleaved({
+        clock,
+        invokeA: async () => {
+          if (n++ < 2) first.push('a');
+          await clock.sleepUntil(clock.now() + 1);
+        },
+        invokeB: async () => {
+          if (n++ < 2) first.push('b');
+          await clock.sleepUntil(clock.now() + 1);
+          throw Object.assign(new Error('x'), { status: 'UNAVAILABLE' });
+        },
+        concurrency: 2,
+        warmupMs: 0,
+        durationMs: 100,
+      }),
+    );
+    expect(first.sort()).toEqual(['a', 'b']);
+    expect(res.a.errorCount).toBe(0);
+    expect(res.b.errors['UNAVAILABLE']).toBeGreaterThan(0);
+    expect(res.b.completed).toBe(0);
   });
 });

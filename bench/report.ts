@@ -215,6 +215,8 @@ export interface BenchReport {
   readonly results: readonly ResultEntry[];
   /** `--modes` with both grpc and grpc-controls: what the controls cost (see `controlsCost`). */
   readonly controlsCost?: readonly ControlsCostRow[];
+  /** With grpc and grpc-controls: the two alternated request by request (see ControlsInterleavedRow). */
+  readonly controlsInterleaved?: readonly ControlsInterleavedRow[];
   readonly sizing: { readonly sloP99Ms: number; readonly targetRps: number | null; readonly rows: readonly SizingRow[] } | null;
   readonly boot: BootReport | null;
   readonly sealThroughput: SealThroughput | null;
@@ -244,6 +246,32 @@ export interface ControlsCostRow {
   readonly serverCpuDeltaUs: number | null;
   /** Every pair's p50 delta (µs), in repetition order: the spread shows the noise. */
   readonly p50DeltasUs: readonly number[];
+}
+
+/** One side of an interleaved grpc / grpc-controls window. */
+export interface ControlsInterleavedSide {
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly count: number;
+  readonly errors: number;
+  /** That server's CPU (user + system) per request served, in microseconds. */
+  readonly serverCpuUsPerRequest: number | null;
+}
+
+/**
+ * grpc and grpc-controls alternated request by request in one closed-loop window
+ * (bench/load.ts runInterleaved) of `durationMs` (= window × reps): the paired measurement
+ * of what the controls cost, free of the drift between separate windows.
+ */
+export interface ControlsInterleavedRow {
+  readonly model: string;
+  readonly concurrency: number;
+  readonly durationMs: number;
+  readonly grpc: ControlsInterleavedSide;
+  readonly controls: ControlsInterleavedSide;
+  readonly p50DeltaUs: number;
+  readonly p99DeltaUs: number;
+  readonly serverCpuDeltaUs: number | null;
 }
 
 function medianOf(xs: readonly number[]): number {
@@ -334,6 +362,17 @@ export function markdownSummary(rep: BenchReport): string {
       );
     }
     L.push('');
+    if (rep.controlsInterleaved && rep.controlsInterleaved.length > 0) {
+      L.push('Interleaved: one closed loop alternating the two servers request by request (the paired measurement):', '');
+      L.push('| model | conc. | window s | grpc p50 ms | controls p50 ms | Δ p50 µs | grpc p99 ms | controls p99 ms | Δ p99 µs | grpc srv CPU µs/req | controls srv CPU µs/req | Δ srv CPU µs/req | errors |');
+      L.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+      for (const c of rep.controlsInterleaved) {
+        L.push(
+          `| ${c.model} | ${c.concurrency} | ${f(c.durationMs / 1000, 0)} | ${f(c.grpc.p50Ms, 3)} | ${f(c.controls.p50Ms, 3)} | ${f(c.p50DeltaUs, 0)} | ${f(c.grpc.p99Ms, 3)} | ${f(c.controls.p99Ms, 3)} | ${f(c.p99DeltaUs, 0)} | ${f(c.grpc.serverCpuUsPerRequest, 0)} | ${f(c.controls.serverCpuUsPerRequest, 0)} | ${f(c.serverCpuDeltaUs, 0)} | ${c.grpc.errors + c.controls.errors} |`,
+        );
+      }
+      L.push('');
+    }
   }
   if (rep.attestedClient) {
     L.push(`**grpc-attested client verification** (once, before the sweep): ${f(rep.attestedClient.verifyMs, 1)} ms (${rep.attestedClient.checks.map((c) => c.name).join(', ')}).`, '');

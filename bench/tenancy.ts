@@ -12,7 +12,8 @@
  *   controls        API key (SHA-256 + constant-time compare), scope, per-key and
  *                   per-tenant token buckets, daily request/byte quotas, query budget,
  *                   hard limits, concurrency caps, fair shedding, metrics; access log off
- *   controls+detect the same plus the extraction detector
+ *   controls+detect the same plus the extraction detector (input signals, and the boundary
+ *                   statistic of the one-score output)
  *   controls+log    controls+detect plus the access log line (pino to a discarding stream)
  * Prints ns/op p50/p90/p99 and the p50 overhead over the baseline. Not a test: nothing
  * here asserts on time.
@@ -24,7 +25,7 @@ import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { unary } from '../server/grpc-errors.js';
-import { LimitsConfigSchema, ObservabilityConfigSchema, type AuthConfig } from '../server/tenancy/config.js';
+import { DetectorConfigSchema, LimitsConfigSchema, ObservabilityConfigSchema, type AuthConfig } from '../server/tenancy/config.js';
 import { createMetrics } from '../server/tenancy/metrics.js';
 import { KeyIndex, readKeyStore } from '../server/tenancy/api-keys.js';
 import { issueKey } from '../server/tenancy/key-admin.js';
@@ -55,7 +56,8 @@ function vadRequest(seed: number): Record<string, unknown> {
   };
 }
 
-const RESPONSE = { model_name: 'vad', model_version: '1', id: '', parameters: {}, outputs: [], raw_output_contents: [Buffer.alloc(4)] };
+// The VAD's speech probability (one FP32 score): the detector's boundary statistic reads it.
+const RESPONSE = { model_name: 'vad', model_version: '1', id: '', parameters: {}, outputs: [{ name: 'output', datatype: 'FP32', shape: ['1', '1'] }], raw_output_contents: [Buffer.from(Float32Array.of(0.9).buffer)] };
 
 function fakeCall(request: unknown, token: string | undefined): grpc.ServerUnaryCall<unknown, unknown> {
   const metadata = new grpc.Metadata();
@@ -115,7 +117,7 @@ async function main(): Promise<void> {
         auth: o.auth,
         limits: o.limits ?? LimitsConfigSchema.parse({}),
         observability: ObservabilityConfigSchema.parse({ accessLog: o.log ? 'all' : 'off' }),
-        models: [{ name: 'vad', tenant: 't1', defenses: { queryBudgetPerDay: 1e12, ...(o.detector ? { detector: { window: 64, minRequests: 32, nearDuplicateRate: 0.6, sweepRate: 0.5, uniformEntropy: 0.975, action: 'alert' as const, throttleRatePerSec: 1, penaltyMs: 1000 } } : {}) } }],
+        models: [{ name: 'vad', tenant: 't1', defenses: { queryBudgetPerDay: 1e12, ...(o.detector ? { detector: DetectorConfigSchema.parse({ window: 64, minRequests: 32, action: 'alert', penaltyMs: 1000, boundaryOutput: 'output' }) } : {}) } }],
         maxConcurrentInfers: 1000,
         logger: o.log ? discard : silent,
         keys: () => index,

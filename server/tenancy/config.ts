@@ -102,6 +102,20 @@ export const DetectorConfigSchema = z.strictObject({
   sweepRate: z.number().min(0).max(1).default(0.5),
   /** Mean normalized input-histogram entropy at or above which inputs count as near-uniform. */
   uniformEntropy: z.number().min(0).max(1).default(0.975),
+  /**
+   * Boundary probing, from the class-score output (computed only when the model has one:
+   * `boundaryOutput`, else minimize's `outputs`, else an FP32 output whose rows are
+   * probability distributions). false: not computed.
+   */
+  boundary: z.boolean().default(true),
+  /** The output whose last axis holds the class scores (one column: a binary score). */
+  boundaryOutput: z.string().min(1).optional(),
+  /** 'logits': softmax (one column: sigmoid) before the margin; 'probabilities': as given. */
+  boundaryScores: z.enum(['probabilities', 'logits']).default('probabilities'),
+  /** A row is near the boundary when its top-1 minus top-2 probability is below this. */
+  boundaryMargin: z.number().gt(0).max(1).default(0.1),
+  /** Mean share of near-boundary rows per request at or above which a key is flagged. */
+  boundaryFraction: z.number().gt(0).max(1).default(0.5),
   /** alert: security event only; throttle: also rate-limit the key on this model; block: refuse it. */
   action: z.enum(['alert', 'throttle', 'block']).default('alert'),
   throttleRatePerSec: z.number().positive().max(1e6).default(1),
@@ -110,12 +124,20 @@ export const DetectorConfigSchema = z.strictObject({
 });
 export type DetectorConfig = z.output<typeof DetectorConfigSchema>;
 
-export const ModelDefenseSchema = z.strictObject({
-  minimize: MinimizeSchema.optional(),
-  /** ModelInfer calls per key on this model per UTC day. */
-  queryBudgetPerDay: posInt(1e12).optional(),
-  detector: DetectorConfigSchema.optional(),
-});
+export const ModelDefenseSchema = z
+  .strictObject({
+    minimize: MinimizeSchema.optional(),
+    /** ModelInfer calls per key on this model per UTC day. */
+    queryBudgetPerDay: posInt(1e12).optional(),
+    detector: DetectorConfigSchema.optional(),
+  })
+  .superRefine((m, ctx) => {
+    // Logits cannot be recognized from their values, unlike probabilities: name the output.
+    const d = m.detector;
+    if (d?.boundary && d.boundaryScores === 'logits' && d.boundaryOutput === undefined && m.minimize?.outputs === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['detector', 'boundaryOutput'], message: "required with boundaryScores 'logits' (or minimize.outputs)" });
+    }
+  });
 export type ModelDefense = z.output<typeof ModelDefenseSchema>;
 
 export const ObservabilityConfigSchema = z

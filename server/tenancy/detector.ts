@@ -1,27 +1,36 @@
 /**
  * Model-extraction detector: per (key, model) sliding windows of a few statistics of each
- * request's largest input tensor, judged against fixed thresholds.
+ * request's largest input tensor, and of one statistic of its class-score output, judged
+ * against fixed thresholds.
  *
  * Per request it computes, and keeps, only:
  *   - a 32-bit SimHash over up to 128 strided sample values (random-hyperplane LSH with a
  *     fixed seed): two inputs that are close give signatures a small Hamming distance apart;
  *   - 8 block hashes (32-bit, non-cryptographic) of the tensor bytes, to see whether
  *     consecutive requests differ in exactly one block (a coordinate sweep);
- *   - the normalized entropy of a 16-bin histogram of the samples (1.0 = flat/uniform).
- * No tensor value is kept: the window holds signatures, hashes and one number per request.
+ *   - the normalized entropy of a 16-bin histogram of the samples (1.0 = flat/uniform);
+ *   - after the model ran, for models with a class-score output: the fraction of the
+ *     output's rows whose top-1 minus top-2 score (after softmax for logits) is below
+ *     `boundaryMargin` (`boundaryStatistic`). The detector itself reads only that number.
+ * No tensor value is kept: the window holds signatures, hashes and two numbers per request.
  *
  * Signals over a full window (at least `minRequests`):
  *   - near-duplicates: share of requests whose SimHash is within Hamming distance 2 of an
  *     earlier one in the window (constant inputs, e.g. silence, are not counted);
  *   - sweep: share of consecutive pairs that differ in exactly one block;
  *   - uniform: mean normalized entropy (uniform-random probing sits near 1; natural
- *     signals are peaked).
- * A signal at or over its threshold raises one alert, then the window must refill before
- * that key and model can alert again. What it does NOT do: look at outputs, detect
- * boundary probing that needs model scores, or correlate across keys (a Sybil attacker
- * with many keys is bounded by the tenant quotas instead).
+ *     signals are peaked);
+ *   - boundary: mean near-boundary fraction (decision-boundary extraction, e.g. Papernot
+ *     et al.'s Jacobian augmentation, Tramer et al.'s line search, the queries PRADA
+ *     looks for, lands near the boundary far more often than natural traffic). It has its
+ *     own ring (outputs arrive after inputs, and failed requests have none).
+ * A signal at or over its threshold raises one alert, then the window (the boundary ring,
+ * for 'boundary') must refill before that key and model can alert again. What it does NOT
+ * do: see boundary probing on models without class scores, or attacks that avoid the
+ * boundary (random or natural queries, label-only transfer sets); correlate across keys
+ * (a Sybil attacker with many keys is bounded by the tenant quotas instead).
  */
-import type { DetectorConfig } from './config.js';
+import type { DetectorConfig, ModelDefense } from './config.js';
 
 export const SAMPLES = 128;
 const SIG_BITS = 32;
@@ -29,6 +38,10 @@ const BLOCKS = 8;
 const BINS = 16;
 /** Above this many 32-bit words, block hashes read every k-th word (stride) to bound cost. */
 const MAX_HASHED_WORDS = 16_384;
+/** Above this many scores in an output, the boundary statistic reads every k-th row. */
+const MAX_SCORE_VALUES = 1 << 18;
+/** Auto-detected probabilities: every value in [0, 1] and each row summing to 1 within this. */
+const PROB_TOLERANCE = 1e-3;
 
 export interface InputFeatures {
   readonly sig: number;
@@ -167,13 +180,136 @@ function featuresOfBytes(bytes: Uint8Array, fp32: boolean): InputFeatures {
   return { sig, blocks, entropy, constant };
 }
 
+/** Which output holds class scores, and how to read them (from the model's defenses). */
+export interface ScoreSource {
+  /**
+   * Outputs holding class scores on their last axis, first present one wins; undefined:
+   * the first FP32 output whose rows are probability distributions (>= 2 classes).
+   */
+  readonly outputs: readonly string[] | undefined;
+  /** Softmax first (sigmoid for a single column). */
+  readonly logits: boolean;
+  readonly margin: number;
+}
+
+/**
+ * The score source of a model, or undefined when the boundary signal is off for it: no
+ * detector, `boundary: false`, or logits without a named output (the config refuses that).
+ * An explicit `boundaryOutput` wins; else the outputs `minimize` treats as class scores;
+ * else auto-detected probabilities.
+ */
+export function scoreSource(defenses: ModelDefense | undefined): ScoreSource | undefined {
+  const d = defenses?.detector;
+  if (!d?.boundary) return undefined;
+  const outputs = d.boundaryOutput !== undefined ? [d.boundaryOutput] : defenses?.minimize?.outputs;
+  const logits = d.boundaryScores === 'logits';
+  if (logits && !outputs) return undefined;
+  return { outputs, logits, margin: d.boundaryMargin };
+}
+
+/**
+ * Top-1 minus top-2 probability of one row, or NaN when the row cannot be judged
+ * (non-finite scores; for auto-detection, a row that is not a probability distribution).
+ * One column is a binary score p: the margin is |p - (1 - p)|.
+ */
+function rowMargin(d: ArrayLike<number>, off: number, n: number, logits: boolean, requireProb: boolean): number {
+  if (n === 1) {
+    const v = Number(d[off]);
+    if (!Number.isFinite(v)) return NaN;
+    return logits ? Math.tanh(Math.abs(v) / 2) : Math.abs(2 * v - 1);
+  }
+  let t1 = -Infinity;
+  let t2 = -Infinity;
+  let sum = 0;
+  let lo = Infinity;
+  for (let c = 0; c < n; c++) {
+    const v = Number(d[off + c]);
+    if (v > t1) {
+      t2 = t1;
+      t1 = v;
+    } else if (v > t2) {
+      t2 = v;
+    }
+    sum += v;
+    if (v < lo) lo = v;
+  }
+  // NaN anywhere makes the sum NaN; an infinite top score has no meaningful margin.
+  if (Number.isNaN(sum) || !Number.isFinite(t1) || !Number.isFinite(t2)) return NaN;
+  if (requireProb && (lo < -PROB_TOLERANCE || t1 > 1 + PROB_TOLERANCE || Math.abs(sum - 1) > PROB_TOLERANCE)) return NaN;
+  if (!logits) return t1 - t2;
+  // Softmax margin without overflow: (e^t1 - e^t2) / sum e^z, all scaled by e^-t1.
+  let z = 0;
+  for (let c = 0; c < n; c++) z += Math.exp(Number(d[off + c]) - t1);
+  return (1 - Math.exp(t2 - t1)) / z;
+}
+
+/** FP32 values of one output (raw or typed form), without a copy when the raw bytes are aligned. */
+function outputValues(o: Record<string, unknown>, raw: unknown): ArrayLike<number> | undefined {
+  if (raw instanceof Uint8Array) {
+    const n = Math.floor(raw.length / 4);
+    return raw.byteOffset % 4 === 0 ? new Float32Array(raw.buffer, raw.byteOffset, n) : new Float32Array(Uint8Array.from(raw.subarray(0, n * 4)).buffer);
+  }
+  const c = o['contents'];
+  const v = isRecord(c) ? c['fp32_contents'] : undefined;
+  return Array.isArray(v) ? (v as number[]) : undefined;
+}
+
+/**
+ * The one statistic the boundary signal reads: of a ModelInfer response's score output,
+ * the fraction of rows (strided above MAX_SCORE_VALUES scores) whose top-1 minus top-2
+ * score is below `src.margin`. Rows are the last axis, as in minimize.ts. Undefined when
+ * there is no such output (not requested, not FP32, or, auto-detecting, not probabilities).
+ * Reads the response, keeps nothing, never throws.
+ */
+export function boundaryStatistic(response: unknown, src: ScoreSource): number | undefined {
+  if (!isRecord(response)) return undefined;
+  const outs = response['outputs'];
+  const raws = response['raw_output_contents'];
+  if (!Array.isArray(outs)) return undefined;
+  const useRaw = Array.isArray(raws) && raws.length === outs.length;
+  const auto = src.outputs === undefined;
+  for (let i = 0; i < outs.length && i < 64; i++) {
+    const o: unknown = outs[i];
+    if (!isRecord(o) || o['datatype'] !== 'FP32') continue;
+    if (!auto && !src.outputs.includes(String(o['name']))) continue;
+    const shape = o['shape'];
+    const last = Array.isArray(shape) && shape.length ? Number(shape[shape.length - 1]) : 1;
+    const n = Number.isInteger(last) && last > 0 ? last : 1;
+    if (auto && n < 2) continue;
+    const d = outputValues(o, useRaw ? raws[i] : undefined);
+    const rows = d ? Math.floor(d.length / n) : 0;
+    if (!d || rows === 0) continue;
+    const count = Math.min(rows, Math.max(1, Math.floor(MAX_SCORE_VALUES / n)));
+    const step = rows / count;
+    let judged = 0;
+    let near = 0;
+    let isScores = true;
+    for (let k = 0; k < count; k++) {
+      const m = rowMargin(d, Math.floor(k * step) * n, n, src.logits, auto);
+      if (Number.isNaN(m)) {
+        // Auto-detection: one row that is not a distribution disqualifies the output.
+        if (auto) {
+          isScores = false;
+          break;
+        }
+        continue;
+      }
+      judged++;
+      if (m < src.margin) near++;
+    }
+    if (!isScores) continue;
+    return judged ? near / judged : undefined;
+  }
+  return undefined;
+}
+
 function popcount(x: number): number {
   x -= (x >>> 1) & 0x55555555;
   x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
   return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }
 
-export type Signal = 'near-duplicates' | 'sweep' | 'uniform';
+export type Signal = 'near-duplicates' | 'sweep' | 'uniform' | 'boundary';
 
 export interface Verdict {
   readonly signal: Signal;
@@ -195,6 +331,12 @@ class Window {
   sumDup = 0;
   sumSweep = 0;
   sumEnt = 0;
+  /** Boundary ring: near-boundary fractions, allocated on the first one. */
+  bnd: Float64Array | undefined;
+  bNext = 0;
+  bFilled = 0;
+  bSum = 0;
+  bSinceAlert = Infinity;
   constructor(readonly size: number) {
     this.sigs = new Int32Array(size);
     this.dup = new Uint8Array(size);
@@ -222,14 +364,19 @@ export class ExtractionDetector {
     return this.#w.size;
   }
 
-  observe(key: string, f: InputFeatures): Verdict | undefined {
-    const cfg = this.config;
+  #window(key: string): Window {
     let w = this.#w.get(key);
     if (!w) {
       if (this.#w.size >= this.maxKeys) this.#w.delete(this.#w.keys().next().value!);
-      w = new Window(cfg.window);
+      w = new Window(this.config.window);
       this.#w.set(key, w);
     }
+    return w;
+  }
+
+  observe(key: string, f: InputFeatures): Verdict | undefined {
+    const cfg = this.config;
+    const w = this.#window(key);
     const i = w.next;
     // Near-duplicate against the window's earlier entries.
     let dup = 0;
@@ -278,5 +425,29 @@ export class ExtractionDetector {
     else if (w.sumEnt / n >= cfg.uniformEntropy) verdict = { signal: 'uniform', value: w.sumEnt / n, window: n };
     if (verdict) w.sinceAlert = 0;
     return verdict;
+  }
+
+  /**
+   * Records one request's near-boundary fraction (`boundaryStatistic`, in [0, 1]; nothing
+   * else about the outputs reaches the detector) and returns a 'boundary' verdict when the
+   * ring's mean, over at least `minRequests` requests, is at or over `boundaryFraction`.
+   */
+  observeBoundary(key: string, nearBoundary: number): Verdict | undefined {
+    const cfg = this.config;
+    if (!cfg.boundary || !(nearBoundary >= 0 && nearBoundary <= 1)) return undefined;
+    const w = this.#window(key);
+    const ring = (w.bnd ??= new Float64Array(w.size));
+    const i = w.bNext;
+    if (w.bFilled === w.size) w.bSum -= ring[i]!;
+    else w.bFilled++;
+    ring[i] = nearBoundary;
+    w.bSum += nearBoundary;
+    w.bNext = (i + 1) % w.size;
+    w.bSinceAlert++;
+    if (w.bFilled < cfg.minRequests || w.bSinceAlert < w.size) return undefined;
+    const mean = w.bSum / w.bFilled;
+    if (mean < cfg.boundaryFraction) return undefined;
+    w.bSinceAlert = 0;
+    return { signal: 'boundary', value: mean, window: w.bFilled };
   }
 }

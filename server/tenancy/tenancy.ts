@@ -16,6 +16,8 @@
  *   5. hard limits (batch, elements, bytes), daily quotas and query budget
  *   6. concurrency caps (key, tenant), then fair global load shedding
  *   7. detector observation (statistics only), then the handler, under `maxRequestMs`
+ * After the handler: the detector's boundary statistic of the class-score output (one
+ * number), then output minimization.
  * ServerLive/ServerReady/ServerMetadata need a valid key (any scope) and say nothing per
  * tenant. GetEvidence needs no key (clients verify before they have one) and is
  * rate-limited per peer address and globally; a key, if sent, must be valid and carry the
@@ -34,7 +36,7 @@ import { toGrpcStatus } from '../grpc-errors.js';
 import type { ModelInferResponse } from '../proto-types.js';
 import { bearerToken, type AuthFailure, type KeyIndex, type Operation, type Principal } from './api-keys.js';
 import type { AuthConfig, LimitsConfig, ModelDefense, ObservabilityConfig, PrincipalLimits } from './config.js';
-import { ExtractionDetector, inputFeatures } from './detector.js';
+import { ExtractionDetector, boundaryStatistic, inputFeatures, scoreSource, type ScoreSource, type Verdict } from './detector.js';
 import { NULL_SINK, type SecurityEventSink } from './events.js';
 import { BucketMap, ConcurrencyMap, DailyCounters, FairShedder, TokenBucket, msToUtcMidnight } from './limits.js';
 import type { TenancyMetrics } from './metrics.js';
@@ -169,7 +171,14 @@ export function createTenancy(o: TenancyOptions): Tenancy {
   const lim = o.limits;
   const models = new Map(o.models.map((m) => [m.name, m]));
   const detectors = new Map<string, ExtractionDetector>();
-  for (const m of o.models) if (m.defenses?.detector) detectors.set(m.name, new ExtractionDetector(m.defenses.detector));
+  /** Models whose detector also judges boundary probing, and where their class scores are. */
+  const scoreSources = new Map<string, ScoreSource>();
+  for (const m of o.models) {
+    if (!m.defenses?.detector) continue;
+    detectors.set(m.name, new ExtractionDetector(m.defenses.detector));
+    const src = scoreSource(m.defenses);
+    if (src) scoreSources.set(m.name, src);
+  }
 
   const maxInflight = lim.shedding.maxInflight ?? o.maxConcurrentInfers;
   const shedder = new FairShedder(maxInflight, Math.min(maxInflight, lim.shedding.shedAt ?? Math.max(1, Math.floor((maxInflight * 3) / 4))));
@@ -343,15 +352,7 @@ export function createTenancy(o: TenancyOptions): Tenancy {
     if (det) {
       const f = inputFeatures(req);
       const v = f && det.observe(p.keyId, f);
-      if (v) {
-        metrics?.extractionAlert(model.name, p.tenant, v.signal);
-        const cfg = det.config;
-        events.emit({ type: 'extraction_alert', tenant: p.tenant, keyId: p.keyId, model: model.name, signal: v.signal, value: Math.round(v.value * 1000) / 1000, window: v.window, action: cfg.action });
-        logger.warn({ tenant: p.tenant, keyId: p.keyId, model: model.name, signal: v.signal, action: cfg.action }, 'extraction alert');
-        if (cfg.action !== 'alert') {
-          penalties.set(pkey, { until: nowMs + cfg.penaltyMs, action: cfg.action, bucket: new TokenBucket(cfg.throttleRatePerSec, 1, nowMs) });
-        }
-      }
+      if (v) extractionAlert(det, p, model.name, v, nowMs);
     }
     let released = false;
     return {
@@ -369,6 +370,35 @@ export function createTenancy(o: TenancyOptions): Tenancy {
         metrics?.inflight(p.tenant, -1);
       },
     };
+  }
+
+  function extractionAlert(det: ExtractionDetector, p: Principal, modelName: string, v: Verdict, nowMs: number): void {
+    metrics?.extractionAlert(modelName, p.tenant, v.signal);
+    const cfg = det.config;
+    events.emit({ type: 'extraction_alert', tenant: p.tenant, keyId: p.keyId, model: modelName, signal: v.signal, value: Math.round(v.value * 1000) / 1000, window: v.window, action: cfg.action });
+    logger.warn({ tenant: p.tenant, keyId: p.keyId, model: modelName, signal: v.signal, action: cfg.action }, 'extraction alert');
+    if (cfg.action !== 'alert') {
+      penalties.set(`${p.keyId}\0${modelName}`, { until: nowMs + cfg.penaltyMs, action: cfg.action, bucket: new TokenBucket(cfg.throttleRatePerSec, 1, nowMs) });
+    }
+  }
+
+  /**
+   * Boundary signal: one number from the model's own scores, before minimization (what
+   * the key probed is the model's boundary, whatever the reply reveals). Penalizes later
+   * requests; this reply goes out as it is, as for the input signals.
+   */
+  function observeOutputs(adm: Admission, res: Record<string, unknown>): void {
+    const src = scoreSources.get(adm.modelLabel);
+    const det = src && detectors.get(adm.modelLabel);
+    if (!src || !det || !adm.principal) return;
+    try {
+      const s = boundaryStatistic(res, src);
+      const v = s === undefined ? undefined : det.observeBoundary(adm.principal.keyId, s);
+      if (v) extractionAlert(det, adm.principal, adm.modelLabel, v, now());
+    } catch (e) {
+      // Never expected (boundaryStatistic does not throw); the reply must still go out.
+      logger.error({ model: adm.modelLabel, err: isCirError(e) ? e.code : 'internal' }, 'boundary statistic failed');
+    }
   }
 
   function admitEvidence(call: grpc.ServerUnaryCall<unknown, unknown>, nowMs: number): Admission {
@@ -524,6 +554,7 @@ export function createTenancy(o: TenancyOptions): Tenancy {
       }
       reply.then(
         (res) => {
+          if (isInfer && adm && isRecord(res)) observeOutputs(adm, res);
           const m = adm?.model?.defenses?.minimize;
           if (isInfer && m && isRecord(res)) minimizeOutputs(res as unknown as ModelInferResponse, m);
           callback(null, res);
