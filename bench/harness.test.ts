@@ -70,14 +70,18 @@ describe('cir bench smoke run', () => {
       ['open', 20, 1],
     ]);
     expect(report.controlsCost?.every((c) => Number.isFinite(c.p50DeltaUs) && c.serverCpuDeltaUs !== null)).toBe(true);
-    // ... and alternated request by request in one window per concurrency level.
-    expect(report.controlsInterleaved).toHaveLength(1);
-    const inter = report.controlsInterleaved![0]!;
-    expect([inter.model, inter.concurrency, inter.grpc.errors, inter.controls.errors]).toEqual(['tiny', 1, 0, 0]);
-    expect(inter.grpc.count).toBeGreaterThan(0);
-    expect(inter.controls.count).toBeGreaterThan(0);
-    expect(inter.p50DeltaUs).toBeCloseTo((inter.controls.p50Ms - inter.grpc.p50Ms) * 1000, 6);
-    expect(inter.serverCpuDeltaUs).not.toBeNull();
+    // ... and the pairs alternated request by request in one window per concurrency level.
+    expect(report.interleaved?.map((r) => [r.a, r.b, r.model, r.concurrency, r.sideA.errors + r.sideB.errors])).toEqual([
+      ['grpc', 'grpc-controls', 'tiny', 1, 0],
+      ['grpc-tls', 'grpc-attested', 'tiny', 1, 0],
+    ]);
+    for (const r of report.interleaved!) {
+      expect(r.sideA.count).toBeGreaterThan(0);
+      expect(r.sideB.count).toBeGreaterThan(0);
+      expect(r.p50DeltaUs).toBeCloseTo((r.sideB.p50Ms - r.sideA.p50Ms) * 1000, 6);
+      expect(r.p50Ratio).toBeCloseTo(r.sideB.p50Ms / r.sideA.p50Ms, 9);
+      expect(r.serverCpuDeltaUs).not.toBeNull();
+    }
     expect(report.attestedClient?.checks.every((c) => c.ok)).toBe(true);
     expect(report.boot?.cold.steps.map((s) => s.name)).toEqual(expect.arrayContaining(['challenge', 'evidence', 'attest', 'release', 'decrypt', 'load']));
     expect(report.boot?.warm).toHaveLength(1);
@@ -89,6 +93,7 @@ describe('cir bench smoke run', () => {
     const md = markdownSummary(report);
     for (const mode of MODES) expect(md).toContain(`| ${mode} |`);
     expect(md).toContain('## Cost of the multi-tenant controls');
+    expect(md).toContain('## Paired comparisons (interleaved)');
     const svg = latencyThroughputSvg(chartPanels(report), { title: 't' });
     expect(svg.match(/class="series"/g)).toHaveLength(MODES.length * 2);
   });

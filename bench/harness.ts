@@ -34,8 +34,9 @@ import {
   type RepFigures,
   type ResultEntry,
   controlsCost,
-  type ControlsInterleavedRow,
-  type ControlsInterleavedSide,
+  INTERLEAVED_PAIRS,
+  type InterleavedRow,
+  type InterleavedSide,
   type SealThroughput,
   type ServerInfo,
   type SizingRow,
@@ -209,7 +210,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const servers: ServerInfo[] = [];
   let attestedClient: BenchReport['attestedClient'] = null;
   const results: ResultEntry[] = [];
-  const controlsInterleaved: ControlsInterleavedRow[] = [];
+  const interleaved: InterleavedRow[] = [];
   let boot: BootReport | null = null;
   let sealThroughput: SealThroughput | null = null;
   let soak: SoakRun[] | null = null;
@@ -422,44 +423,40 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       }
       summarise([...reps.keys()].filter((k) => !keysBefore.has(k)));
     }
-    // The controls' cost, paired request by request (see runInterleaved): grpc and
-    // grpc-controls alternate within one window per model and concurrency.
-    const ga = targets.get('grpc');
-    const gc = targets.get('grpc-controls');
-    if (!o.soak && ga && gc) {
+    // Paired comparisons, request by request (see runInterleaved and INTERLEAVED_PAIRS).
+    for (const [ma, mb] of o.soak ? [] : INTERLEAVED_PAIRS) {
+      const ta = targets.get(ma);
+      const tb = targets.get(mb);
+      if (!ta || !tb) continue;
       for (const w of o.workloads) {
         for (const c of o.concurrency) {
           const durationMs = o.durationMs * o.reps;
-          const label = `grpc vs grpc-controls interleaved ${w.name} c=${c}`;
+          const label = `${ma} vs ${mb} interleaved ${w.name} c=${c}`;
           o.onProgress?.({ done, total, cellFraction: 0, label, etaMs: o.warmupMs + durationMs });
-          const cpu = async (): Promise<[StatsMessage, StatsMessage]> => Promise.all([children.get('grpc')!.stats(), children.get('grpc-controls')!.stats()]);
+          const cpu = async (): Promise<[StatsMessage, StatsMessage]> => Promise.all([children.get(ma)!.stats(), children.get(mb)!.stats()]);
           const before = await cpu();
-          const r = await runInterleaved({ invokeA: ga.invoker(w), invokeB: gc.invoker(w), concurrency: c, warmupMs: o.warmupMs, durationMs });
+          const r = await runInterleaved({ invokeA: ta.invoker(w), invokeB: tb.invoker(w), concurrency: c, warmupMs: o.warmupMs, durationMs });
           const after = await cpu();
-          // Server CPU covers warm-up and window; count the requests served in both.
-          const cpuPerReqUs = (i: 0 | 1, x: WindowResult): number | null => {
+          // Server CPU covers warm-up and window; scale the counted requests to both.
+          const side = (i: 0 | 1, x: WindowResult): InterleavedSide => {
             const served = x.completed * ((o.warmupMs + durationMs) / durationMs);
             const used = after[i].cpuUserUs + after[i].cpuSystemUs - before[i].cpuUserUs - before[i].cpuSystemUs;
-            return served > 0 ? used / served : null;
+            return { p50Ms: x.latency.p50Ms, p99Ms: x.latency.p99Ms, count: x.completed, errors: x.errorCount, serverCpuUsPerRequest: served > 0 ? used / served : null };
           };
-          const side = (i: 0 | 1, x: WindowResult): ControlsInterleavedSide => ({
-            p50Ms: x.latency.p50Ms,
-            p99Ms: x.latency.p99Ms,
-            count: x.completed,
-            errors: x.errorCount,
-            serverCpuUsPerRequest: cpuPerReqUs(i, x),
-          });
-          const grpcSide = side(0, r.a);
-          const ctlSide = side(1, r.b);
-          controlsInterleaved.push({
+          const sa = side(0, r.a);
+          const sb = side(1, r.b);
+          interleaved.push({
+            a: ma,
+            b: mb,
             model: w.name,
             concurrency: c,
             durationMs,
-            grpc: grpcSide,
-            controls: ctlSide,
-            p50DeltaUs: (ctlSide.p50Ms - grpcSide.p50Ms) * 1000,
-            p99DeltaUs: (ctlSide.p99Ms - grpcSide.p99Ms) * 1000,
-            serverCpuDeltaUs: grpcSide.serverCpuUsPerRequest !== null && ctlSide.serverCpuUsPerRequest !== null ? ctlSide.serverCpuUsPerRequest - grpcSide.serverCpuUsPerRequest : null,
+            sideA: sa,
+            sideB: sb,
+            p50DeltaUs: (sb.p50Ms - sa.p50Ms) * 1000,
+            p99DeltaUs: (sb.p99Ms - sa.p99Ms) * 1000,
+            p50Ratio: sa.p50Ms > 0 ? sb.p50Ms / sa.p50Ms : NaN,
+            serverCpuDeltaUs: sa.serverCpuUsPerRequest !== null && sb.serverCpuUsPerRequest !== null ? sb.serverCpuUsPerRequest - sa.serverCpuUsPerRequest : null,
           });
         }
       }
@@ -555,7 +552,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     servers,
     attestedClient,
     results,
-    ...(modes.includes('grpc') && modes.includes('grpc-controls') ? { controlsCost: controlsCost(results, (o.warmupMs + o.durationMs) / o.durationMs), controlsInterleaved } : {}),
+    ...(interleaved.length > 0 ? { interleaved } : {}),
+    ...(modes.includes('grpc') && modes.includes('grpc-controls') ? { controlsCost: controlsCost(results, (o.warmupMs + o.durationMs) / o.durationMs) } : {}),
     sizing,
     boot,
     sealThroughput,

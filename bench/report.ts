@@ -215,8 +215,8 @@ export interface BenchReport {
   readonly results: readonly ResultEntry[];
   /** `--modes` with both grpc and grpc-controls: what the controls cost (see `controlsCost`). */
   readonly controlsCost?: readonly ControlsCostRow[];
-  /** With grpc and grpc-controls: the two alternated request by request (see ControlsInterleavedRow). */
-  readonly controlsInterleaved?: readonly ControlsInterleavedRow[];
+  /** Paired comparisons of two server modes alternated request by request (see InterleavedRow). */
+  readonly interleaved?: readonly InterleavedRow[];
   readonly sizing: { readonly sloP99Ms: number; readonly targetRps: number | null; readonly rows: readonly SizingRow[] } | null;
   readonly boot: BootReport | null;
   readonly sealThroughput: SealThroughput | null;
@@ -248,8 +248,8 @@ export interface ControlsCostRow {
   readonly p50DeltasUs: readonly number[];
 }
 
-/** One side of an interleaved grpc / grpc-controls window. */
-export interface ControlsInterleavedSide {
+/** One side of an interleaved window. */
+export interface InterleavedSide {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly count: number;
@@ -259,20 +259,33 @@ export interface ControlsInterleavedSide {
 }
 
 /**
- * grpc and grpc-controls alternated request by request in one closed-loop window
- * (bench/load.ts runInterleaved) of `durationMs` (= window × reps): the paired measurement
- * of what the controls cost, free of the drift between separate windows.
+ * Two server modes alternated request by request in one closed-loop window
+ * (bench/load.ts runInterleaved) of `durationMs` (= window × reps): a paired measurement,
+ * free of the drift between windows measured one after the other. Pairs run: grpc vs
+ * grpc-controls (what the multi-tenant controls cost) and grpc-tls vs grpc-attested (what
+ * the confidential path costs per request once attested), whenever both modes ran.
  */
-export interface ControlsInterleavedRow {
+export interface InterleavedRow {
+  readonly a: Mode;
+  readonly b: Mode;
   readonly model: string;
   readonly concurrency: number;
   readonly durationMs: number;
-  readonly grpc: ControlsInterleavedSide;
-  readonly controls: ControlsInterleavedSide;
+  readonly sideA: InterleavedSide;
+  readonly sideB: InterleavedSide;
+  /** b - a, microseconds. */
   readonly p50DeltaUs: number;
   readonly p99DeltaUs: number;
+  /** b / a. */
+  readonly p50Ratio: number;
   readonly serverCpuDeltaUs: number | null;
 }
+
+/** The mode pairs compared interleaved when both modes run: [baseline, candidate]. */
+export const INTERLEAVED_PAIRS: readonly (readonly [Mode, Mode])[] = [
+  ['grpc', 'grpc-controls'],
+  ['grpc-tls', 'grpc-attested'],
+];
 
 function medianOf(xs: readonly number[]): number {
   const a = [...xs].sort((x, y) => x - y);
@@ -362,17 +375,18 @@ export function markdownSummary(rep: BenchReport): string {
       );
     }
     L.push('');
-    if (rep.controlsInterleaved && rep.controlsInterleaved.length > 0) {
-      L.push('Interleaved: one closed loop alternating the two servers request by request (the paired measurement):', '');
-      L.push('| model | conc. | window s | grpc p50 ms | controls p50 ms | Δ p50 µs | grpc p99 ms | controls p99 ms | Δ p99 µs | grpc srv CPU µs/req | controls srv CPU µs/req | Δ srv CPU µs/req | errors |');
-      L.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
-      for (const c of rep.controlsInterleaved) {
-        L.push(
-          `| ${c.model} | ${c.concurrency} | ${f(c.durationMs / 1000, 0)} | ${f(c.grpc.p50Ms, 3)} | ${f(c.controls.p50Ms, 3)} | ${f(c.p50DeltaUs, 0)} | ${f(c.grpc.p99Ms, 3)} | ${f(c.controls.p99Ms, 3)} | ${f(c.p99DeltaUs, 0)} | ${f(c.grpc.serverCpuUsPerRequest, 0)} | ${f(c.controls.serverCpuUsPerRequest, 0)} | ${f(c.serverCpuDeltaUs, 0)} | ${c.grpc.errors + c.controls.errors} |`,
-        );
-      }
-      L.push('');
+  }
+  if (rep.interleaved && rep.interleaved.length > 0) {
+    L.push('## Paired comparisons (interleaved)', '');
+    L.push('Each row is one closed-loop window in which every client alternates the two modes request by request, so both see the same moments of the machine. Targets: grpc-controls − grpc ≤ 50 µs at p50; grpc-attested / grpc-tls ≤ 1.03.', '');
+    L.push('| a | b | model | conc. | window s | a p50 ms | b p50 ms | Δ p50 µs | b/a p50 | a p99 ms | b p99 ms | Δ p99 µs | a srv CPU µs/req | b srv CPU µs/req | Δ srv CPU µs/req | errors |');
+    L.push('|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    for (const c of rep.interleaved) {
+      L.push(
+        `| ${c.a} | ${c.b} | ${c.model} | ${c.concurrency} | ${f(c.durationMs / 1000, 0)} | ${f(c.sideA.p50Ms, 3)} | ${f(c.sideB.p50Ms, 3)} | ${f(c.p50DeltaUs, 0)} | ${f(c.p50Ratio, 3)} | ${f(c.sideA.p99Ms, 3)} | ${f(c.sideB.p99Ms, 3)} | ${f(c.p99DeltaUs, 0)} | ${f(c.sideA.serverCpuUsPerRequest, 0)} | ${f(c.sideB.serverCpuUsPerRequest, 0)} | ${f(c.serverCpuDeltaUs, 0)} | ${c.sideA.errors + c.sideB.errors} |`,
+      );
     }
+    L.push('');
   }
   if (rep.attestedClient) {
     L.push(`**grpc-attested client verification** (once, before the sweep): ${f(rep.attestedClient.verifyMs, 1)} ms (${rep.attestedClient.checks.map((c) => c.name).join(', ')}).`, '');
