@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { compactVerify, createLocalJWKSet, decodeJwt, decodeProtectedHeader, type JSONWebKeySet } from 'jose';
-import { generateHpkeKeyPair, hpkeOpen } from '../common/hpke.js';
+import { generateHpkeKeyPair, hpkeOpen, hpkeSeal } from '../common/hpke.js';
 import { sha256 } from '../common/bytes.js';
 import {
   ProblemSchema,
@@ -255,6 +255,35 @@ describe('kms-broker app', () => {
       await expect(
         hpkeOpen(t.keyPair, { enc: Buffer.from(body.enc, 'base64url'), ciphertext: Buffer.from(body.ciphertext, 'base64url') }, RELEASE_HPKE_INFO, releaseAad('model-b', 1)),
       ).rejects.toThrow();
+    });
+
+    it('seals inline for a lone release and on the off-loop sealer once releases overlap', async () => {
+      const offloaded: number[] = [];
+      const h2 = await makeHarness({
+        hpkeSeal: async (...args) => {
+          offloaded.push(1);
+          return hpkeSeal(...args);
+        },
+      });
+      try {
+        expect((await createKeyViaApi(h2.app, 'model-a', DEK, POLICY)).statusCode).toBe(201);
+        const lone = await attest(h2.app);
+        const r1 = await release(h2.app, 'model-a', lone.res.json().token as string, lone.keyPair.publicKey);
+        expect(r1.statusCode).toBe(200);
+        expect(offloaded).toHaveLength(0);
+        const many = await Promise.all(Array.from({ length: 8 }, () => attest(h2.app)));
+        const res = await Promise.all(many.map((a) => release(h2.app, 'model-a', a.res.json().token as string, a.keyPair.publicKey)));
+        expect(offloaded.length).toBeGreaterThan(0);
+        // Whichever path sealed it, every release opens to the DEK under its own key.
+        for (let i = 0; i < res.length; i++) {
+          expect(res[i]!.statusCode).toBe(200);
+          const body = ReleaseResponseSchema.parse(res[i]!.json());
+          const dek = await hpkeOpen(many[i]!.keyPair, { enc: Buffer.from(body.enc, 'base64url'), ciphertext: Buffer.from(body.ciphertext, 'base64url') }, RELEASE_HPKE_INFO, releaseAad('model-a', 1));
+          expect(Buffer.from(dek).equals(DEK)).toBe(true);
+        }
+      } finally {
+        await h2.close();
+      }
     });
 
     it('releases an explicit version and 404s an unknown one', async () => {

@@ -2,6 +2,7 @@
  * Test harness for kms-broker unit tests: a broker on a temp state dir with a fixed clock,
  * an in-test evidence verifier and a log capture. Not part of the build (testdata/).
  */
+import type { HpkeSealFn } from '../../common/hpke-sealer.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -205,6 +206,8 @@ export async function makeHarness(
     verifier?: EvidenceVerifier & { calls?: number };
     /** Builds the verifier from the loaded config (e.g. `createDefaultVerifier`); wins over `verifier`. */
     makeVerifier?: (config: BrokerConfig, env: Record<string, string | undefined>) => Promise<EvidenceVerifier>;
+    /** The off-loop HPKE sealer (main.ts passes the worker's); default none (inline only). */
+    hpkeSeal?: HpkeSealFn;
   } = {},
 ): Promise<Harness> {
   const dir = await tempDir();
@@ -225,6 +228,7 @@ export async function makeHarness(
     audit,
     tokens,
     adminToken: 'adminToken' in opts ? opts.adminToken : ADMIN_TOKEN,
+    ...(opts.hpkeSeal ? { hpkeSeal: opts.hpkeSeal } : {}),
     now: clock.now,
     env,
   });
