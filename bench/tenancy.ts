@@ -117,7 +117,7 @@ async function main(): Promise<void> {
         auth: o.auth,
         limits: o.limits ?? LimitsConfigSchema.parse({}),
         observability: ObservabilityConfigSchema.parse({ accessLog: o.log ? 'all' : 'off' }),
-        models: [{ name: 'vad', tenant: 't1', defenses: { queryBudgetPerDay: 1e12, ...(o.detector ? { detector: DetectorConfigSchema.parse({ window: 64, minRequests: 32, action: 'alert', penaltyMs: 1000, boundaryOutput: 'output' }) } : {}) } }],
+        models: [{ name: 'vad', tenant: 't1', defenses: { queryBudgetPerDay: 1e12, ...(o.detector ? { detector: DetectorConfigSchema.parse({ window: 64, minRequests: 32, action: 'alert', penaltyMs: 1000, boundary: true, boundaryOutput: 'output' }) } : {}) } }],
         maxConcurrentInfers: 1000,
         logger: o.log ? discard : silent,
         keys: () => index,

@@ -96,6 +96,57 @@ describe('HpkeSealWorker (HPKE sealing on a worker thread)', () => {
     await broken.close();
   });
 
+  it('falls back to inline sealing after repeated worker failures, and says so', async () => {
+    const broken = new HpkeSealWorker({ entry: path.join(dir, 'no-such-worker.js'), maxStartFailures: 2 });
+    try {
+      for (let i = 0; i < 2; i++) await expect(broken.seal(kp.publicKey, randomBytes(32), info, aad)).rejects.toBeInstanceOf(HpkeWorkerError);
+      expect(broken.onWorker).toBe(false);
+      const dek = randomBytes(32);
+      const sealed = await broken.seal(kp.publicKey, dek, info, aad);
+      expect(Buffer.from(await hpkeOpen(kp, sealed, info, aad)).equals(dek)).toBe(true);
+    } finally {
+      await broken.close();
+    }
+  });
+
+  it('sends the worker exact-size copies, never the shared pool block a small Buffer lives in', async () => {
+    // A stand-in worker that reports the size of the buffers it received.
+    const entry = path.join(dir, 'sizes-worker.mjs');
+    await writeFile(
+      entry,
+      `import { parentPort } from 'node:worker_threads';\n` +
+        `parentPort.on('message', (m) => parentPort.postMessage({ id: m.id, error: [m.recipientPublicKey, m.plaintext, m.info, m.aad].map((x) => x.buffer.byteLength).join(',') }));\n`,
+    );
+    const w = new HpkeSealWorker({ entry });
+    try {
+      // Buffer.concat of small buffers allocates from Node's shared 8 KiB pool.
+      const pooledDek = Buffer.concat([randomBytes(16), randomBytes(16)]);
+      expect(pooledDek.buffer.byteLength).toBeGreaterThan(32);
+      const pooledKey = Buffer.concat([Buffer.from(kp.publicKey)]);
+      const err = (await w.seal(pooledKey, pooledDek, Buffer.concat([info]), Buffer.concat([aad])).then(
+        () => undefined,
+        (e: unknown) => e,
+      )) as Error;
+      expect(err.message).toBe(`32,32,${info.length},${aad.length}`);
+      // The caller's views are untouched (copies were moved, not the caller's buffers).
+      expect(pooledDek.byteLength).toBe(32);
+    } finally {
+      await w.close();
+    }
+  });
+
+  it('rejects a seal the worker never answers, after the timeout, and recovers', async () => {
+    const entry = path.join(dir, 'silent-worker.mjs');
+    await writeFile(entry, `import { parentPort } from 'node:worker_threads';\nparentPort.on('message', () => undefined);\n`);
+    const w = new HpkeSealWorker({ entry, timeoutMs: 200 });
+    try {
+      await expect(w.seal(kp.publicKey, randomBytes(32), info, aad)).rejects.toThrow(/did not answer within 200 ms/);
+      expect(w.onWorker).toBe(true);
+    } finally {
+      await w.close();
+    }
+  });
+
   it('createHpkeSealer uses the worker when the build has it', async () => {
     const s = createHpkeSealer();
     try {

@@ -8,12 +8,19 @@
  * that time runs beside the broker's event loop instead of inside it. The cryptography is
  * unchanged: the worker calls the same `hpkeSeal` (common/hpke.ts).
  *
- * Secrets: the plaintext (a DEK) is copied to the worker by structured clone and the
- * worker zero-fills its copy after sealing; the caller still owns, and wipes, its own.
- * Errors never carry plaintext or key bytes.
+ * Secrets: each argument is copied into an exact-size buffer of its own, which is moved
+ * (transferred) to the worker. Never the caller's view itself: structured clone would copy a
+ * typed array's WHOLE backing store, and a small Buffer lives in Node's shared 8 KiB pool
+ * next to other data (other releases' DEKs). The worker zero-fills its plaintext copy after
+ * sealing; the caller still owns, and wipes, its own. Errors never carry plaintext or key
+ * bytes.
  *
- * Failure: if the worker dies, every pending seal rejects (the release fails closed, 500)
- * and the next seal starts a fresh worker. `close()` stops it; later seals reject.
+ * Failure: if the worker dies, sends an unreadable message, or does not answer a seal within
+ * `timeoutMs` (default 10 s), every pending seal rejects (the release fails closed, 500),
+ * the worker is stopped and the next seal starts a fresh one. After `maxStartFailures`
+ * consecutive failures with no successful seal in between, the sealer stops using workers
+ * and seals inline (`hpkeSeal`), so a broken worker script cannot turn every busy moment into
+ * failed releases; `onWorker` then reads false. `close()` stops it; later seals reject.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -50,6 +57,14 @@ export class HpkeWorkerError extends Error {
 interface Pending {
   readonly resolve: (s: HpkeSealed) => void;
   readonly reject: (e: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** An exact-size copy of `u` in a buffer of its own (safe to transfer; see the header). */
+function exactCopy(u: Uint8Array): Uint8Array {
+  const c = new Uint8Array(u.byteLength);
+  c.set(u);
+  return c;
 }
 
 export class HpkeSealWorker {
@@ -58,10 +73,24 @@ export class HpkeSealWorker {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #closed = false;
+  readonly #timeoutMs: number;
+  readonly #maxStartFailures: number;
+  #failures = 0;
 
-  /** `entry`: the worker script (default: the built hpke-seal-worker.js). */
-  constructor(opts: { entry?: string } = {}) {
+  /**
+   * `entry`: the worker script (default: the built hpke-seal-worker.js); `timeoutMs`: the
+   * longest a seal may wait for the worker; `maxStartFailures`: consecutive worker failures
+   * before falling back to inline sealing.
+   */
+  constructor(opts: { entry?: string; timeoutMs?: number; maxStartFailures?: number } = {}) {
     this.#entry = opts.entry ?? hpkeSealWorkerEntry();
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    this.#maxStartFailures = opts.maxStartFailures ?? 3;
+  }
+
+  /** False once the sealer has fallen back to inline sealing (see the header). */
+  get onWorker(): boolean {
+    return this.#failures < this.#maxStartFailures;
   }
 
   /** Whether the built worker script exists (callers fall back to `hpkeSeal` when not). */
@@ -69,18 +98,28 @@ export class HpkeSealWorker {
     return existsSync(entry);
   }
 
-  /** Seals like `hpkeSeal`, on the worker. */
+  /** Seals like `hpkeSeal`, on the worker (inline once the worker kept failing). */
   readonly seal: HpkeSealFn = (recipientPublicKey, plaintext, info, aad) => {
     if (this.#closed) return Promise.reject(new HpkeWorkerError('HPKE sealer is closed'));
-    const worker = this.#ensure();
+    if (!this.onWorker) return hpkeSeal(recipientPublicKey, plaintext, info, aad);
+    let worker: Worker;
+    try {
+      worker = this.#ensure();
+    } catch (e) {
+      this.#failures++;
+      return Promise.reject(new HpkeWorkerError(`cannot start the HPKE worker: ${(e as Error).name}`));
+    }
     const id = this.#nextId++;
+    const msg: SealRequest = { id, recipientPublicKey: exactCopy(recipientPublicKey), plaintext: exactCopy(plaintext), info: exactCopy(info), aad: exactCopy(aad) };
     return new Promise<HpkeSealed>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => this.#fail(worker, `HPKE worker did not answer within ${this.#timeoutMs} ms`), this.#timeoutMs);
+      timer.unref();
+      this.#pending.set(id, { resolve, reject, timer });
       if (this.#pending.size === 1) worker.ref();
-      const msg: SealRequest = { id, recipientPublicKey, plaintext, info, aad };
       try {
-        worker.postMessage(msg);
+        worker.postMessage(msg, [msg.recipientPublicKey.buffer as ArrayBuffer, msg.plaintext.buffer as ArrayBuffer, msg.info.buffer as ArrayBuffer, msg.aad.buffer as ArrayBuffer]);
       } catch (e) {
+        msg.plaintext.fill(0);
         this.#settle(id);
         reject(new HpkeWorkerError(`cannot post to the HPKE worker: ${(e as Error).name}`));
       }
@@ -101,25 +140,32 @@ export class HpkeSealWorker {
     const w = new Worker(this.#entry);
     w.unref();
     w.on('message', (r: SealReply) => {
-      const p = this.#settle(r.id);
+      const p = this.#settle(r?.id);
       if (!p) return;
+      this.#failures = 0;
       if ('error' in r) p.reject(new Error(r.error));
       else p.resolve({ enc: r.enc, ciphertext: r.ciphertext });
     });
-    const gone = (why: string) => {
-      if (this.#worker !== w) return;
-      this.#worker = undefined;
-      this.#failAll(why);
-    };
-    w.on('error', (e) => gone(`HPKE worker failed: ${e.name}`));
-    w.on('exit', (code) => gone(`HPKE worker exited with code ${code}`));
+    w.on('messageerror', () => this.#fail(w, 'HPKE worker sent an unreadable message'));
+    w.on('error', (e) => this.#fail(w, `HPKE worker failed: ${e.name}`));
+    w.on('exit', (code) => this.#fail(w, `HPKE worker exited with code ${code}`));
     this.#worker = w;
     return w;
+  }
+
+  /** Drops worker `w` (if still current): pending seals reject, it is stopped, a failure counts. */
+  #fail(w: Worker, why: string): void {
+    if (this.#worker !== w) return;
+    this.#worker = undefined;
+    this.#failures++;
+    this.#failAll(why);
+    void w.terminate().catch(() => undefined);
   }
 
   #settle(id: number): Pending | undefined {
     const p = this.#pending.get(id);
     if (!p) return undefined;
+    clearTimeout(p.timer);
     this.#pending.delete(id);
     if (this.#pending.size === 0) this.#worker?.unref();
     return p;
@@ -128,13 +174,22 @@ export class HpkeSealWorker {
   #failAll(why: string): void {
     const all = [...this.#pending.values()];
     this.#pending.clear();
-    for (const p of all) p.reject(new HpkeWorkerError(why));
+    for (const p of all) {
+      clearTimeout(p.timer);
+      p.reject(new HpkeWorkerError(why));
+    }
   }
 }
 
 /** A worker-backed sealer when the built worker exists, else `hpkeSeal` inline (plus `close`). */
-export function createHpkeSealer(): { seal: HpkeSealFn; close(): Promise<void>; onWorker: boolean } {
+export function createHpkeSealer(): { seal: HpkeSealFn; close(): Promise<void>; readonly onWorker: boolean } {
   if (!HpkeSealWorker.available()) return { seal: hpkeSeal, close: async () => undefined, onWorker: false };
   const w = new HpkeSealWorker();
-  return { seal: w.seal, close: () => w.close(), onWorker: true };
+  return {
+    seal: w.seal,
+    close: () => w.close(),
+    get onWorker() {
+      return w.onWorker;
+    },
+  };
 }

@@ -1,5 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { fromBase64Url, sha256 } from '../common/bytes.js';
@@ -18,6 +17,7 @@ import { parseReleasePolicy, policyHash, type PolicyOptions, type ReleasePolicy 
 import { parseBody } from './problem.js';
 import { ADMIN_ROUTES, AdminCreateKeyRequestSchema, AdminSetPolicyRequestSchema } from './protocol.js';
 import { readSecretFile } from './secret-file.js';
+import { clientCertOf } from './workload-mtls.js';
 
 /** Shortest admin token accepted from configuration. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
@@ -315,11 +315,12 @@ export async function authenticateAdmin(
   identities: FileIdentityStore | undefined,
   bootstrapSha256: Buffer | undefined,
 ): Promise<Principal | undefined> {
-  const socket = request.raw.socket as Partial<TLSSocket>;
-  if (identities && socket.authorized === true && typeof socket.getPeerCertificate === 'function') {
-    const raw = socket.getPeerCertificate(false)?.raw;
-    if (raw && raw.length > 0) {
-      const principal = await identities.authenticateCertificate(createHash('sha256').update(raw).digest('hex'));
+  // SECURITY: the one rule for a verified client certificate (workload-mtls.ts
+  // `clientCertOf`): `authorized` and no `authorizationError` (a failed re-verification).
+  if (identities) {
+    const cert = clientCertOf(request);
+    if (cert.kind === 'verified') {
+      const principal = await identities.authenticateCertificate(cert.sha256.toString('hex'));
       if (principal) return principal;
     }
   }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { kmsReportData } from '../attestation/binding.js';
 import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/bytes.js';
@@ -149,6 +150,13 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         }
       : {}),
   }) as unknown as FastifyInstance;
+  // SECURITY: no TLS renegotiation. Node re-runs client-certificate verification on every
+  // completed handshake but only ever sets `authorized = true`: a TLS 1.2 client that
+  // renegotiated with a certificate that fails verification would keep `authorized` (only
+  // `authorizationError` is set). Nothing the broker serves needs renegotiation, so it is
+  // refused on every TLS connection (the socket is destroyed); TLS 1.3 has none.
+  // workload-mtls.ts `clientCertOf` also treats `authorizationError` as untrusted.
+  if (deps.https) app.server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation());
 
   // JSON only: fastify also parses text/plain by default.
   app.removeContentTypeParser('text/plain');

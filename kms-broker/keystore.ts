@@ -621,7 +621,16 @@ export class FileKeyStore implements KeyStore {
       const d = createDecipheriv('aes-256-gcm', this.#wrapKey, iv, { authTagLength: GCM_TAG_LENGTH });
       d.setAAD(label === DEK_AAD_LABEL ? dekAad(label, ref, entry.version) : Buffer.from(`${label}${ref.keyId}\0${entry.version}`, 'utf8'));
       d.setAuthTag(ct.subarray(DEK_LENGTH));
-      return Buffer.concat([d.update(ct.subarray(0, DEK_LENGTH)), d.final()]);
+      const part = d.update(ct.subarray(0, DEK_LENGTH));
+      const last = d.final();
+      // SECURITY: the DEK in a buffer of its own (not Node's shared pool, where a copy could
+      // travel with a neighbour's bytes), and the intermediate pieces wiped.
+      const dek = Buffer.alloc(part.length + last.length);
+      part.copy(dek);
+      last.copy(dek, part.length);
+      part.fill(0);
+      last.fill(0);
+      return dek;
     } catch (cause) {
       throw corrupt(ref, `version ${entry.version}: DEK authentication failed`, cause);
     }

@@ -3,22 +3,28 @@
  * certificate-bound attestation tokens and leases, over a real TLS listener on 127.0.0.1.
  */
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:https';
+import { createServer, request } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { connect, type TLSSocket } from 'node:tls';
+import type { FastifyRequest } from 'fastify';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { kmsReportData } from '../attestation/binding.js';
 import { generateHpkeKeyPair, type HpkeKeyPair } from '../common/hpke.js';
 import { createSelfSignedTls, type TlsMaterial } from '../server/tls.js';
+import { authenticateAdmin } from './admin.js';
 import { buildApp } from './app.js';
 import { isKmsError } from './codes.js';
 import { loadBrokerConfig, type BrokerConfigInput } from './config.js';
 import { LeaseService, renewLease } from './leases.js';
 import { startBroker, type RunningBroker } from './main.js';
 import { PROBLEM_CONTENT_TYPE, ROUTES } from './protocol.js';
+import type { FileIdentityStore } from './identities.js';
 import { ADMIN_TOKEN, captureLogs, fakeVerifier, makeClaims, MEASUREMENT_A, tempDir, type LogCapture } from './testdata/harness.js';
 import { TokenService } from './tokens.js';
-import { cnfOf } from './workload-mtls.js';
+import { clientCertOf, cnfOf } from './workload-mtls.js';
 
 interface Answer {
   status: number;
@@ -95,6 +101,8 @@ interface Broker {
   dir: string;
   logs: LogCapture;
   running: RunningBroker;
+  /** Closes this broker and keeps its state directory (for a restart on it). */
+  stop(): Promise<void>;
   /** Challenge + attest (fake verifier) over a connection with `cert`. */
   attest(cert: TlsMaterial | undefined, keyPair: HpkeKeyPair): Promise<Answer>;
   release(cert: TlsMaterial | undefined, token: string, keyPair: HpkeKeyPair): Promise<Answer>;
@@ -104,26 +112,39 @@ interface Broker {
 
 const KEY_ID = 'model-key';
 let brokers: Broker[] = [];
+const stopped = new WeakSet<Broker>();
 afterEach(async () => {
   for (const b of brokers) {
-    await b.running.close();
+    if (!stopped.has(b)) await b.running.close();
     await rm(b.dir, { recursive: true, force: true });
   }
   brokers = [];
 });
 
-async function startWith(tls: Partial<NonNullable<BrokerConfigInput['tls']>>): Promise<Broker> {
-  const dir = await tempDir();
-  await writeFile(path.join(dir, 'cert.pem'), serverTls.certPem);
-  await writeFile(path.join(dir, 'key.pem'), serverTls.keyPem, { mode: 0o600 });
-  // Each self-signed workload certificate is its own CA; a deployment uses its workload CA.
-  await writeFile(path.join(dir, 'client-ca.pem'), certA.certPem + certB.certPem);
+/**
+ * A broker over TLS with the client CA of certificates A and B. `restartIn`: the directory
+ * of a stopped broker, whose state (signing keys, keys, audit) it starts on; `clientCaFile:
+ * false`: a listener that asks for no client certificate.
+ */
+async function startWith(tls: Partial<NonNullable<BrokerConfigInput['tls']>>, opts: { restartIn?: string; clientCaFile?: boolean } = {}): Promise<Broker> {
+  const dir = opts.restartIn ?? (await tempDir());
+  if (opts.restartIn === undefined) {
+    await writeFile(path.join(dir, 'cert.pem'), serverTls.certPem);
+    await writeFile(path.join(dir, 'key.pem'), serverTls.keyPem, { mode: 0o600 });
+    // Each self-signed workload certificate is its own CA; a deployment uses its workload CA.
+    await writeFile(path.join(dir, 'client-ca.pem'), certA.certPem + certB.certPem);
+  }
   const env = { NODE_ENV: 'test', CIR_KMS_ADMIN_TOKEN: ADMIN_TOKEN };
   const config = loadBrokerConfig(
     {
       stateDir: path.join(dir, 'state'),
       listen: { host: '127.0.0.1', port: 0 },
-      tls: { certFile: path.join(dir, 'cert.pem'), keyFile: path.join(dir, 'key.pem'), clientCaFile: path.join(dir, 'client-ca.pem'), ...tls },
+      tls: {
+        certFile: path.join(dir, 'cert.pem'),
+        keyFile: path.join(dir, 'key.pem'),
+        ...(opts.clientCaFile === false ? {} : { clientCaFile: path.join(dir, 'client-ca.pem') }),
+        ...tls,
+      },
     },
     { env },
   );
@@ -131,14 +152,20 @@ async function startWith(tls: Partial<NonNullable<BrokerConfigInput['tls']>>): P
   const running = await startBroker(config, { logger: logs.logger, env, verifier: fakeVerifier() });
   const url = running.url;
   const ca = serverTls.certPem;
-  // Admin over TLS with the bootstrap token and no client certificate: unaffected by the mode.
-  const created = await call(`${url}${ROUTES.adminKeys}`, { ca, bearer: ADMIN_TOKEN, body: { keyId: KEY_ID, policy: { measurements: [MEASUREMENT_A] } } });
-  expect(created.status, JSON.stringify(created.json)).toBe(201);
+  if (opts.restartIn === undefined) {
+    // Admin over TLS with the bootstrap token and no client certificate: unaffected by the mode.
+    const created = await call(`${url}${ROUTES.adminKeys}`, { ca, bearer: ADMIN_TOKEN, body: { keyId: KEY_ID, policy: { measurements: [MEASUREMENT_A] } } });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+  }
   const b: Broker = {
     url,
     dir,
     logs,
     running,
+    async stop() {
+      stopped.add(b);
+      await running.close();
+    },
     async attest(cert, keyPair) {
       const ch = await call(`${url}${ROUTES.challenge}`, { ca, cert, body: {} });
       if (ch.status !== 200) return ch;
@@ -290,6 +317,134 @@ describe("tls.workloadClientCerts: 'off' (default)", () => {
     const entries = await b.audit();
     expect(entries.some((e) => e.clientCertSha256 !== undefined)).toBe(false);
     expect(b.logs.text()).not.toContain(thumbHex(certA));
+  });
+});
+
+describe('a binding outlives a configuration change', () => {
+  it("a token and lease bound under 'bind' stay bound after a restart under 'off' (same state directory), with or without clientCaFile", async () => {
+    const bind = await startWith({ workloadClientCerts: 'bind' });
+    const kp = await generateHpkeKeyPair();
+    const token = String((await bind.attest(certA, kp)).json.token);
+    expect(payloadOf(token).cnf).toEqual({ 'x5t#S256': thumb(certA) });
+    const released = await bind.release(certA, token, kp);
+    expect(released.status, JSON.stringify(released.json)).toBe(200);
+    const lease = (released.json.lease as { token: string }).token;
+    expect(payloadOf(lease).cnf).toEqual({ 'x5t#S256': thumb(certA) });
+    await bind.stop();
+
+    // 'off', the client CA still configured: the listener still verifies certificates.
+    const off = await startWith({ workloadClientCerts: 'off' }, { restartIn: bind.dir });
+    expectProblem(await off.release(certB, token, kp), 401, 'ERR_KMS_CLIENT_CERT_MISMATCH');
+    expectProblem(await off.release(undefined, token, kp), 401, 'ERR_KMS_CLIENT_CERT_REQUIRED');
+    expectProblem(await off.release(stranger, token, kp), 401, 'ERR_KMS_CLIENT_CERT_UNTRUSTED');
+    // The lease, renewed with a token 'off' issued (unbound): its own binding still holds.
+    const unbound = String((await off.attest(certB, kp)).json.token);
+    expect(payloadOf(unbound).cnf).toBeUndefined();
+    expectProblem(await off.renew(certB, unbound, lease, kp), 401, 'ERR_KMS_CLIENT_CERT_MISMATCH');
+    expectProblem(await off.renew(undefined, unbound, lease, kp), 401, 'ERR_KMS_CLIENT_CERT_REQUIRED');
+    // Over the bound certificate both still work, and what they issue stays bound: a renewed
+    // lease keeps its binding, a lease released with a bound token inherits the token's.
+    const renewed = await off.renew(certA, unbound, lease, kp);
+    expect(renewed.status, JSON.stringify(renewed.json)).toBe(200);
+    expect(payloadOf((renewed.json.lease as { token: string }).token).cnf).toEqual({ 'x5t#S256': thumb(certA) });
+    const again = await off.release(certA, token, kp);
+    expect(again.status, JSON.stringify(again.json)).toBe(200);
+    expect(payloadOf((again.json.lease as { token: string }).token).cnf).toEqual({ 'x5t#S256': thumb(certA) });
+    // An unbound token over A under 'off': the lease binds nothing.
+    const fresh = await off.release(certA, unbound, kp);
+    expect(fresh.status, JSON.stringify(fresh.json)).toBe(200);
+    expect(payloadOf((fresh.json.lease as { token: string }).token).cnf).toBeUndefined();
+    await off.stop();
+
+    // 'off' without clientCaFile: the listener asks for no certificate, so none is presented
+    // (not even A) and nothing bound is accepted.
+    const plain = await startWith({ workloadClientCerts: 'off' }, { restartIn: bind.dir, clientCaFile: false });
+    expectProblem(await plain.release(certA, token, kp), 401, 'ERR_KMS_CLIENT_CERT_REQUIRED');
+    expectProblem(await plain.release(undefined, token, kp), 401, 'ERR_KMS_CLIENT_CERT_REQUIRED');
+    expectProblem(await plain.renew(certA, unbound, lease, kp), 401, 'ERR_KMS_CLIENT_CERT_REQUIRED');
+    // Unbound tokens work as before.
+    expect((await plain.release(undefined, unbound, kp)).status).toBe(200);
+  });
+});
+
+/** A TLS 1.2 connection presenting `cert` (TLS 1.3 has no renegotiation). */
+async function tls12(port: number, cert: TlsMaterial): Promise<TLSSocket> {
+  const socket = connect({ host: '127.0.0.1', port, ca: serverTls.certPem, cert: cert.certPem, key: cert.keyPem, maxVersion: 'TLSv1.2' });
+  await once(socket, 'secureConnect');
+  expect(socket.getProtocol()).toBe('TLSv1.2');
+  return socket;
+}
+
+/** One HTTP/1.1 GET on an open (kept-alive) connection; the JSON body of the answer. */
+async function getOver(socket: TLSSocket, pathname: string): Promise<Record<string, unknown>> {
+  socket.write(`GET ${pathname} HTTP/1.1\r\nhost: localhost\r\n\r\n`);
+  let text = '';
+  for (;;) {
+    const [chunk] = (await once(socket, 'data')) as [Buffer];
+    text += chunk.toString('utf8');
+    const head = text.indexOf('\r\n\r\n');
+    const length = /content-length: (\d+)/i.exec(text)?.[1];
+    if (head >= 0 && length !== undefined && text.length - head - 4 >= Number(length)) return JSON.parse(text.slice(head + 4)) as Record<string, unknown>;
+  }
+}
+
+/** Client-initiated renegotiation: 'renegotiated', or 'refused' (error or connection closed). */
+function renegotiate(socket: TLSSocket): Promise<'renegotiated' | 'refused'> {
+  return new Promise((resolve) => {
+    socket.once('close', () => resolve('refused'));
+    socket.once('error', () => resolve('refused'));
+    const started = socket.renegotiate({}, (err) => resolve(err ? 'refused' : 'renegotiated'));
+    if (!started) resolve('refused');
+  });
+}
+
+describe('TLS renegotiation', () => {
+  it('the broker refuses renegotiation on its TLS listener (client CA configured)', async () => {
+    const b = await startWith({ workloadClientCerts: 'bind' });
+    const socket = await tls12(Number(new URL(b.url).port), certA);
+    try {
+      expect(await getOver(socket, ROUTES.health)).toEqual({ status: 'ok' });
+      expect(await renegotiate(socket)).toBe('refused');
+      expect(socket.destroyed).toBe(true);
+    } finally {
+      socket.destroy();
+    }
+    // The listener still serves new connections.
+    expect((await call(`${b.url}${ROUTES.health}`, { ca: serverTls.certPem, cert: certA, method: 'GET' })).status).toBe(200);
+  });
+
+  it('a failed re-verification leaves socket.authorized true in Node; workload and admin certificate checks treat it as untrusted', async () => {
+    // What app.ts's refusal of renegotiation guards against, on a listener that allows it:
+    // Node re-verifies the client certificate on every handshake but never clears
+    // `authorized`; a failure only sets `authorizationError`. Here the certificate expires
+    // between the first handshake and the renegotiation (what a client presenting another,
+    // untrusted certificate on renegotiation gets too; Node's client cannot switch).
+    // Valid for about 3 more seconds (X.509 times have whole seconds).
+    const expiring = await createSelfSignedTls({ commonName: 'expiring', validityDays: 1, now: () => new Date(Date.now() - 86_400_000 + 3000) });
+    // An admin identity registered to that certificate.
+    const identities = {
+      authenticateCertificate: async (hex: string) => (hex === thumbHex(expiring) ? { id: 'alice', tenant: 'acme', subject: 'alice', roles: ['auditor'], via: 'mtls' } : undefined),
+    } as unknown as FileIdentityStore;
+    // The broker's listener options (app.ts), without the refusal of renegotiation.
+    const server = createServer({ cert: serverTls.certPem, key: serverTls.keyPem, ca: expiring.certPem, requestCert: true, rejectUnauthorized: false }, (req, res) => {
+      const request = { raw: req, headers: req.headers } as unknown as FastifyRequest;
+      const s = req.socket as TLSSocket;
+      void authenticateAdmin(request, identities, undefined).then((principal) =>
+        res.end(JSON.stringify({ authorized: s.authorized, authorizationError: s.authorizationError ?? null, cert: clientCertOf(request).kind, admin: principal?.id ?? null })),
+      );
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const socket = await tls12((server.address() as AddressInfo).port, expiring);
+    try {
+      expect(await getOver(socket, '/')).toEqual({ authorized: true, authorizationError: null, cert: 'verified', admin: 'alice' });
+      await new Promise((r) => setTimeout(r, Math.max(0, expiring.notAfter.getTime() + 1100 - Date.now())));
+      expect(await renegotiate(socket)).toBe('renegotiated');
+      expect(await getOver(socket, '/')).toEqual({ authorized: true, authorizationError: 'CERT_HAS_EXPIRED', cert: 'untrusted', admin: null });
+    } finally {
+      socket.destroy();
+      server.close();
+    }
   });
 });
 

@@ -22,7 +22,8 @@
  *
  * The listener requests, never requires, a certificate (admin clients with bearer tokens
  * and health checks connect without one), so the check is here, per route. Only a
- * certificate the TLS layer verified against `clientCaFile` counts (`socket.authorized`).
+ * certificate the TLS layer verified against `clientCaFile` counts (`socket.authorized`
+ * and no `authorizationError`); admin identities use the same rule (`clientCertOf`).
  */
 import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
@@ -47,8 +48,12 @@ export function clientCertOf(request: FastifyRequest): ClientCertState {
   const raw = socket.getPeerCertificate(false)?.raw;
   if (!raw || raw.length === 0) return { kind: 'none' };
   // SECURITY: rejectUnauthorized is off on the listener (see app.ts); only `authorized`
-  // says the chain was checked against clientCaFile.
-  if (socket.authorized !== true) return { kind: 'untrusted' };
+  // says the chain was checked against clientCaFile. Node sets `authorized` once and never
+  // clears it: a later handshake on the connection (TLS 1.2 renegotiation) whose
+  // verification fails sets only `authorizationError`, while getPeerCertificate() already
+  // returns that handshake's certificate. So an error, whenever it came, means untrusted
+  // (app.ts also refuses renegotiation outright).
+  if (socket.authorized !== true || socket.authorizationError) return { kind: 'untrusted' };
   return { kind: 'verified', sha256: sha256(raw) };
 }
 

@@ -522,7 +522,7 @@ describe('extraction defenses: boundary probing', () => {
     const attacker = await issueKey(store, keyOpts({ tenant: 'a' }));
     const normal = await issueKey(store, keyOpts({ tenant: 'a' }));
     // labelsOnly: clients see argmax labels only, yet the boundary is judged on the model's scores.
-    const models = [{ name: 'cls-a', path: await softmaxModelFile(), plaintext: true, tenant: 'a', defenses: { minimize: { outputs: ['probs'], labelsOnly: true }, detector: { action: 'block', window: 32, minRequests: 16 } } }];
+    const models = [{ name: 'cls-a', path: await softmaxModelFile(), plaintext: true, tenant: 'a', defenses: { minimize: { outputs: ['probs'], labelsOnly: true }, detector: { boundary: true, action: 'block', window: 32, minRequests: 16 } } }];
     const h = await start(store, {}, models);
     let x = 99;
     const rnd = () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;

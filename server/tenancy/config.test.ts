@@ -26,10 +26,12 @@ describe('tenancy configuration', () => {
     expect(c.limits.maxRequestMs).toBe(30_000);
   });
 
-  it('detector defaults: the boundary signal is on, probabilities, margin 0.1, fraction 0.5', () => {
+  it('detector defaults: the boundary signal is opt-in (off), probabilities, margin 0.1, fraction 0.5', () => {
     const c = loadServerConfig({ ...base, models: [{ ...base.models[0], defenses: { detector: {} } }] });
-    expect(c.models[0]!.defenses?.detector).toMatchObject({ boundary: true, boundaryScores: 'probabilities', boundaryMargin: 0.1, boundaryFraction: 0.5 });
+    expect(c.models[0]!.defenses?.detector).toMatchObject({ boundary: false, boundaryScores: 'probabilities', boundaryMargin: 0.1, boundaryFraction: 0.5 });
     expect(c.models[0]!.defenses?.detector?.boundaryOutput).toBeUndefined();
+    const on = loadServerConfig({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundary: true } } }] });
+    expect(on.models[0]!.defenses?.detector).toMatchObject({ boundary: true, boundaryScores: 'probabilities', boundaryMargin: 0.1, boundaryFraction: 0.5 });
   });
 
   it('rejects unknown auth modes, contradictions and bad limits, naming the field', () => {
@@ -42,8 +44,12 @@ describe('tenancy configuration', () => {
     expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { window: 16, minRequests: 32 } } }] })).toContain('models.0.defenses.detector.minRequests');
     expect(fields({ ...base, models: [{ ...base.models[0], defenses: { minimize: {} } }] })).toContain('models.0.defenses.minimize');
     // Logits cannot be recognized from their values: the score output must be named.
-    expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundaryScores: 'logits' } } }] })).toContain('models.0.defenses.detector.boundaryOutput');
+    expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundary: true, boundaryScores: 'logits' } } }] })).toContain('models.0.defenses.detector.boundaryOutput');
     expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundaryMargin: 0 } } }] })).toContain('models.0.defenses.detector.boundaryMargin');
-    expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundaryScores: 'logits', boundaryOutput: 'output' } } }] })).toEqual([]);
+    expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: { boundary: true, boundaryScores: 'logits', boundaryOutput: 'output' } } }] })).toEqual([]);
+    // The boundary signal is opt-in: its score settings without it are refused, not ignored.
+    for (const setting of [{ boundaryOutput: 'output' }, { boundaryScores: 'logits', boundaryOutput: 'output' }, { boundary: false, boundaryScores: 'logits' }]) {
+      expect(fields({ ...base, models: [{ ...base.models[0], defenses: { detector: setting } }] })).toContain('models.0.defenses.detector.boundary');
+    }
   });
 });

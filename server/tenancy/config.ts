@@ -105,9 +105,11 @@ export const DetectorConfigSchema = z.strictObject({
   /**
    * Boundary probing, from the class-score output (computed only when the model has one:
    * `boundaryOutput`, else minimize's `outputs`, else an FP32 output whose rows are
-   * probability distributions). false: not computed.
+   * probability distributions). Opt-in: on a model with many classes a top-1/top-2 margin
+   * under 0.1 is common in ordinary traffic, and the false-positive evidence so far covers
+   * a binary model and synthetic traffic only. false (default): not computed.
    */
-  boundary: z.boolean().default(true),
+  boundary: z.boolean().default(false),
   /** The output whose last axis holds the class scores (one column: a binary score). */
   boundaryOutput: z.string().min(1).optional(),
   /** 'logits': softmax (one column: sigmoid) before the margin; 'probabilities': as given. */
@@ -136,6 +138,11 @@ export const ModelDefenseSchema = z
     const d = m.detector;
     if (d?.boundary && d.boundaryScores === 'logits' && d.boundaryOutput === undefined && m.minimize?.outputs === undefined) {
       ctx.addIssue({ code: 'custom', path: ['detector', 'boundaryOutput'], message: "required with boundaryScores 'logits' (or minimize.outputs)" });
+    }
+    // The boundary signal is opt-in: a score output or score kind configured without it would
+    // silently judge nothing (and did judge, when the signal was on by default).
+    if (d && !d.boundary && (d.boundaryOutput !== undefined || d.boundaryScores === 'logits')) {
+      ctx.addIssue({ code: 'custom', path: ['detector', 'boundary'], message: 'set boundary: true to use boundaryOutput or boundaryScores (the boundary signal is opt-in)' });
     }
   });
 export type ModelDefense = z.output<typeof ModelDefenseSchema>;

@@ -208,6 +208,19 @@ describe('extraction detector', () => {
     const bin = { outputs: [{ name: 'probs', datatype: 'FP32', shape: ['4', '1'] }], raw_output_contents: [Buffer.from(Float32Array.of(0.48, 0.9, 0.52, 0.1).buffer)] };
     expect(boundaryStatistic(bin, src)).toBe(0.5);
     expect(boundaryStatistic(bin, { ...src, outputs: undefined })).toBeUndefined();
+    // Named outputs are taken in configuration order, never in the response's (which the
+    // request can choose): the first listed output the response carries is judged.
+    const confident = Float32Array.from({ length: 15 }, (_, i) => (i % 3 === 0 ? 1 : 0));
+    const both = {
+      outputs: [
+        { name: 'aux', datatype: 'FP32', shape: ['5', '3'] },
+        { name: 'probs', datatype: 'FP32', shape: ['5', '3'] },
+      ],
+      raw_output_contents: [Buffer.from(confident.buffer), Buffer.from(Float32Array.from(probs).buffer)],
+    };
+    expect(boundaryStatistic(both, { ...src, outputs: ['probs', 'aux'] })).toBe(expected);
+    expect(boundaryStatistic(both, { ...src, outputs: ['aux', 'probs'] })).toBe(0);
+    expect(boundaryStatistic(both, { ...src, outputs: ['missing', 'probs'] })).toBe(expected);
     // Not computed: output absent (not requested), not FP32, nothing numeric.
     expect(boundaryStatistic(res(Float32Array.from(probs)), { ...src, outputs: ['other'] })).toBeUndefined();
     expect(boundaryStatistic({ outputs: [{ name: 'probs', datatype: 'INT64', shape: ['1', '1'] }], raw_output_contents: [Buffer.alloc(8)] }, src)).toBeUndefined();
@@ -260,7 +273,7 @@ describe('extraction detector', () => {
     };
   }
 
-  const scored = ModelDefenseSchema.parse({ detector: {} });
+  const scored = ModelDefenseSchema.parse({ detector: { boundary: true } });
 
   it('flags a boundary-probing attacker (margins uniform in [0, 0.05]) with signal boundary', () => {
     const src = scoreSource(scored)!;
@@ -319,10 +332,10 @@ describe('extraction detector', () => {
     expect(alerts).toBe(0);
   });
 
-  it('a model without a class-score output never raises boundary; boundary: false turns it off', () => {
+  it('a model without a class-score output never raises boundary; the signal is opt-in', () => {
     // A VAD-like response: one binary score [1, 1] (not auto-detected: one column could be
     // anything in [0, 1]) and recurrent state, which is no probability distribution.
-    const vad = ModelDefenseSchema.parse({ detector: {} });
+    const vad = ModelDefenseSchema.parse({ detector: { boundary: true } });
     const src = scoreSource(vad)!;
     const det = new ExtractionDetector(vad.detector!);
     const r = rng(9);
@@ -341,14 +354,16 @@ describe('extraction detector', () => {
       expect(boundaryStatistic(res, { ...src, outputs: ['output'] })).toBe(1);
     }
     expect(det.size).toBe(0);
-    // Off: no score source, and the detector ignores the statistic even if fed.
-    const off = ModelDefenseSchema.parse({ detector: { boundary: false } });
-    expect(scoreSource(off)).toBeUndefined();
-    const detOff = new ExtractionDetector(off.detector!);
-    for (let k = 0; k < 200; k++) expect(detOff.observeBoundary('k', 1)).toBeUndefined();
+    // Off (the default, and boundary: false): no score source, and the detector ignores the
+    // statistic even if fed.
+    for (const off of [ModelDefenseSchema.parse({ detector: {} }), ModelDefenseSchema.parse({ detector: { boundary: false } })]) {
+      expect(scoreSource(off)).toBeUndefined();
+      const detOff = new ExtractionDetector(off.detector!);
+      for (let k = 0; k < 200; k++) expect(detOff.observeBoundary('k', 1)).toBeUndefined();
+    }
     // Minimize's outputs name the score tensor; logits need a named output.
-    expect(scoreSource(ModelDefenseSchema.parse({ minimize: { outputs: ['y'], topK: 1 }, detector: { boundaryScores: 'logits' } }))).toEqual({ outputs: ['y'], logits: true, margin: 0.1 });
-    expect(ModelDefenseSchema.safeParse({ detector: { boundaryScores: 'logits' } }).success).toBe(false);
-    expect(scoreSource(ModelDefenseSchema.parse({ detector: { boundaryOutput: 'output' } }))?.outputs).toEqual(['output']);
+    expect(scoreSource(ModelDefenseSchema.parse({ minimize: { outputs: ['y'], topK: 1 }, detector: { boundary: true, boundaryScores: 'logits' } }))).toEqual({ outputs: ['y'], logits: true, margin: 0.1 });
+    expect(ModelDefenseSchema.safeParse({ detector: { boundary: true, boundaryScores: 'logits' } }).success).toBe(false);
+    expect(scoreSource(ModelDefenseSchema.parse({ detector: { boundary: true, boundaryOutput: 'output' } }))?.outputs).toEqual(['output']);
   });
 });

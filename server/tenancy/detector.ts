@@ -20,10 +20,13 @@
  *   - sweep: share of consecutive pairs that differ in exactly one block;
  *   - uniform: mean normalized entropy (uniform-random probing sits near 1; natural
  *     signals are peaked);
- *   - boundary: mean near-boundary fraction (decision-boundary extraction, e.g. Papernot
- *     et al.'s Jacobian augmentation, Tramer et al.'s line search, the queries PRADA
- *     looks for, lands near the boundary far more often than natural traffic). It has its
- *     own ring (outputs arrive after inputs, and failed requests have none).
+ *   - boundary (opt-in, `boundary: true`): mean near-boundary fraction (decision-boundary
+ *     extraction, e.g. Papernot et al.'s Jacobian augmentation, Tramer et al.'s line
+ *     search, the queries PRADA looks for, lands near the boundary far more often than
+ *     natural traffic). It has its own ring (outputs arrive after inputs, and failed
+ *     requests have none). Each request counts once whatever its row count, so confident
+ *     rows padded into each batch, or small confident requests between large probing
+ *     batches, dilute it.
  * A signal at or over its threshold raises one alert, then the window (the boundary ring,
  * for 'boundary') must refill before that key and model can alert again. What it does NOT
  * do: see boundary probing on models without class scores, or attacks that avoid the
@@ -254,12 +257,49 @@ function outputValues(o: Record<string, unknown>, raw: unknown): ArrayLike<numbe
   return Array.isArray(v) ? (v as number[]) : undefined;
 }
 
+/** `outputStatistic`: this output is not the score output; look at the next candidate. */
+const NOT_SCORES = Symbol('not scores');
+
+/**
+ * The near-boundary fraction of one output `o` (raw bytes `raw`, when the response has
+ * them), undefined when it is the score output but no row could be judged, or NOT_SCORES.
+ */
+function outputStatistic(o: unknown, raw: unknown, src: ScoreSource, auto: boolean): number | undefined | typeof NOT_SCORES {
+  if (!isRecord(o) || o['datatype'] !== 'FP32') return NOT_SCORES;
+  const shape = o['shape'];
+  const last = Array.isArray(shape) && shape.length ? Number(shape[shape.length - 1]) : 1;
+  const n = Number.isInteger(last) && last > 0 ? last : 1;
+  if (auto && n < 2) return NOT_SCORES;
+  const d = outputValues(o, raw);
+  const rows = d ? Math.floor(d.length / n) : 0;
+  if (!d || rows === 0) return NOT_SCORES;
+  const count = Math.min(rows, Math.max(1, Math.floor(MAX_SCORE_VALUES / n)));
+  const step = rows / count;
+  let judged = 0;
+  let near = 0;
+  for (let k = 0; k < count; k++) {
+    const m = rowMargin(d, Math.floor(k * step) * n, n, src.logits, auto);
+    if (Number.isNaN(m)) {
+      // Auto-detection: one row that is not a distribution disqualifies the output.
+      if (auto) return NOT_SCORES;
+      continue;
+    }
+    judged++;
+    if (m < src.margin) near++;
+  }
+  return judged ? near / judged : undefined;
+}
+
 /**
  * The one statistic the boundary signal reads: of a ModelInfer response's score output,
  * the fraction of rows (strided above MAX_SCORE_VALUES scores) whose top-1 minus top-2
- * score is below `src.margin`. Rows are the last axis, as in minimize.ts. Undefined when
- * there is no such output (not requested, not FP32, or, auto-detecting, not probabilities).
- * Reads the response, keeps nothing, never throws.
+ * score is below `src.margin`. Rows are the last axis, as in minimize.ts. The score output
+ * is the first of `src.outputs`, in configuration order, that the response carries as FP32
+ * with rows (never the response's order, which the client's request can choose); when
+ * auto-detecting, the first output in the response whose rows are probabilities. Undefined
+ * when there is no such output (not requested, not FP32, or, auto-detecting, not
+ * probabilities). One number per request, whatever its row count. Reads the response,
+ * keeps nothing, never throws.
  */
 export function boundaryStatistic(response: unknown, src: ScoreSource): number | undefined {
   if (!isRecord(response)) return undefined;
@@ -267,38 +307,22 @@ export function boundaryStatistic(response: unknown, src: ScoreSource): number |
   const raws = response['raw_output_contents'];
   if (!Array.isArray(outs)) return undefined;
   const useRaw = Array.isArray(raws) && raws.length === outs.length;
-  const auto = src.outputs === undefined;
-  for (let i = 0; i < outs.length && i < 64; i++) {
-    const o: unknown = outs[i];
-    if (!isRecord(o) || o['datatype'] !== 'FP32') continue;
-    if (!auto && !src.outputs.includes(String(o['name']))) continue;
-    const shape = o['shape'];
-    const last = Array.isArray(shape) && shape.length ? Number(shape[shape.length - 1]) : 1;
-    const n = Number.isInteger(last) && last > 0 ? last : 1;
-    if (auto && n < 2) continue;
-    const d = outputValues(o, useRaw ? raws[i] : undefined);
-    const rows = d ? Math.floor(d.length / n) : 0;
-    if (!d || rows === 0) continue;
-    const count = Math.min(rows, Math.max(1, Math.floor(MAX_SCORE_VALUES / n)));
-    const step = rows / count;
-    let judged = 0;
-    let near = 0;
-    let isScores = true;
-    for (let k = 0; k < count; k++) {
-      const m = rowMargin(d, Math.floor(k * step) * n, n, src.logits, auto);
-      if (Number.isNaN(m)) {
-        // Auto-detection: one row that is not a distribution disqualifies the output.
-        if (auto) {
-          isScores = false;
-          break;
-        }
-        continue;
-      }
-      judged++;
-      if (m < src.margin) near++;
+  const max = Math.min(outs.length, 64);
+  if (src.outputs === undefined) {
+    for (let i = 0; i < max; i++) {
+      const v = outputStatistic(outs[i], useRaw ? raws[i] : undefined, src, true);
+      if (v !== NOT_SCORES) return v;
     }
-    if (!isScores) continue;
-    return judged ? near / judged : undefined;
+    return undefined;
+  }
+  for (const name of src.outputs) {
+    for (let i = 0; i < max; i++) {
+      const o: unknown = outs[i];
+      if (!isRecord(o) || String(o['name']) !== name) continue;
+      const v = outputStatistic(o, useRaw ? raws[i] : undefined, src, false);
+      if (v !== NOT_SCORES) return v;
+      break;
+    }
   }
   return undefined;
 }
