@@ -131,17 +131,30 @@ export interface ClosedLoopOptions {
  * under-reports stalls (coordinated omission), so use it for capacity, not SLOs.
  */
 export async function runClosedLoop(opts: ClosedLoopOptions): Promise<WindowResult> {
+  const [only] = await cycleLoop([opts.invoke], opts);
+  return only!;
+}
+
+/**
+ * The closed loop over one or more targets: `concurrency` workers, worker n starting at
+ * target n mod k and moving to the next target after each request. Per target: recorded
+ * latencies (requests sent inside the window) and failures.
+ */
+async function cycleLoop(
+  invokes: readonly Invoke[],
+  opts: Pick<ClosedLoopOptions, 'concurrency' | 'warmupMs' | 'durationMs' | 'clock' | 'onProgress'>,
+): Promise<WindowResult[]> {
   const clock = opts.clock ?? realClock;
-  const rec = new LatencyRecorder();
-  const errors = new Map<string, number>();
+  const recs = invokes.map(() => new LatencyRecorder());
+  const errors = invokes.map(() => new Map<string, number>());
   const t0 = clock.now();
   const measureStart = t0 + opts.warmupMs;
   const measureEnd = measureStart + opts.durationMs;
   const total = opts.warmupMs + opts.durationMs;
   let lastProgress = -Infinity;
 
-  const worker = async (): Promise<void> => {
-    for (;;) {
+  const worker = async (n: number): Promise<void> => {
+    for (let i = n % invokes.length; ; i = (i + 1) % invokes.length) {
       const start = clock.now();
       if (start >= measureEnd) return;
       if (opts.onProgress && start - lastProgress >= 100) {
@@ -150,17 +163,17 @@ export async function runClosedLoop(opts: ClosedLoopOptions): Promise<WindowResu
       }
       const measured = start >= measureStart;
       try {
-        await opts.invoke();
-        if (measured) rec.recordMs(clock.now() - start);
+        await invokes[i]!();
+        if (measured) recs[i]!.recordMs(clock.now() - start);
       } catch (e) {
-        if (measured) errors.set(statusOf(e), (errors.get(statusOf(e)) ?? 0) + 1);
+        if (measured) errors[i]!.set(statusOf(e), (errors[i]!.get(statusOf(e)) ?? 0) + 1);
         // Do not spin on a failing target: yield to the event loop.
         await clock.sleepUntil(clock.now());
       }
     }
   };
-  await Promise.all(Array.from({ length: opts.concurrency }, worker));
-  return finish(rec, errors, opts.durationMs);
+  await Promise.all(Array.from({ length: opts.concurrency }, (_, n) => worker(n)));
+  return recs.map((rec, i) => finish(rec, errors[i]!, opts.durationMs));
 }
 
 export interface InterleavedOptions {
@@ -184,35 +197,8 @@ export interface InterleavedOptions {
  * each is its successes over the whole window (each gets about half the requests).
  */
 export async function runInterleaved(opts: InterleavedOptions): Promise<{ a: WindowResult; b: WindowResult }> {
-  const clock = opts.clock ?? realClock;
-  const recs = [new LatencyRecorder(), new LatencyRecorder()] as const;
-  const errors = [new Map<string, number>(), new Map<string, number>()] as const;
-  const invokes = [opts.invokeA, opts.invokeB] as const;
-  const t0 = clock.now();
-  const measureStart = t0 + opts.warmupMs;
-  const measureEnd = measureStart + opts.durationMs;
-  const total = opts.warmupMs + opts.durationMs;
-  let lastProgress = -Infinity;
-  const worker = async (n: number): Promise<void> => {
-    for (let i = n % 2; ; i ^= 1) {
-      const start = clock.now();
-      if (start >= measureEnd) return;
-      if (opts.onProgress && start - lastProgress >= 100) {
-        lastProgress = start;
-        opts.onProgress(Math.min(1, (start - t0) / total));
-      }
-      const measured = start >= measureStart;
-      try {
-        await invokes[i]!();
-        if (measured) recs[i]!.recordMs(clock.now() - start);
-      } catch (e) {
-        if (measured) errors[i]!.set(statusOf(e), (errors[i]!.get(statusOf(e)) ?? 0) + 1);
-        await clock.sleepUntil(clock.now());
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: opts.concurrency }, (_, n) => worker(n)));
-  return { a: finish(recs[0], errors[0], opts.durationMs), b: finish(recs[1], errors[1], opts.durationMs) };
+  const [a, b] = await cycleLoop([opts.invokeA, opts.invokeB], opts);
+  return { a: a!, b: b! };
 }
 
 export interface OpenLoopOptions {

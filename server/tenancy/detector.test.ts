@@ -1,3 +1,4 @@
+import { seededRandom } from '../../bench/load.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DetectorConfigSchema, ModelDefenseSchema } from './config.js';
@@ -5,17 +6,8 @@ import { ExtractionDetector, boundaryStatistic, inputFeatures, scoreSource, type
 
 const cfg = DetectorConfigSchema.parse({});
 
-/** Deterministic PRNG (mulberry32) so the figures are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32, the bench's) so the figures are reproducible. */
+const rng = seededRandom;
 
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
