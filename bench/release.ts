@@ -257,7 +257,7 @@ function table(rows: readonly LevelResult[]): string {
 function profileReport(s: ProfileSummary, releases: number): string {
   const busy = s.totalMs - s.idleMs;
   const per = (ms: number) => (releases ? (ms / releases).toFixed(3) : '-');
-  const out = [`broker CPU profile, load phase only: ${busy.toFixed(0)} ms busy of ${s.totalMs.toFixed(0)} ms sampled, ${releases} round trips (ms per release in the last column)`];
+  const out = [`broker CPU profile (main thread, the event loop), load phase only: ${busy.toFixed(0)} ms busy of ${s.totalMs.toFixed(0)} ms sampled, ${releases} round trips (ms per release in the last column)`];
   out.push('  by component:');
   for (const c of s.components.slice(0, 16)) out.push(`    ${((100 * c.ms) / busy).toFixed(1).padStart(5)}%  ${c.name.padEnd(44)} ${per(c.ms)}`);
   out.push('  cir functions, inclusive:');
@@ -319,11 +319,20 @@ async function main(): Promise<void> {
     broker = undefined;
 
     let profile: ProfileSummary | undefined;
+    /** Busy ms of each of the broker's worker threads (the HPKE sealer), load phase only. */
+    const workerBusyMs: number[] = [];
     if (o.profile) {
+      // Node names profiles CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile; thread 0 is
+      // the main thread (the event loop), others are worker threads.
       const files = (await readdir(o.profile)).filter((f) => f.endsWith('.cpuprofile'));
       const pidFiles = files.filter((f) => f.includes(`.${stoppedBroker.child.pid}.`));
-      const file = (pidFiles.length ? pidFiles : files).sort().at(-1);
-      if (file) profile = summarizeProfile(JSON.parse(await readFile(path.join(o.profile, file), 'utf8')) as CpuProfile, 25, { fromUs, toUs });
+      const main = pidFiles.filter((f) => f.includes(`.${stoppedBroker.child.pid}.0.`)).sort().at(-1) ?? (pidFiles.length ? pidFiles : files).sort().at(-1);
+      const load = async (f: string) => summarizeProfile(JSON.parse(await readFile(path.join(o.profile!, f), 'utf8')) as CpuProfile, 25, { fromUs, toUs });
+      if (main) profile = await load(main);
+      for (const f of pidFiles.filter((x) => x !== main)) {
+        const w = await load(f);
+        workerBusyMs.push(w.totalMs - w.idleMs);
+      }
     }
 
     const rows = levels.map(({ roundTrips: _r, ...l }) => l);
@@ -338,6 +347,10 @@ async function main(): Promise<void> {
     );
     const totalRoundTrips = levels.reduce((a, l) => a + l.roundTrips, 0);
     if (profile) process.stdout.write(`\n${profileReport(profile, totalRoundTrips)}\n`);
+    if (workerBusyMs.length) {
+      const per = workerBusyMs.map((ms) => (totalRoundTrips ? (ms / totalRoundTrips).toFixed(3) : '-'));
+      process.stdout.write(`broker worker threads (HPKE sealer), busy ms per release: ${per.join(', ')}\n`);
+    }
     if (metricsText) {
       const decisions = metricsText.split('\n').filter((l) => l.startsWith('cir_broker_decisions_total{'));
       process.stdout.write(`\nbroker metrics (decisions):\n${decisions.map((l) => `  ${l}`).join('\n')}\n`);
