@@ -354,7 +354,7 @@ export class TokenService {
     const parsed = AttestationTokenPayloadSchema.safeParse(candidate);
     if (!parsed.success) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'token payload does not match its schema' });
     const { kid, key } = this.#signer(ring);
-    const token = signCompactEs256({ kid, typ: ATTESTATION_TOKEN_TYPE }, Buffer.from(JSON.stringify(candidate), 'utf8'), key);
+    const token = await signCompactEs256({ kid, typ: ATTESTATION_TOKEN_TYPE }, Buffer.from(JSON.stringify(candidate), 'utf8'), key);
     return { token, jti, expiresAt: new Date(exp * 1000), kid };
   }
 
@@ -376,7 +376,7 @@ export class TokenService {
     const { kid, key } = this.#signer(ring);
     // SECURITY: the same ring as the tokens, but a distinct `typ`, so a release signature can
     // never be replayed as an attestation token (jwtVerify checks typ) or the other way round.
-    return signCompactEs256({ kid, typ: RELEASE_JWS_TYPE }, Buffer.from(JSON.stringify(payload), 'utf8'), key);
+    return await signCompactEs256({ kid, typ: RELEASE_JWS_TYPE }, Buffer.from(JSON.stringify(payload), 'utf8'), key);
   }
 
   /** Verifies an attestation-result token (see the class comment). Throws `ERR_KMS_TOKEN_INVALID`. */
@@ -438,7 +438,7 @@ export class TokenService {
     const bytes = Buffer.from(JSON.stringify(full), 'utf8');
     if (bytes.length > MAX_TOKEN_LENGTH) throw new KmsError('ERR_KMS_INTERNAL', { detail: 'payload too large' });
     const { kid, key } = this.#signer(await this.#current());
-    return signCompactEs256({ kid, typ }, bytes, key);
+    return await signCompactEs256({ kid, typ }, bytes, key);
   }
 
   /**
@@ -482,7 +482,7 @@ export class TokenService {
     return {
       sign: async (payload: Uint8Array) => {
         const { kid, key } = this.#signer(await this.#current());
-        return signCompactEs256({ kid, typ: AUDIT_HEAD_JWS_TYPE }, Uint8Array.from(payload), key);
+        return await signCompactEs256({ kid, typ: AUDIT_HEAD_JWS_TYPE }, Uint8Array.from(payload), key);
       },
     };
   }
