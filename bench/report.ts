@@ -332,6 +332,14 @@ export function controlsCost(results: readonly ResultEntry[], servedPerCounted =
   return rows;
 }
 
+/** A Markdown table's header and separator: the first `left` columns left-aligned, the rest right. */
+function tableHead(cols: readonly string[], left: number): string[] {
+  return [`| ${cols.join(' | ')} |`, `|${cols.map((_, i) => (i < left ? '---' : '--:')).join('|')}|`];
+}
+
+/** One Markdown table row. */
+const tableRow = (cells: readonly (string | number)[]): string => `| ${cells.join(' | ')} |`;
+
 const f = (v: number | null | undefined, digits = 2): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits));
 const r = (v: number | null | undefined): string => (v === null || v === undefined ? '–' : `${v.toFixed(2)}x`);
 
@@ -367,11 +375,10 @@ export function markdownSummary(rep: BenchReport): string {
   if (rep.controlsCost && rep.controlsCost.length > 0) {
     L.push('## Cost of the multi-tenant controls (grpc-controls vs grpc)', '');
     L.push('Median over repetitions of the paired difference (each repetition ran both modes back to back). Target: ≤ 50 µs at p50.', '');
-    L.push('| model | loop | level | pairs | grpc p50 ms | controls p50 ms | Δ p50 µs | Δ p99 µs | Δ srv CPU µs/req | Δ p50 per pair µs |');
-    L.push('|---|---|--:|--:|--:|--:|--:|--:|--:|---|');
+    L.push(...tableHead(['model', 'loop', 'level', 'pairs', 'grpc p50 ms', 'controls p50 ms', 'Δ p50 µs', 'Δ p99 µs', 'Δ srv CPU µs/req', 'Δ p50 per pair µs'], 2));
     for (const c of rep.controlsCost) {
       L.push(
-        `| ${c.model} | ${c.loop} | ${c.level} | ${c.pairs} | ${f(c.grpcP50Ms, 3)} | ${f(c.controlsP50Ms, 3)} | ${f(c.p50DeltaUs, 0)} | ${f(c.p99DeltaUs, 0)} | ${f(c.serverCpuDeltaUs, 0)} | ${c.p50DeltasUs.map((d) => d.toFixed(0)).join(', ')} |`,
+        tableRow([c.model, c.loop, c.level, c.pairs, f(c.grpcP50Ms, 3), f(c.controlsP50Ms, 3), f(c.p50DeltaUs, 0), f(c.p99DeltaUs, 0), f(c.serverCpuDeltaUs, 0), c.p50DeltasUs.map((d) => d.toFixed(0)).join(', ')]),
       );
     }
     L.push('');
@@ -379,11 +386,33 @@ export function markdownSummary(rep: BenchReport): string {
   if (rep.interleaved && rep.interleaved.length > 0) {
     L.push('## Paired comparisons (interleaved)', '');
     L.push('Each row is one closed-loop window in which every client alternates the two modes request by request, so both see the same moments of the machine. Targets: grpc-controls − grpc ≤ 50 µs at p50; grpc-attested / grpc-tls ≤ 1.03.', '');
-    L.push('| a | b | model | conc. | window s | a p50 ms | b p50 ms | Δ p50 µs | b/a p50 | a p99 ms | b p99 ms | Δ p99 µs | a srv CPU µs/req | b srv CPU µs/req | Δ srv CPU µs/req | errors |');
-    L.push('|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    L.push(
+      ...tableHead(
+        ['a', 'b', 'model', 'conc.', 'window s', 'a p50 ms', 'b p50 ms', 'Δ p50 µs', 'b/a p50', 'a p99 ms', 'b p99 ms', 'Δ p99 µs', 'a srv CPU µs/req', 'b srv CPU µs/req', 'Δ srv CPU µs/req', 'errors'],
+        3,
+      ),
+    );
     for (const c of rep.interleaved) {
+      const [a, b] = [c.sideA, c.sideB];
       L.push(
-        `| ${c.a} | ${c.b} | ${c.model} | ${c.concurrency} | ${f(c.durationMs / 1000, 0)} | ${f(c.sideA.p50Ms, 3)} | ${f(c.sideB.p50Ms, 3)} | ${f(c.p50DeltaUs, 0)} | ${f(c.p50Ratio, 3)} | ${f(c.sideA.p99Ms, 3)} | ${f(c.sideB.p99Ms, 3)} | ${f(c.p99DeltaUs, 0)} | ${f(c.sideA.serverCpuUsPerRequest, 0)} | ${f(c.sideB.serverCpuUsPerRequest, 0)} | ${f(c.serverCpuDeltaUs, 0)} | ${c.sideA.errors + c.sideB.errors} |`,
+        tableRow([
+          c.a,
+          c.b,
+          c.model,
+          c.concurrency,
+          f(c.durationMs / 1000, 0),
+          f(a.p50Ms, 3),
+          f(b.p50Ms, 3),
+          f(c.p50DeltaUs, 0),
+          f(c.p50Ratio, 3),
+          f(a.p99Ms, 3),
+          f(b.p99Ms, 3),
+          f(c.p99DeltaUs, 0),
+          f(a.serverCpuUsPerRequest, 0),
+          f(b.serverCpuUsPerRequest, 0),
+          f(c.serverCpuDeltaUs, 0),
+          a.errors + b.errors,
+        ]),
       );
     }
     L.push('');

@@ -29,7 +29,7 @@ import { Worker } from 'node:worker_threads';
 import { hpkeSeal, type HpkeSealed } from './hpke.js';
 
 /** Same signature as `hpkeSeal`. */
-export type HpkeSealFn = (recipientPublicKey: Uint8Array, plaintext: Uint8Array, info: Uint8Array, aad: Uint8Array) => Promise<HpkeSealed>;
+export type HpkeSealFn = typeof hpkeSeal;
 
 /** @internal message to the worker */
 export interface SealRequest {

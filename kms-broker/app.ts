@@ -101,7 +101,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
   // ~0.9 ms of WebCrypto JavaScript per seal leaves the event loop (common/hpke-sealer.ts).
   let releasesInFlight = 0;
   const offloadSeal = deps.hpkeSeal;
-  const seal: typeof hpkeSeal = (...args) => (offloadSeal && releasesInFlight > 1 ? offloadSeal(...args) : hpkeSeal(...args));
+  const seal: HpkeSealFn = (...args) => (offloadSeal && releasesInFlight > 1 ? offloadSeal(...args) : hpkeSeal(...args));
   const production = isProduction(deps.env ?? process.env);
   const policyOpts = { production };
   const attestationPolicies = resolveAttestationPolicies(config, production);
