@@ -201,16 +201,20 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       await auditDenial(audit, request, 'challenge', e, {});
       throw e;
     }
-    // The challenge entry rides with the next durable commit (group commit) instead of
-    // waiting for its own: a nonce grants nothing by itself, and the attestation that
-    // consumes it is audited before any token is issued (fail closed there).
+    // The challenge entry is deferred: it starts no commit of its own and rides with the
+    // next durable one (at the latest DEFER_MAX_MS later). A nonce grants nothing by itself,
+    // and the release it may lead to waits for its own entry, which is committed after this
+    // one, to be durable (fail closed there).
     void audit
-      .append({
-        actor: { type: 'anonymous', ip: request.ip },
-        action: 'challenge',
-        decision: 'allow',
-        detail: { nonceSha256: sha256(c.nonce).toString('hex').slice(0, 16) },
-      })
+      .append(
+        {
+          actor: { type: 'anonymous', ip: request.ip },
+          action: 'challenge',
+          decision: 'allow',
+          detail: { nonceSha256: sha256(c.nonce).toString('hex').slice(0, 16) },
+        },
+        { defer: true },
+      )
       .catch((err: unknown) => request.log.error({ err }, 'audit append failed for a challenge'));
     request.log.debug({ event: 'challenge', ip: request.ip, outstanding: challenges.size }, 'challenge issued');
     return { nonce: c.nonce.toString('base64url'), expiresAt: c.expiresAt.toISOString() };
@@ -278,9 +282,10 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
         },
         at,
       );
-      // The token's audit entry joins the next durable commit rather than waiting for its
-      // own: a token releases nothing by itself, and the release it authorizes is audited
-      // durably (with this token's jti) before any key leaves (fail closed there).
+      // The token's audit entry is deferred to the next durable commit rather than
+      // waiting for its own: a token releases nothing by itself, and the release it
+      // authorizes is audited durably (with this token's jti, after this entry in the
+      // chain) before any key leaves (fail closed there).
       void audit
         .append({
           actor: { type: 'server', id: sha256(publicKey).toString('base64url').slice(0, 16), tenant, ip: request.ip },
@@ -293,7 +298,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           measurement: measurementOf(claims),
           ...(cert.sha256Hex !== undefined ? { clientCertSha256: cert.sha256Hex } : {}),
           detail: { jti: issued.jti, relaxations: relaxations.join(','), simulated: claims.simulated === true },
-        })
+        }, { defer: true })
         .catch((err: unknown) => request.log.error({ err }, 'audit append failed for an attestation'));
       request.decision = { action: 'attest', outcome: 'allow', tee: claims.tee };
       alog.info({ ...who, tenant, decision: 'allow', rule: 'attestation-policy', jti: issued.jti, relaxations, explanation: decision.explanation }, 'attestation token issued');
@@ -410,6 +415,24 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           detail: { jti: token.jti, relaxations: decision.relaxations.join(',') },
         });
         audited.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+        // The lease is signed while the DEK is sealed. It is bound as the token is (checked
+        // above: this connection's certificate), else to this connection's certificate when
+        // the mode binds.
+        const leaseCnf = token.cnf ?? cert.bindTo;
+        const leased = leases.issue(
+          {
+            tenant,
+            keyId,
+            version: key.version,
+            measurement: measurementOf(claims),
+            keyHash: sha256(publicKey).toString('base64url'),
+            nonce: token.eat_nonce,
+            ...(leaseCnf ? { cnf: leaseCnf } : {}),
+          },
+          at,
+          leaseId,
+        );
+        leased.catch(() => undefined); // awaited below, as `audited` is
         const sealed = await seal(publicKey, key.dek, RELEASE_HPKE_INFO, releaseAad(keyId, key.version));
         const enc = Buffer.from(sealed.enc).toString('base64url');
         // SECURITY: HPKE base mode does not authenticate the sender; the signature does, so a
@@ -425,23 +448,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
           },
           at,
         );
-        // The lease is bound as the token is (checked above: this connection's certificate),
-        // else to this connection's certificate when the mode binds.
-        const leaseCnf = token.cnf ?? cert.bindTo;
-        const lease = await leases.issue(
-          {
-            tenant,
-            keyId,
-            version: key.version,
-            measurement: measurementOf(claims),
-            keyHash: sha256(publicKey).toString('base64url'),
-            nonce: token.eat_nonce,
-            ...(leaseCnf ? { cnf: leaseCnf } : {}),
-          },
-          at,
-          leaseId,
-        );
-        await audited;
+        const [lease] = await Promise.all([leased, audited]);
         rlog.info({ ...who, decision: 'allow', rule: 'release-policy', relaxations: decision.relaxations, explanation: decision.explanation }, 'key released');
         request.decision = { action: 'release', outcome: 'allow', tee: claims.tee };
         return {

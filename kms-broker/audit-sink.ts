@@ -6,14 +6,18 @@
  * is named by its SHA-256 only.
  */
 import type { AuditEvent } from './audit/entry.js';
+import type { AppendOptions } from './audit/log.js';
 
 /** An audit event, as `AuditLog.append` validates it (kms-broker/audit/entry.ts). */
 export type AuditEventInput = AuditEvent;
 export type AuditActor = AuditEvent['actor'];
 
 export interface AuditSink {
-  /** Resolves once the event is durable; rejects when it could not be written. */
-  append(event: AuditEventInput): Promise<unknown>;
+  /**
+   * Resolves once the event is durable; rejects when it could not be written. With
+   * `defer`, the event rides with the next commit instead of starting one (AuditLog).
+   */
+  append(event: AuditEventInput, opts?: AppendOptions): Promise<unknown>;
 }
 
 /** An audit sink that keeps events in memory (tests, and callers that audit elsewhere). */

@@ -118,6 +118,42 @@ describe('AuditLog: append', () => {
     expect(await lines(dir)).toHaveLength(20);
   });
 
+  it('writes a deferred entry with the next commit another append starts, in append order', async () => {
+    const { dir, log, jwks, signer } = await fresh(1);
+    const heads = signer.calls;
+    const deferred = [log.append(sampleEvent(1), { defer: true }), log.append(sampleEvent(2), { defer: true })];
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(await lines(dir)).toHaveLength(1); // no commit started for them
+    const durable = await log.append(sampleEvent(3));
+    const [d1, d2] = await Promise.all(deferred);
+    expect([d1!.seq, d2!.seq, durable.seq]).toEqual([2, 3, 4]);
+    expect(signer.calls - heads).toBe(1); // one commit, one head, for all three
+    expect((await parsed(dir)).map((e) => e['action'])).toEqual([0, 1, 2, 3].map((i) => sampleEvent(i).action));
+    expect(await verifyAuditLog({ dir, jwks })).toMatchObject({ ok: true, entries: 4, headSeq: 4, unanchored: 0 });
+    await log.close();
+  });
+
+  it('commits a deferred entry on its own within DEFER_MAX_MS when nothing else does', async () => {
+    const { dir, log, jwks } = await fresh();
+    const pending = log.append(sampleEvent(0), { defer: true });
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(await readFile(path.join(dir, AUDIT_LOG_FILE), 'utf8')).toBe(''); // waiting for a carrier
+    await expect(pending).resolves.toMatchObject({ seq: 1 }); // the DEFER_MAX_MS timer commits it
+    expect(await verifyAuditLog({ dir, jwks })).toMatchObject({ ok: true, entries: 1, headSeq: 1 });
+    await log.close();
+  });
+
+  it('close writes deferred entries before closing', async () => {
+    const { dir, log, jwks } = await fresh();
+    const pending = [log.append(sampleEvent(0), { defer: true }), log.append(sampleEvent(1), { defer: true })];
+    await log.close();
+    await expect(Promise.all(pending)).resolves.toHaveLength(2);
+    expect(await lines(dir)).toHaveLength(2);
+    expect(await verifyAuditLog({ dir, jwks })).toMatchObject({ ok: true, entries: 2, headSeq: 2 });
+  });
+
   it('rejects the whole batch with ERR_KMS_AUDIT_WRITE_FAILED when the head cannot be written, and rolls the file back', async () => {
     const { dir, log, jwks } = await fresh(3);
     const before = await readFile(path.join(dir, AUDIT_LOG_FILE));

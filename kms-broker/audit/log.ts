@@ -7,6 +7,12 @@
  * head. Appends are group-committed: events queued while a batch is being written go
  * into the next batch (one write, one fdatasync, one head per batch).
  *
+ * Deferred appends (`{ defer: true }`) start no commit of their own: the entry is queued
+ * and written, in order, by the next commit that another append starts, or at the latest
+ * `DEFER_MAX_MS` later. The broker defers the entries of challenges and attestation tokens
+ * (which grant nothing by themselves) so that one durable commit per key release carries
+ * all three; a crash may lose an entry that was still deferred, never an acknowledged one.
+ *
  * One broker process owns the log. Appends are serialized within this process; two
  * processes appending to the same directory would fork the chain (there is no lock file:
  * a stale lock after SIGKILL would keep the broker down, and the broker's state
@@ -36,6 +42,18 @@ export const AUDIT_LOG_FILE = 'audit.jsonl';
 export const AUDIT_HEAD_FILE = 'audit.head.json';
 /** Most entries written by one group commit. */
 export const MAX_BATCH = 1024;
+/** Longest a deferred entry waits for another append's commit before it starts its own. */
+export const DEFER_MAX_MS = 50;
+
+/** How an append is committed. */
+export interface AppendOptions {
+  /**
+   * Start no commit for this entry: it rides with the next commit another append starts,
+   * or starts its own after at most `DEFER_MAX_MS`. The promise still resolves only once
+   * the entry is durable. For entries no response waits on.
+   */
+  readonly defer?: boolean;
+}
 
 /**
  * Signs a head checkpoint. `sign` returns a compact JWS (ES256) over exactly `payload`;
@@ -118,6 +136,8 @@ export class AuditLog {
   /** Whether a head written by this process has been made durable with a directory fsync. */
   #headDurable = false;
   #drained: (() => void)[] = [];
+  /** Starts a commit for deferred entries that no other append has carried yet. */
+  #deferTimer: NodeJS.Timeout | undefined;
   /** What `open` recovered (undefined when the log was clean). */
   readonly recovery: AuditRecovery | undefined;
 
@@ -227,7 +247,7 @@ export class AuditLog {
    * its last good length, so a rejected event is not in it) and ERR_KMS_AUDIT_CLOSED after
    * `close` or after a failed rollback.
    */
-  append(event: AuditEvent): Promise<AppendResult> {
+  append(event: AuditEvent, opts: AppendOptions = {}): Promise<AppendResult> {
     if (this.#closed) return Promise.reject(new KmsError('ERR_KMS_AUDIT_CLOSED'));
     if (this.#broken) return Promise.reject(new KmsError('ERR_KMS_AUDIT_CLOSED', { detail: 'a failed write could not be rolled back; reopen the log' }));
     let parsed: AuditEvent;
@@ -238,18 +258,37 @@ export class AuditLog {
     }
     return new Promise<AppendResult>((resolve, reject) => {
       this.#queue.push({ event: parsed, resolve, reject });
-      if (!this.#writing) {
-        this.#writing = true;
-        // Yield once so appends issued in the same tick share the first batch.
-        setImmediate(() => void this.#flushLoop());
-      }
+      if (opts.defer) this.#armDeferTimer();
+      else this.#startFlush();
     });
+  }
+
+  #startFlush(): void {
+    if (this.#deferTimer) {
+      clearTimeout(this.#deferTimer);
+      this.#deferTimer = undefined;
+    }
+    if (this.#writing) return; // the running loop takes everything queued, deferred entries included
+    this.#writing = true;
+    // Yield once so appends issued in the same tick share the first batch.
+    setImmediate(() => void this.#flushLoop());
+  }
+
+  #armDeferTimer(): void {
+    if (this.#writing || this.#deferTimer) return; // a running loop or a pending timer will carry it
+    this.#deferTimer = setTimeout(() => {
+      this.#deferTimer = undefined;
+      if (this.#queue.length > 0) this.#startFlush();
+    }, DEFER_MAX_MS);
+    // close() flushes whatever is queued, so the timer need not keep the process alive.
+    this.#deferTimer.unref();
   }
 
   /** Waits for queued appends, then closes the file. Later appends reject. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#queue.length > 0) this.#startFlush(); // deferred entries still waiting
     if (this.#writing) await new Promise<void>((r) => this.#drained.push(r));
     await this.#fh.close().catch(() => undefined);
   }
