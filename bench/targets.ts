@@ -31,7 +31,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as ort from 'onnxruntime-node';
 import { INFERENCE_SERVICE_NAME, loadServiceClients, loadServiceDefinitions } from '../server/proto.js';
 import { verifyServer } from '../client/verify.js';
-import { PINNED_CHANNEL_OPTIONS } from '../client/pinned-tls.js';
+import { INFER_CHANNEL_OPTIONS, PINNED_CHANNEL_OPTIONS } from '../client/pinned-tls.js';
 import type { Invoke } from './load.js';
 import type { ReadyMessage, ServerSpec, StatsMessage } from './server-process.js';
 import { inferRequest, ortFeeds, type Workload } from './workloads.js';
@@ -212,10 +212,14 @@ export interface GrpcTarget extends Target {
   readonly verification?: { readonly ms: number; readonly checks: readonly { name: string; ok: boolean }[] };
 }
 
-/** Client channel options of the load generator: no channelz, no retry bookkeeping. */
+/**
+ * Client channel options of the load generator: no channelz, no retry bookkeeping, and the
+ * cir client's 1 MiB HTTP/2 receive window (client/pinned-tls.ts INFER_CHANNEL_OPTIONS).
+ */
 export const LEAN_CLIENT_OPTIONS: Readonly<Record<string, number>> = Object.freeze({
   'grpc.enable_channelz': 0,
   'grpc.enable_retries': 0,
+  ...INFER_CHANNEL_OPTIONS,
 });
 
 const identity = (b: Buffer): Buffer => b;

@@ -8,7 +8,7 @@ import { ClientError } from './codes.js';
 import { fromModelInferResponse, toModelInferRequest, type OutputTensorJson } from './tensor-json.js';
 import { verifyServer, type VerifyServerOptions, type VerifyServerResult } from './verify.js';
 import { parseTarget } from './pinned-tls.js';
-import { PINNED_CHANNEL_OPTIONS } from './pinned-tls.js';
+import { INFER_CHANNEL_OPTIONS, PINNED_CHANNEL_OPTIONS } from './pinned-tls.js';
 import type * as grpc from '@grpc/grpc-js';
 import { status as grpcStatus, Metadata as grpcMetadata } from '@grpc/grpc-js';
 
@@ -59,7 +59,10 @@ export async function inferVerified(opts: InferOptions): Promise<InferResult> {
   const t = parseTarget(opts.server);
   const metadata = new grpcMetadata();
   if (opts.apiKey !== undefined) metadata.set('authorization', `Bearer ${opts.apiKey}`);
-  const client = new GRPCInferenceService(`${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`, verification.credentials, PINNED_CHANNEL_OPTIONS);
+  const client = new GRPCInferenceService(`${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`, verification.credentials, {
+    ...PINNED_CHANNEL_OPTIONS,
+    ...INFER_CHANNEL_OPTIONS,
+  });
   try {
     const res = await new Promise<Parameters<typeof fromModelInferResponse>[0]>((resolve, reject) => {
       (client as unknown as Record<string, Function>).ModelInfer!.call(
