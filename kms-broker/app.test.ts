@@ -225,6 +225,58 @@ describe('kms-broker app', () => {
       });
     });
 
+    /** Intercepts the harness sink's appends of `action`; every other event goes through. */
+    function interceptAudit(action: string, onAppend: () => Promise<void>): { options: Map<string, unknown> } {
+      const sink = h.audit;
+      const original = sink.append.bind(sink);
+      const options = new Map<string, unknown>();
+      sink.append = async (event, opts) => {
+        options.set(event.action, opts);
+        if (event.action === action) await onAppend();
+        return original(event, opts);
+      };
+      return { options };
+    }
+
+    it('fails closed when the release cannot be audited: 503, no key material in the answer', async () => {
+      const t = await token();
+      interceptAudit('release', () => Promise.reject(new Error('disk full')));
+      const res = await release(h.app, 'model-a', t.token, t.keyPair.publicKey);
+      const p = expectProblem(res, 503, 'ERR_KMS_AUDIT_UNAVAILABLE');
+      expect(res.body).not.toContain('ciphertext');
+      expect(res.body).not.toContain('disk full');
+      expect(p).not.toHaveProperty('enc');
+    });
+
+    it('answers a release only once its audit entry is durable', async () => {
+      const t = await token();
+      let durable!: () => void;
+      const gate = new Promise<void>((r) => (durable = r));
+      interceptAudit('release', () => gate);
+      let answered = false;
+      const pending = release(h.app, 'model-a', t.token, t.keyPair.publicKey).then((r) => {
+        answered = true;
+        return r;
+      });
+      // The seal, the signatures and the lease all finish well within this; the audit does not.
+      for (let i = 0; i < 20 && !answered; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(answered).toBe(false);
+      durable();
+      const res = await pending;
+      expect(res.statusCode).toBe(200);
+      expect(ReleaseResponseSchema.parse(res.json()).keyId).toBe('model-a');
+    });
+
+    it('defers the challenge and attestation entries, never the release entry', async () => {
+      const { options } = interceptAudit('none', async () => undefined);
+      const t = await token();
+      expect((await release(h.app, 'model-a', t.token, t.keyPair.publicKey)).statusCode).toBe(200);
+      expect(options.get('challenge')).toEqual({ defer: true });
+      expect(options.get('attest')).toEqual({ defer: true });
+      expect(options.has('release')).toBe(true);
+      expect(options.get('release')).toBeUndefined();
+    });
+
     it('a release signature does not verify against another broker JWKS, nor after payload tampering', async () => {
       const t = await token();
       const body = ReleaseResponseSchema.parse((await release(h.app, 'model-a', t.token, t.keyPair.publicKey)).json());

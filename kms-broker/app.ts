@@ -287,18 +287,21 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       // authorizes is audited durably (with this token's jti, after this entry in the
       // chain) before any key leaves (fail closed there).
       void audit
-        .append({
-          actor: { type: 'server', id: sha256(publicKey).toString('base64url').slice(0, 16), tenant, ip: request.ip },
-          action: 'attest',
-          tenant,
-          decision: 'allow',
-          policyHash: decision.policyHash,
-          evidenceSha256: who.evidenceSha256 as string,
-          tee: claims.tee,
-          measurement: measurementOf(claims),
-          ...(cert.sha256Hex !== undefined ? { clientCertSha256: cert.sha256Hex } : {}),
-          detail: { jti: issued.jti, relaxations: relaxations.join(','), simulated: claims.simulated === true },
-        }, { defer: true })
+        .append(
+          {
+            actor: { type: 'server', id: sha256(publicKey).toString('base64url').slice(0, 16), tenant, ip: request.ip },
+            action: 'attest',
+            tenant,
+            decision: 'allow',
+            policyHash: decision.policyHash,
+            evidenceSha256: who.evidenceSha256 as string,
+            tee: claims.tee,
+            measurement: measurementOf(claims),
+            ...(cert.sha256Hex !== undefined ? { clientCertSha256: cert.sha256Hex } : {}),
+            detail: { jti: issued.jti, relaxations: relaxations.join(','), simulated: claims.simulated === true },
+          },
+          { defer: true },
+        )
         .catch((err: unknown) => request.log.error({ err }, 'audit append failed for an attestation'));
       request.decision = { action: 'attest', outcome: 'allow', tee: claims.tee };
       alog.info({ ...who, tenant, decision: 'allow', rule: 'attestation-policy', jti: issued.jti, relaxations, explanation: decision.explanation }, 'attestation token issued');

@@ -23,7 +23,7 @@ export interface AuditSink {
 /** An audit sink that keeps events in memory (tests, and callers that audit elsewhere). */
 export class MemoryAuditSink implements AuditSink {
   readonly events: AuditEventInput[] = [];
-  async append(event: AuditEventInput): Promise<void> {
+  async append(event: AuditEventInput, _opts?: AppendOptions): Promise<void> {
     this.events.push(event);
   }
 }

@@ -129,7 +129,9 @@ async function startLocked(config: BrokerConfig, opts: StartBrokerOptions, lock:
       metricsServer = await startMetricsServer(metrics, config.metrics, logger);
     } catch (cause) {
       await app.close().catch(() => undefined);
+      await audit.close().catch(() => undefined); // writes deferred entries of requests already served
       await sealer.close();
+      tokens.close();
       throw new KmsError('ERR_KMS_CONFIG_INVALID', { detail: 'metrics: cannot listen on metrics.host:metrics.port', cause });
     }
     logger.info({ url: metricsServer.url }, 'kms broker metrics listening');

@@ -1,10 +1,10 @@
 import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { AuditSink } from '../audit-sink.js';
 import { canonicalJson } from '../policy.js';
 import { GENESIS_HASH, checkLine, entryHash, type AuditEvent } from './entry.js';
-import { AUDIT_HEAD_FILE, AUDIT_LOG_FILE, AuditLog } from './log.js';
+import { AUDIT_HEAD_FILE, AUDIT_LOG_FILE, AuditLog, DEFER_MAX_MS } from './log.js';
 import { POLICY_DOC, POLICY_HASH, sampleEvent, steppingClock, tempDir, testSigner } from './testdata/fixtures.js';
 import { verifyAuditLog } from './verify.js';
 
@@ -134,14 +134,49 @@ describe('AuditLog: append', () => {
     await log.close();
   });
 
-  it('commits a deferred entry on its own within DEFER_MAX_MS when nothing else does', async () => {
+  it('commits a deferred entry on its own once DEFER_MAX_MS have passed, not before', async () => {
     const { dir, log, jwks } = await fresh();
-    const pending = log.append(sampleEvent(0), { defer: true });
-    await new Promise((r) => setImmediate(r));
-    await new Promise((r) => setImmediate(r));
-    expect(await readFile(path.join(dir, AUDIT_LOG_FILE), 'utf8')).toBe(''); // waiting for a carrier
-    await expect(pending).resolves.toMatchObject({ seq: 1 }); // the DEFER_MAX_MS timer commits it
+    const yieldIo = async () => {
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    };
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const pending = log.append(sampleEvent(0), { defer: true });
+      await yieldIo();
+      vi.advanceTimersByTime(DEFER_MAX_MS - 1);
+      await yieldIo();
+      expect(await readFile(path.join(dir, AUDIT_LOG_FILE), 'utf8')).toBe(''); // still waiting for a carrier
+      vi.advanceTimersByTime(1);
+      await expect(pending).resolves.toMatchObject({ seq: 1 });
+    } finally {
+      vi.useRealTimers();
+    }
     expect(await verifyAuditLog({ dir, jwks })).toMatchObject({ ok: true, entries: 1, headSeq: 1 });
+    await log.close();
+  });
+
+  it('writes entries deferred during a running commit right after it, in order', async () => {
+    const dir = path.join(await tempDir(), 'audit');
+    const { signer, jwks } = await testSigner();
+    let release!: () => void;
+    let gate: Promise<void> | undefined = new Promise<void>((r) => (release = r));
+    const slow = {
+      sign: async (p: Uint8Array) => {
+        const g = gate; // only the first head waits
+        gate = undefined;
+        if (g) await g;
+        return signer.sign(p);
+      },
+    };
+    const log = await AuditLog.open({ dir, signer: slow, now: steppingClock() });
+    const first = log.append(sampleEvent(0)); // its commit waits on the signer
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    const deferred = log.append(sampleEvent(1), { defer: true });
+    release();
+    await expect(first).resolves.toMatchObject({ seq: 1 });
+    await expect(deferred).resolves.toMatchObject({ seq: 2 });
+    expect((await parsed(dir)).map((e) => e['action'])).toEqual([sampleEvent(0).action, sampleEvent(1).action]);
+    expect(await verifyAuditLog({ dir, jwks })).toMatchObject({ ok: true, entries: 2, headSeq: 2 });
     await log.close();
   });
 

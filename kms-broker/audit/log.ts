@@ -8,10 +8,12 @@
  * into the next batch (one write, one fdatasync, one head per batch).
  *
  * Deferred appends (`{ defer: true }`) start no commit of their own: the entry is queued
- * and written, in order, by the next commit that another append starts, or at the latest
- * `DEFER_MAX_MS` later. The broker defers the entries of challenges and attestation tokens
- * (which grant nothing by themselves) so that one durable commit per key release carries
- * all three; a crash may lose an entry that was still deferred, never an acknowledged one.
+ * and written, in order, by the next commit: the one running now (its loop takes what was
+ * queued meanwhile, right after it), one that another append starts, or, when neither comes,
+ * one that a `DEFER_MAX_MS` timer starts. The broker defers the entries of challenges and
+ * attestation tokens (which grant nothing by themselves) so that one durable commit per key
+ * release carries all three at concurrency 1; a crash may lose an entry that was not yet
+ * durable, never an acknowledged one.
  *
  * One broker process owns the log. Appends are serialized within this process; two
  * processes appending to the same directory would fork the chain (there is no lock file:
@@ -48,9 +50,10 @@ export const DEFER_MAX_MS = 50;
 /** How an append is committed. */
 export interface AppendOptions {
   /**
-   * Start no commit for this entry: it rides with the next commit another append starts,
-   * or starts its own after at most `DEFER_MAX_MS`. The promise still resolves only once
-   * the entry is durable. For entries no response waits on.
+   * Start no commit for this entry: it rides with the next commit (a running one, one
+   * another append starts, or its own once `DEFER_MAX_MS` have passed without either). The
+   * promise still resolves only once the entry is durable. For entries no response waits
+   * on: fire-and-forget, with `close()` at shutdown writing whatever is still queued.
    */
   readonly defer?: boolean;
 }
@@ -280,8 +283,7 @@ export class AuditLog {
       this.#deferTimer = undefined;
       if (this.#queue.length > 0) this.#startFlush();
     }, DEFER_MAX_MS);
-    // close() flushes whatever is queued, so the timer need not keep the process alive.
-    this.#deferTimer.unref();
+    // Not unref'd: a process that ends without close() still writes its deferred entries.
   }
 
   /** Waits for queued appends, then closes the file. Later appends reject. */
