@@ -5,29 +5,32 @@
  *
  *   stdout line 1   {"type":"ready", port, certPem, arkPem, measurement, models, boots, processToReadyMs}
  *   stdin  line     {"cmd":"stats"}  -> stdout {"type":"stats", cpuUserUs, cpuSystemUs, maxRssKb, rssBytes}
- *   stdin  EOF      stop the server and broker, exit 0
+ *   stdin  EOF      stop the server and the broker process, exit 0
  *
  * Started by bench/harness.ts as `node dist/bench/server-process.js SPEC_FILE` where
  * SPEC_FILE holds a ServerSpec (JSON). Logs (pino) go to stderr. Failures print
  * {"type":"error", message} on stdout and exit 1.
  *
- * The broker runs in the same process as the server: it is idle after boot, so it does not
- * disturb the measurements, and its boot-time work is part of the boot figures. The
- * simulated TEE's state (RSA-4096 keys, ~10 s to generate) is shared across processes and
+ * The broker runs in a process of its own (bench/broker-child.ts), as it does when deployed:
+ * the server process holds only the server, so its CPU, memory and garbage collection are
+ * the same in every server mode, and the broker's lease renewals do not run on the server's
+ * event loop. Its boot-time work is part of the boot figures. The simulated TEE's state (RSA-4096 keys, ~10 s to generate) is shared across processes and
  * runs through `simStateDir`.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { sealModel, readSealedHeader } from '../common/seal.js';
 import { createLogger } from '../common/logger.js';
-import { loadBrokerConfig } from '../kms-broker/config.js';
-import { startBroker } from '../kms-broker/main.js';
 import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
 import { loadServerConfig } from '../server/config.js';
+import type { BrokerChildReady } from './broker-child.js';
+import { runChild, send } from './child-entry.js';
 import { readDekFile } from './workloads.js';
 import { issueKey } from '../server/tenancy/key-admin.js';
 
@@ -96,8 +99,36 @@ export interface StatsMessage {
   readonly externalBytes?: number;
 }
 
-function send(msg: object): void {
-  process.stdout.write(`${JSON.stringify(msg)}\n`);
+/** Starts bench/broker-child.js and waits for its URL; `stop` closes its stdin and waits for it to exit. */
+async function startBrokerChild(configFile: string, env: NodeJS.ProcessEnv): Promise<{ url: string; stop(): Promise<void> }> {
+  const entry = path.join(path.dirname(fileURLToPath(import.meta.url)), 'broker-child.js');
+  const child = spawn(process.execPath, [entry, configFile], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const lines = createInterface({ input: child.stdout });
+  const msg = await new Promise<{ type?: string; url?: string; message?: string }>((resolve, reject) => {
+    lines.once('line', (l) => {
+      try {
+        resolve(JSON.parse(l) as { type?: string; url?: string; message?: string });
+      } catch {
+        reject(new Error('broker process: unreadable first line'));
+      }
+    });
+    void exited.then((code) => reject(new Error(`broker process exited (${code}) before it was ready`)));
+  });
+  if (msg.type !== 'ready' || typeof msg.url !== 'string') {
+    child.kill('SIGKILL');
+    throw new Error(`broker process failed: ${msg.message ?? 'no ready line'}`);
+  }
+  lines.close();
+  return {
+    url: (msg as BrokerChildReady).url,
+    async stop() {
+      child.stdin.end();
+      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
 }
 
 async function main(specFile: string): Promise<void> {
@@ -113,14 +144,12 @@ async function main(specFile: string): Promise<void> {
   let brokerUrl: string | undefined;
   const adminToken = randomBytes(32).toString('base64url');
   if (needsBroker) {
-    const env = { NODE_ENV: 'development', CIR_KMS_ADMIN_TOKEN: adminToken };
-    const config = loadBrokerConfig(
-      { listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(spec.workDir, 'broker'), attestation: { simulatedRootFile: arkFile, allowSimulated: true } },
-      { env },
-    );
-    const broker = await startBroker(config, { logger, env });
+    const configFile = path.join(spec.workDir, 'broker.json');
+    const brokerConfig = { listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(spec.workDir, 'broker'), attestation: { simulatedRootFile: arkFile, allowSimulated: true } };
+    await writeFile(configFile, JSON.stringify(brokerConfig), { mode: 0o600 });
+    const broker = await startBrokerChild(configFile, { ...process.env, NODE_ENV: 'development', CIR_KMS_ADMIN_TOKEN: adminToken, CIR_LOG_LEVEL: spec.logLevel ?? 'warn' });
     brokerUrl = broker.url;
-    closers.push(() => broker.close());
+    closers.push(() => broker.stop());
   }
   const register = async (keyId: string, dek: Uint8Array): Promise<void> => {
     const res = await fetch(new URL(ROUTES.adminKeys, brokerUrl), {
@@ -252,15 +281,4 @@ async function main(specFile: string): Promise<void> {
   for (const c of closers) await c().catch(() => undefined);
 }
 
-const specFile = process.argv[2];
-if (!specFile) {
-  process.stderr.write('usage: server-process.js SPEC_FILE\n');
-  process.exit(2);
-}
-main(specFile).then(
-  () => process.exit(0),
-  (e: unknown) => {
-    send({ type: 'error', message: e instanceof Error ? `${(e as { code?: string }).code ?? e.name}: ${e.message}` : String(e) });
-    process.exit(1);
-  },
-);
+runChild('server-process.js SPEC_FILE', main);
