@@ -15,11 +15,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 const entry = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'bench', 'broker-child.js');
 const dirs: string[] = [];
 
-async function start(config: unknown) {
+/** Starts the broker process with the config `makeConfig` builds in a fresh directory. */
+async function start(makeConfig: (dir: string) => unknown) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cir-broker-child-'));
   dirs.push(dir);
   const file = path.join(dir, 'broker.json');
-  await writeFile(file, JSON.stringify(typeof config === 'function' ? (config as (d: string) => unknown)(dir) : config));
+  await writeFile(file, JSON.stringify(makeConfig(dir)));
   const child = spawn(process.execPath, [entry, file], {
     env: { ...process.env, NODE_ENV: 'development', CIR_KMS_ADMIN_TOKEN: 'x'.repeat(43), CIR_LOG_LEVEL: 'silent' },
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -36,7 +37,7 @@ afterEach(async () => {
 describe('bench broker process', () => {
   it('serves once ready and exits 0 when its stdin closes', async () => {
     expect(existsSync(entry), 'run `npm run build` first').toBe(true);
-    const { child, exited, first } = await start((dir: string) => ({ listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(dir, 'state') }));
+    const { child, exited, first } = await start((dir) => ({ listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(dir, 'state') }));
     expect(first.type).toBe('ready');
     const res = await fetch(new URL('/.well-known/jwks.json', String(first.url)));
     expect(res.status).toBe(200);
@@ -46,7 +47,7 @@ describe('bench broker process', () => {
   });
 
   it('reports a broken config as an error line and exits 1', async () => {
-    const { exited, first } = await start({ listen: { host: '127.0.0.1', port: 0 }, stateDir: 42 });
+    const { exited, first } = await start(() => ({ listen: { host: '127.0.0.1', port: 0 }, stateDir: 42 }));
     expect(first.type).toBe('error');
     expect(String(first.message)).toContain('ERR_KMS_CONFIG_INVALID');
     expect(await exited).toBe(1);

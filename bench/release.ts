@@ -33,11 +33,11 @@ import { Agent } from 'node:http';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { constantTimeEqual } from '../common/bytes.js';
+import { firstJsonLine } from './child-entry.js';
 import { Attester, simProvider, type LevelResult } from './release-client.js';
 import { summarizeProfile, type CpuProfile, type ProfileSummary } from './release-profile.js';
 import { LatencyRecorder } from './stats.js';
@@ -148,12 +148,9 @@ async function startBrokerProcess(dir: string, arkFile: string, o: Options, env:
   });
   closeSync(logFd);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const first = await new Promise<string>((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout! });
-    rl.once('line', (l) => resolve(l));
-    void exited.then((code) => reject(new Error(`broker exited (${code}) before listening; log: ${readFileSync(logFile, 'utf8').slice(-2000)}`)));
-  });
-  const url = new URL((JSON.parse(first) as { broker: string }).broker);
+  const first = await firstJsonLine(child, 'broker', () => `; log: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
+  if (typeof first['broker'] !== 'string') throw new Error('broker: its first line names no URL');
+  const url = new URL(first['broker']);
   return {
     url,
     child,

@@ -14,8 +14,9 @@
  * The broker runs in a process of its own (bench/broker-child.ts), as it does when deployed:
  * the server process holds only the server, so its CPU, memory and garbage collection are
  * the same in every server mode, and the broker's lease renewals do not run on the server's
- * event loop. Its boot-time work is part of the boot figures. The simulated TEE's state (RSA-4096 keys, ~10 s to generate) is shared across processes and
- * runs through `simStateDir`.
+ * event loop. Its boot-time work is part of the boot figures. The simulated TEE's state
+ * (RSA-4096 keys, ~10 s to generate) is shared across processes and runs through
+ * `simStateDir`.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,7 +31,7 @@ import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
 import { loadServerConfig } from '../server/config.js';
 import type { BrokerChildReady } from './broker-child.js';
-import { runChild, send } from './child-entry.js';
+import { firstJsonLine, runChild, send } from './child-entry.js';
 import { readDekFile } from './workloads.js';
 import { issueKey } from '../server/tenancy/key-admin.js';
 
@@ -104,24 +105,17 @@ async function startBrokerChild(configFile: string, env: NodeJS.ProcessEnv): Pro
   const entry = path.join(path.dirname(fileURLToPath(import.meta.url)), 'broker-child.js');
   const child = spawn(process.execPath, [entry, configFile], { env, stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const lines = createInterface({ input: child.stdout });
-  const msg = await new Promise<{ type?: string; url?: string; message?: string }>((resolve, reject) => {
-    lines.once('line', (l) => {
-      try {
-        resolve(JSON.parse(l) as { type?: string; url?: string; message?: string });
-      } catch {
-        reject(new Error('broker process: unreadable first line'));
-      }
-    });
-    void exited.then((code) => reject(new Error(`broker process exited (${code}) before it was ready`)));
-  });
-  if (msg.type !== 'ready' || typeof msg.url !== 'string') {
+  const msg = await firstJsonLine(child, 'broker process').catch((e: unknown) => {
     child.kill('SIGKILL');
-    throw new Error(`broker process failed: ${msg.message ?? 'no ready line'}`);
+    throw e;
+  });
+  if (msg['type'] !== 'ready' || typeof msg['url'] !== 'string') {
+    child.kill('SIGKILL');
+    throw new Error(`broker process failed: ${typeof msg['message'] === 'string' ? msg['message'] : 'no ready line'}`);
   }
-  lines.close();
+  const ready = msg as unknown as BrokerChildReady;
   return {
-    url: (msg as BrokerChildReady).url,
+    url: ready.url,
     async stop() {
       child.stdin.end();
       const t = setTimeout(() => child.kill('SIGKILL'), 15_000);

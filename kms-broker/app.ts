@@ -225,10 +225,11 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     const nonce = decodeFixed(body.nonce, 'nonce');
     const publicKey = decodeFixed(body.publicKey, 'publicKey');
     const tenant = body.tenant ?? DEFAULT_TENANT;
+    const keyHash = sha256(publicKey).toString('base64url');
     // Who and what decided, filled in as the request progresses; logged once at the end.
     const who: Record<string, unknown> = {
       ip: request.ip,
-      keyHash: sha256(publicKey).toString('base64url').slice(0, 12),
+      keyHash: keyHash.slice(0, 12),
     };
     const alog = request.log.child({ event: 'attest' });
     try {
@@ -262,7 +263,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       const issued = await deps.tokens.issue(
         {
           nonce: body.nonce,
-          keyHash: sha256(publicKey).toString('base64url'),
+          keyHash,
           tee: claims.tee,
           claims: claims as unknown as Record<string, unknown>,
           relaxations,
@@ -289,7 +290,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       void audit
         .append(
           {
-            actor: { type: 'server', id: sha256(publicKey).toString('base64url').slice(0, 16), tenant, ip: request.ip },
+            actor: { type: 'server', id: keyHash.slice(0, 16), tenant, ip: request.ip },
             action: 'attest',
             tenant,
             decision: 'allow',
@@ -360,10 +361,12 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
       // The per-identity rate limit of the release group, now that the caller is known.
       await enforceIdentityLimit(request);
       // SECURITY: the DEK goes only to the key the evidence bound; compare digests in constant time.
+      const keyDigest = sha256(publicKey);
       const boundHash = fromBase64Url(token.keyHash);
-      if (!boundHash || !constantTimeEqual(sha256(publicKey), boundHash)) {
+      if (!boundHash || !constantTimeEqual(keyDigest, boundHash)) {
         throw new KmsError('ERR_KMS_KEY_BINDING_MISMATCH', { detail: 'publicKey' });
       }
+      const keyHash = keyDigest.toString('base64url');
       // SECURITY: tenant isolation. A token attested for tenant A sees tenant B's keys as
       // absent: same code, same detail, as a key that does not exist.
       if (token.tenant !== tenant) throw new KmsError('ERR_KMS_KEY_NOT_FOUND', { detail: keyId });
@@ -428,7 +431,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
             keyId,
             version: key.version,
             measurement: measurementOf(claims),
-            keyHash: sha256(publicKey).toString('base64url'),
+            keyHash,
             nonce: token.eat_nonce,
             ...(leaseCnf ? { cnf: leaseCnf } : {}),
           },
@@ -447,7 +450,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
             suite: HPKE_SUITE_ID,
             enc,
             ciphertextSha256: sha256(sealed.ciphertext).toString('base64url'),
-            keyHash: sha256(publicKey).toString('base64url'),
+            keyHash,
           },
           at,
         );
