@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { convNetModel, mlpForSize, mlpModel, mlpWeightBytes } from './onnx-gen.js';
-import { parseInputSpec, makeTensor } from './workloads.js';
+import { convNetModel, convNetWeightBytes, convStages, CONVNET_SMALL, mlpForSize, mlpModel, mlpWeightBytes } from './onnx-gen.js';
+import { cnnWorkload, parseInputSpec, makeTensor } from './workloads.js';
 
 describe('generated ONNX models', () => {
   it('an MLP loads in onnxruntime, has L·(D²+D)·4 bytes of weights and maps [N, D] to [N, D]', async () => {
@@ -41,6 +41,47 @@ describe('generated ONNX models', () => {
     } finally {
       await s.release();
     }
+  });
+});
+
+describe('generated conv nets', () => {
+  it('convStages: stages of 64, 128, 256 channels, stride 2 opening every stage after the first', () => {
+    expect(convStages(2, 1, 2)).toEqual([
+      { channels: 64, stride: 1 },
+      { channels: 64, stride: 1 },
+      { channels: 128, stride: 2 },
+      { channels: 256, stride: 2 },
+      { channels: 256, stride: 1 },
+    ]);
+    // 3->16, 16->32, 32->64 kernels and biases, then the 64x10 dense layer and its bias.
+    expect(convNetWeightBytes(CONVNET_SMALL)).toBe((16 * 3 * 9 + 16 + 32 * 16 * 9 + 32 + 64 * 32 * 9 + 64 + 64 * 10 + 10) * 4);
+  });
+
+  it('the cnn workload is a 26-layer net whose file is its weights plus a small graph, mapping 1x3x32x32 to 1x10', async () => {
+    const w = cnnWorkload();
+    expect(w.name).toBe('cnn26-b1');
+    const weights = Number(w.generated!['weightBytes']);
+    expect(w.onnx.length).toBeGreaterThan(weights);
+    expect(w.onnx.length).toBeLessThan(weights + 16384);
+    const s = await ort.InferenceSession.create(w.onnx, { intraOpNumThreads: 1 });
+    try {
+      expect(s.inputNames).toEqual(['x']);
+      const x = w.inputs[0]!;
+      const out = await s.run({ x: new ort.Tensor('float32', x.data as Float32Array, [...x.shape]) });
+      expect(out['y']!.dims).toEqual([1, 10]);
+      expect((out['y']!.data as Float32Array).every(Number.isFinite)).toBe(true);
+    } finally {
+      await s.release();
+    }
+  });
+
+  it('is deterministic per seed and rejects malformed layers', () => {
+    const layers = convStages(1, 1);
+    expect(Buffer.from(convNetModel(4, layers)).equals(Buffer.from(convNetModel(4, layers)))).toBe(true);
+    expect(Buffer.from(convNetModel(4, layers)).equals(Buffer.from(convNetModel(5, layers)))).toBe(false);
+    expect(() => convNetModel(1, [])).toThrow(RangeError);
+    expect(() => convNetModel(1, [{ channels: 0, stride: 1 }])).toThrow(RangeError);
+    expect(() => convNetModel(1, [{ channels: 8, stride: 3 as 1 }])).toThrow(RangeError);
   });
 });
 

@@ -7,8 +7,9 @@
  *   L·(D² + D)·4 bytes, so `mlpForSize(mb)` picks L for a model of about `mb` MiB.
  *   Compute per request is 2·N·L·D² flops; at batch 1 it is memory-bound (each request
  *   reads every weight once), at larger N it becomes compute-bound.
- * - `convNetModel`: a small CNN on [N, 3, 32, 32] (three 3x3 convolutions, global average
- *   pool, a dense layer to 10 classes).
+ * - `convNetModel`: a CNN on [N, 3, 32, 32] (3x3 convolutions, global average pool, a
+ *   dense layer to 10 classes). `CONVNET_SMALL` has three convolutions (~0.05 ms);
+ *   `convStages(9, 9, 8)` has 26 at 64/128/256 channels (~11-12.5 ms, compute-bound).
  *
  * Weights come from a seeded PRNG (He-style scaling so activations neither vanish nor blow
  * up), so a given shape always yields the same bytes. What this does not produce: anything
@@ -107,21 +108,61 @@ export function mlpModel(s: MlpShape): Uint8Array {
   );
 }
 
-/** Input `x` f32[N, 3, 32, 32], output `y` f32[N, 10]. About 100 kB of weights. */
-export function convNetModel(seed = 1): Uint8Array {
+/** One 3x3 convolution (padding 1) followed by Relu: `channels` out, stride 1 or 2. */
+export interface ConvLayer {
+  readonly channels: number;
+  readonly stride: 1 | 2;
+}
+
+/** The small CIFAR-sized net: three convolutions, about 100 kB of weights, ~0.05 ms. */
+export const CONVNET_SMALL: readonly ConvLayer[] = Object.freeze([
+  { channels: 16, stride: 1 },
+  { channels: 32, stride: 2 },
+  { channels: 64, stride: 2 },
+]);
+
+/**
+ * A VGG/ResNet-shaped stack without skip connections: `perStage` convolutions at 64, 128
+ * and 256 channels, the first of the second and third stages halving the resolution.
+ * `convStages(9, 9, 8)` is the bench's `cnn` (26 convolutions, 23 MiB of weights).
+ */
+export function convStages(...perStage: readonly number[]): ConvLayer[] {
+  const layers: ConvLayer[] = [];
+  perStage.forEach((n, stage) => {
+    for (let i = 0; i < n; i++) layers.push({ channels: 64 << stage, stride: stage > 0 && i === 0 ? 2 : 1 });
+  });
+  return layers;
+}
+
+/** Bytes of a conv net's weights (kernels, biases and the dense layer), float32. */
+export function convNetWeightBytes(layers: readonly ConvLayer[]): number {
+  let cin = 3;
+  let n = 0;
+  for (const l of layers) {
+    n += l.channels * cin * 9 + l.channels;
+    cin = l.channels;
+  }
+  return (n + cin * 10 + 10) * 4;
+}
+
+/**
+ * Input `x` f32[N, 3, 32, 32], output `y` f32[N, 10]: the given 3x3 convolutions (each
+ * with Relu), global average pool, a dense layer to 10 classes. Compute-bound: every
+ * kernel weight is used at each output position, unlike the batch-1 MLP.
+ */
+export function convNetModel(seed = 1, layers: readonly ConvLayer[] = CONVNET_SMALL): Uint8Array {
+  if (layers.length === 0 || layers.some((l) => !Number.isInteger(l.channels) || l.channels < 1 || (l.stride !== 1 && l.stride !== 2))) {
+    throw new RangeError('a conv net needs at least one layer, each with a positive integer channel count and stride 1 or 2');
+  }
   const random = seededRandom(seed);
-  const layers = [
-    { cin: 3, cout: 16, stride: 1 },
-    { cin: 16, cout: 32, stride: 2 },
-    { cin: 32, cout: 64, stride: 2 },
-  ];
   const initializer: O.ITensorProto[] = [];
   const node: O.INodeProto[] = [];
   let prev = 'x';
+  let cin = 3;
   layers.forEach((l, i) => {
     initializer.push(
-      floatTensor(`k${i}`, [l.cout, l.cin, 3, 3], random, Math.sqrt(6 / (l.cin * 9))),
-      floatTensor(`kb${i}`, [l.cout], random, 0.01),
+      floatTensor(`k${i}`, [l.channels, cin, 3, 3], random, Math.sqrt(6 / (cin * 9))),
+      floatTensor(`kb${i}`, [l.channels], random, 0.01),
     );
     node.push(
       {
@@ -134,8 +175,9 @@ export function convNetModel(seed = 1): Uint8Array {
       { opType: 'Relu', input: [`c${i}`], output: [`r${i}`], name: `relu${i}` },
     );
     prev = `r${i}`;
+    cin = l.channels;
   });
-  initializer.push(floatTensor('fc_w', [64, 10], random, Math.sqrt(6 / 64)), floatTensor('fc_b', [10], random, 0.01));
+  initializer.push(floatTensor('fc_w', [cin, 10], random, Math.sqrt(6 / cin)), floatTensor('fc_b', [10], random, 0.01));
   node.push(
     { opType: 'GlobalAveragePool', input: [prev], output: ['gap'], name: 'gap' },
     { opType: 'Flatten', input: ['gap'], output: ['flat'], name: 'flatten', attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }] },
@@ -144,6 +186,6 @@ export function convNetModel(seed = 1): Uint8Array {
   );
   return encodeModel(
     { node, initializer, input: [valueInfo('x', ['N', 3, 32, 32])], output: [valueInfo('y', ['N', 10])] },
-    'convnet_cifar',
+    layers === CONVNET_SMALL ? 'convnet_cifar' : `convnet_${layers.length}`,
   );
 }

