@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
+import onnxPkg from 'onnx-proto';
 import { convNetModel, convNetWeightBytes, convStages, CONVNET_SMALL, mlpForSize, mlpModel, mlpWeightBytes } from './onnx-gen.js';
 import { cnnWorkload, parseInputSpec, makeTensor } from './workloads.js';
+
+const { onnx } = onnxPkg;
 
 describe('generated ONNX models', () => {
   it('an MLP loads in onnxruntime, has L·(D²+D)·4 bytes of weights and maps [N, D] to [N, D]', async () => {
@@ -75,6 +78,17 @@ describe('generated conv nets', () => {
     }
   });
 
+  it('emits one Conv per layer with its stride and channel count', () => {
+    const layers = convStages(2, 2);
+    const model = onnx.ModelProto.decode(convNetModel(1, layers));
+    const convs = model.graph!.node!.filter((n) => n.opType === 'Conv');
+    expect(convs).toHaveLength(4);
+    const strides = convs.map((n) => n.attribute!.find((a) => a.name === 'strides')!.ints!.map(Number));
+    expect(strides).toEqual([[1, 1], [1, 1], [2, 2], [1, 1]]);
+    const kernels = convs.map((n) => model.graph!.initializer!.find((t) => t.name === n.input![1])!.dims!.map(Number));
+    expect(kernels).toEqual([[64, 3, 3, 3], [64, 64, 3, 3], [128, 64, 3, 3], [128, 128, 3, 3]]);
+  });
+
   it('is deterministic per seed and rejects malformed layers', () => {
     const layers = convStages(1, 1);
     expect(Buffer.from(convNetModel(4, layers)).equals(Buffer.from(convNetModel(4, layers)))).toBe(true);
@@ -82,6 +96,8 @@ describe('generated conv nets', () => {
     expect(() => convNetModel(1, [])).toThrow(RangeError);
     expect(() => convNetModel(1, [{ channels: 0, stride: 1 }])).toThrow(RangeError);
     expect(() => convNetModel(1, [{ channels: 8, stride: 3 as 1 }])).toThrow(RangeError);
+    expect(() => convNetModel(1, [{ channels: 2.5, stride: 1 }])).toThrow(RangeError);
+    for (const bad of [[], [0], [2, -1], [1.5], [1, 1, 1, 1, 1, 1]]) expect(() => convStages(...bad)).toThrow(RangeError);
   });
 });
 

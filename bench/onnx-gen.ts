@@ -114,7 +114,7 @@ export interface ConvLayer {
   readonly stride: 1 | 2;
 }
 
-/** The small CIFAR-sized net: three convolutions, about 100 kB of weights, ~0.05 ms. */
+/** The small CIFAR-sized net: three convolutions, about 100 kB of weights, ~0.05 ms in a tight loop. */
 export const CONVNET_SMALL: readonly ConvLayer[] = Object.freeze([
   { channels: 16, stride: 1 },
   { channels: 32, stride: 2 },
@@ -122,11 +122,15 @@ export const CONVNET_SMALL: readonly ConvLayer[] = Object.freeze([
 ]);
 
 /**
- * A VGG/ResNet-shaped stack without skip connections: `perStage` convolutions at 64, 128
- * and 256 channels, the first of the second and third stages halving the resolution.
- * `convStages(9, 9, 8)` is the bench's `cnn` (26 convolutions, 23 MiB of weights).
+ * A VGG/ResNet-shaped stack without skip connections: stage k has `perStage[k]` (>= 1)
+ * convolutions at 64·2^k channels, its first one halving the resolution from the second
+ * stage on. `convStages(9, 9, 8)` is the bench's `cnn` (26 convolutions at 64, 128 and 256
+ * channels, 23 MiB of weights).
  */
 export function convStages(...perStage: readonly number[]): ConvLayer[] {
+  if (perStage.length === 0 || perStage.length > 5 || perStage.some((n) => !Number.isInteger(n) || n < 1)) {
+    throw new RangeError('convStages takes 1 to 5 stages, each of at least one layer');
+  }
   const layers: ConvLayer[] = [];
   perStage.forEach((n, stage) => {
     for (let i = 0; i < n; i++) layers.push({ channels: 64 << stage, stride: stage > 0 && i === 0 ? 2 : 1 });
@@ -186,6 +190,6 @@ export function convNetModel(seed = 1, layers: readonly ConvLayer[] = CONVNET_SM
   );
   return encodeModel(
     { node, initializer, input: [valueInfo('x', ['N', 3, 32, 32])], output: [valueInfo('y', ['N', 10])] },
-    layers === CONVNET_SMALL ? 'convnet_cifar' : `convnet_${layers.length}`,
+    layers === CONVNET_SMALL ? 'convnet_cifar' : `convnet_${layers.map((l) => `${l.channels}s${l.stride}`).join('_')}`,
   );
 }

