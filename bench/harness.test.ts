@@ -63,6 +63,7 @@ describe('cir bench smoke run', () => {
       ['grpc-tls', true, false],
       ['grpc-attested', true, true],
       ['grpc-controls', false, false],
+      ['grpc-plain', false, false],
     ]);
     // grpc and grpc-controls ran side by side: the controls' cost, per loop and level.
     expect(report.controlsCost?.map((c) => [c.loop, c.level, c.pairs])).toEqual([
@@ -72,6 +73,7 @@ describe('cir bench smoke run', () => {
     expect(report.controlsCost?.every((c) => Number.isFinite(c.p50DeltaUs) && c.serverCpuDeltaUs !== null)).toBe(true);
     // ... and the pairs alternated request by request in one window per concurrency level.
     expect(report.interleaved?.map((r) => [r.a, r.b, r.model, r.concurrency, r.sideA.errors + r.sideB.errors])).toEqual([
+      ['grpc-plain', 'grpc', 'tiny', 1, 0],
       ['grpc', 'grpc-controls', 'tiny', 1, 0],
       ['grpc-tls', 'grpc-attested', 'tiny', 1, 0],
     ]);

@@ -229,6 +229,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     modes = modes.filter((x) => x === 'inproc');
   }
+  const sealedWorkload = o.workloads.find((w) => w.sealedFile);
+  if (modes.includes('grpc-plain') && sealedWorkload) {
+    // The reference server takes plaintext files; a sealed model is never written out decrypted.
+    skipped.push({ what: 'grpc-plain', reason: `${sealedWorkload.name} is sealed; the plain reference server serves plaintext models only` });
+    modes = modes.filter((x) => x !== 'grpc-plain');
+  }
 
   try {
     // 1. Models on disk for the server processes.
@@ -254,7 +260,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       ...(o.executor ? { executor: o.executor } : {}),
-      ...(o.controls || mode === 'grpc-controls' ? { controls: true } : {}),
+      ...(mode === 'grpc-plain' ? { plain: true } : o.controls || mode === 'grpc-controls' ? { controls: true } : {}),
       models: o.workloads.map((w): ServerSpecModel => {
         if (w.sealedFile) return { name: w.name, file: w.sealedFile.file, dekFile: w.sealedFile.dekFile };
         return { name: w.name, file: files.get(w.name)!, plaintext: mode !== 'grpc-attested' };

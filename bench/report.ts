@@ -261,7 +261,8 @@ export interface InterleavedSide {
 /**
  * Two server modes alternated request by request in one closed-loop window
  * (bench/load.ts runInterleaved) of `durationMs` (= window × reps): a paired measurement,
- * free of the drift between windows measured one after the other. Pairs run: grpc vs
+ * free of the drift between windows measured one after the other. Pairs run: grpc-plain
+ * vs grpc (what cir's serving layer adds over a plain grpc-js + onnxruntime server), grpc vs
  * grpc-controls (what the multi-tenant controls cost) and grpc-tls vs grpc-attested (what
  * the confidential path costs per request once attested), whenever both modes ran.
  */
@@ -283,6 +284,7 @@ export interface InterleavedRow {
 
 /** The mode pairs compared interleaved when both modes run: [baseline, candidate]. */
 export const INTERLEAVED_PAIRS: readonly (readonly [Mode, Mode])[] = [
+  ['grpc-plain', 'grpc'],
   ['grpc', 'grpc-controls'],
   ['grpc-tls', 'grpc-attested'],
 ];
@@ -385,7 +387,7 @@ export function markdownSummary(rep: BenchReport): string {
   }
   if (rep.interleaved && rep.interleaved.length > 0) {
     L.push('## Paired comparisons (interleaved)', '');
-    L.push('Each row is one closed-loop window in which every client alternates the two modes request by request, so both see the same moments of the machine. Targets: grpc-controls − grpc ≤ 50 µs at p50; grpc-attested / grpc-tls ≤ 1.03.', '');
+    L.push('Each row is one closed-loop window in which every client alternates the two modes request by request, so both see the same moments of the machine. grpc − grpc-plain is what cir\'s serving layer adds over a plain grpc-js + onnxruntime server. Targets: grpc-controls − grpc ≤ 50 µs at p50; grpc-attested / grpc-tls ≤ 1.03.', '');
     L.push(
       ...tableHead(
         ['a', 'b', 'model', 'conc.', 'window s', 'a p50 ms', 'b p50 ms', 'Δ p50 µs', 'b/a p50', 'a p99 ms', 'b p99 ms', 'Δ p99 µs', 'a srv CPU µs/req', 'b srv CPU µs/req', 'Δ srv CPU µs/req', 'errors'],

@@ -9,7 +9,8 @@
  *
  * Started by bench/harness.ts as `node dist/bench/server-process.js SPEC_FILE` where
  * SPEC_FILE holds a ServerSpec (JSON). Logs (pino) go to stderr. Failures print
- * {"type":"error", message} on stdout and exit 1.
+ * {"type":"error", message} on stdout and exit 1. A spec with `plain` starts
+ * bench/plain-server.ts instead of cir (the `grpc-plain` mode), with the same protocol.
  *
  * The broker runs in a process of its own (bench/broker-child.ts), as it does when deployed:
  * the server process holds only the server, so its CPU, memory and garbage collection are
@@ -29,11 +30,12 @@ import { sealModel, readSealedHeader } from '../common/seal.js';
 import { createLogger } from '../common/logger.js';
 import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
-import { loadServerConfig } from '../server/config.js';
+import { DEFAULT_MAX_CONCURRENT_INFERS, loadServerConfig } from '../server/config.js';
 import type { BrokerChildReady } from './broker-child.js';
 import { firstJsonLine, runChild, send } from './child-entry.js';
 import { readDekFile } from './workloads.js';
 import { issueKey } from '../server/tenancy/key-admin.js';
+import { startPlainServer } from './plain-server.js';
 
 export interface ServerSpecModel {
   readonly name: string;
@@ -67,6 +69,11 @@ export interface ServerSpec {
    * figures measure their cost, not their refusals. Off: `auth: { mode: 'none' }`.
    */
   readonly controls?: boolean;
+  /**
+   * Serve the models with bench/plain-server.ts instead of cir (the `grpc-plain` mode): no
+   * simulated TEE, broker or controls. Every model must be `plaintext`.
+   */
+  readonly plain?: boolean;
 }
 
 export interface BootFigure {
@@ -125,8 +132,64 @@ async function startBrokerChild(configFile: string, env: NodeJS.ProcessEnv): Pro
   };
 }
 
+/** Answers `{"cmd":"stats"}` lines on stdin until stdin closes. */
+async function serveStats(): Promise<void> {
+  const rl = createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    let cmd: unknown;
+    try {
+      cmd = (JSON.parse(line) as { cmd?: unknown }).cmd;
+    } catch {
+      return;
+    }
+    if (cmd === 'stats') {
+      const cpu = process.cpuUsage();
+      const mem = process.memoryUsage();
+      const msg: StatsMessage = {
+        type: 'stats',
+        cpuUserUs: cpu.user,
+        cpuSystemUs: cpu.system,
+        maxRssKb: process.resourceUsage().maxRSS,
+        rssBytes: mem.rss,
+        heapUsedBytes: mem.heapUsed,
+        externalBytes: mem.external,
+      };
+      send(msg);
+    }
+  });
+  await new Promise<void>((resolve) => rl.once('close', resolve));
+}
+
+/** The `grpc-plain` reference: bench/plain-server.ts with the spec's models and threads. */
+async function mainPlain(spec: ServerSpec): Promise<void> {
+  const notPlain = spec.models.find((m) => !m.plaintext);
+  if (notPlain) throw new Error(`the plain reference server serves plaintext models only (${notPlain.name} is sealed)`);
+  const models = await Promise.all(spec.models.map(async (m) => ({ name: m.name, onnx: await readFile(m.file) })));
+  const t0 = performance.now();
+  const server = await startPlainServer({
+    models,
+    execution: { intraOpThreads: spec.intraOpThreads, interOpThreads: spec.interOpThreads, executionMode: 'sequential', executor: spec.executor ?? 'inline' },
+    maxMessageBytes: 256 * 1024 * 1024,
+    maxConcurrentInfers: spec.maxConcurrentInfers ?? DEFAULT_MAX_CONCURRENT_INFERS,
+  });
+  const ready: ReadyMessage = {
+    type: 'ready',
+    port: server.port,
+    certPem: null,
+    arkPem: '',
+    measurement: spec.measurement,
+    models: models.map((m) => ({ name: m.name, sealed: false, bytes: m.onnx.length })),
+    boots: [{ startToReadyMs: performance.now() - t0, steps: [] }],
+    processToReadyMs: process.uptime() * 1000,
+  };
+  send(ready);
+  await serveStats();
+  await server.close();
+}
+
 async function main(specFile: string): Promise<void> {
   const spec = JSON.parse(await readFile(specFile, 'utf8')) as ServerSpec;
+  if (spec.plain) return mainPlain(spec);
   const logger = createLogger({ level: spec.logLevel ?? 'warn', name: 'cir-bench-server' });
   await mkdir(spec.workDir, { recursive: true, mode: 0o700 });
   const sim = await SimulatedSnp.open(spec.simStateDir);
@@ -247,31 +310,7 @@ async function main(specFile: string): Promise<void> {
     processToReadyMs,
   };
   send(ready);
-
-  const rl = createInterface({ input: process.stdin });
-  rl.on('line', (line) => {
-    let cmd: unknown;
-    try {
-      cmd = (JSON.parse(line) as { cmd?: unknown }).cmd;
-    } catch {
-      return;
-    }
-    if (cmd === 'stats') {
-      const cpu = process.cpuUsage();
-      const mem = process.memoryUsage();
-      const msg: StatsMessage = {
-        type: 'stats',
-        cpuUserUs: cpu.user,
-        cpuSystemUs: cpu.system,
-        maxRssKb: process.resourceUsage().maxRSS,
-        rssBytes: mem.rss,
-        heapUsedBytes: mem.heapUsed,
-        externalBytes: mem.external,
-      };
-      send(msg);
-    }
-  });
-  await new Promise<void>((resolve) => rl.once('close', resolve));
+  await serveStats();
   for (const c of closers) await c().catch(() => undefined);
 }
 

@@ -9,6 +9,10 @@
  *                  (plain model, `allowPlaintextModels`).
  *   grpc-controls  `grpc` with the multi-tenant controls of server/tenancy on: an API key on
  *                  every call, every per-key and per-tenant limit set never to refuse.
+ *   grpc-plain     not cir: bench/plain-server.ts, the smallest ModelInfer server on the same
+ *                  grpc-js, codec and onnxruntime settings, plaintext. `grpc` minus
+ *                  `grpc-plain` is what cir's serving layer adds; `grpc-plain` minus
+ *                  `inproc` is what any Node gRPC server pays on this machine.
  *   grpc-attested  the confidential path: the server boots a SEALED model through
  *                  attestation and key release; the client verifies the server once
  *                  (client/verify.ts: evidence, binding, policy) and then sends every
@@ -36,17 +40,19 @@ import type { Invoke } from './load.js';
 import type { ReadyMessage, ServerSpec, StatsMessage } from './server-process.js';
 import { inferRequest, ortFeeds, type Workload } from './workloads.js';
 
-export const MODES = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested', 'grpc-controls'] as const;
+export const MODES = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested', 'grpc-controls', 'grpc-plain'] as const;
 export type Mode = (typeof MODES)[number];
 /**
  * What a sweep runs unless `--modes` says otherwise. `grpc-controls` (plaintext gRPC with
  * the multi-tenant controls on) is asked for by name: `--modes grpc,grpc-controls` measures
- * what the controls cost, both servers in one run, repetitions alternating.
+ * what the controls cost, both servers in one run, repetitions alternating. So is
+ * `grpc-plain`: `--modes inproc,grpc-plain,grpc` splits the gRPC overhead into the
+ * transport's share and cir's.
  */
 export const DEFAULT_MODES: readonly Mode[] = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested'];
 /** Server modes without TLS. */
 export function isPlaintextMode(m: Mode): boolean {
-  return m === 'grpc' || m === 'grpc-controls';
+  return m === 'grpc' || m === 'grpc-controls' || m === 'grpc-plain';
 }
 
 /** An error with a status name, as the load loops count them. */

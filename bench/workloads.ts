@@ -155,13 +155,13 @@ export const CNN_10MS = Object.freeze(convStages(9, 9, 8));
 
 /** A compute-bound model of >= 10 ms with a small request (12 KiB) and response (40 B). */
 export function cnnWorkload(): Workload {
-  const mib = (convNetWeightBytes(CNN_10MS) / 2 ** 20).toFixed(0);
+  const weightBytes = convNetWeightBytes(CNN_10MS);
   return {
     name: `cnn${CNN_10MS.length}-b1`,
-    description: `generated CNN, ${CNN_10MS.length} conv 3x3 at 64/128/256 channels + GAP + dense, ${mib} MiB, input 1x3x32x32`,
+    description: `generated CNN, ${CNN_10MS.length} conv 3x3 at 64/128/256 channels + GAP + dense, ${(weightBytes / 2 ** 20).toFixed(0)} MiB, input 1x3x32x32`,
     onnx: convNetModel(1, CNN_10MS),
     inputs: [makeTensor('x', 'FP32', [1, 3, 32, 32], 5)],
-    generated: { kind: 'convnet', batch: 1, layers: CNN_10MS.length, weightBytes: convNetWeightBytes(CNN_10MS) },
+    generated: { kind: 'convnet', batch: 1, layers: CNN_10MS.length, weightBytes },
   };
 }
 

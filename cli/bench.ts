@@ -111,7 +111,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--markdown <file>', 'write the Markdown summary (also printed on stdout)')
     .option('--svg <file>', 'write the latency-vs-throughput chart')
     .option('--out-dir <dir>', 'write bench.json, bench.md and bench.svg into this directory')
-    .option('--modes <list>', `comma-separated modes (${MODES.join(', ')}; default ${DEFAULT_MODES.join(',')}); grpc,grpc-controls measures what the multi-tenant controls cost`)
+    .option('--modes <list>', `comma-separated modes (${MODES.join(', ')}; default ${DEFAULT_MODES.join(',')}); grpc,grpc-controls measures what the multi-tenant controls cost; inproc,grpc-plain,grpc splits the gRPC overhead into the transport's share and cir's`)
     .option('--models <list>', 'built-in models: vad, mlp (~7.5-9 ms, 128 KiB tensors), cnn (~11-12.5 ms, compute-bound), convnet, mlp-<N>mb (default vad,mlp,cnn,convnet)')
     .option('--model <file>', 'your own .onnx (or sealed file with --dek-file); needs --input')
     .option('--input <spec>', 'input of --model as name:dtype:dims[:value], e.g. x:fp32:1x3x224x224 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])

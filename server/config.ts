@@ -18,6 +18,8 @@ import {
 
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const MiB = 1 << 20;
+/** Concurrent ModelInfer calls a server admits unless `maxConcurrentInfers` says otherwise. */
+export const DEFAULT_MAX_CONCURRENT_INFERS = 64;
 
 export const ModelEntrySchema = z.strictObject({
   name: z.string().regex(MODEL_NAME_RE, 'must be 1-128 chars of [A-Za-z0-9._-], starting alphanumeric'),
@@ -84,7 +86,7 @@ export const ServerConfigSchema = z
       .max(2 ** 31 - 1)
       .default(1 << 24),
     /** Concurrent ModelInfer calls before RESOURCE_EXHAUSTED. */
-    maxConcurrentInfers: z.number().int().min(1).max(65_536).default(64),
+    maxConcurrentInfers: z.number().int().min(1).max(65_536).default(DEFAULT_MAX_CONCURRENT_INFERS),
     /** Concurrent GetEvidence calls before RESOURCE_EXHAUSTED. */
     maxConcurrentEvidence: z.number().int().min(1).max(1024).default(8),
     retry: z

@@ -262,7 +262,8 @@ type TypedArrayCtor = {
   new (buffer: ArrayBuffer, byteOffset: number, length: number): Exclude<OrtData, readonly string[]>;
 };
 
-const ARRAY_TYPES: Readonly<Record<Datatype, TypedArrayCtor>> = Object.freeze({
+/** The typed array of each datatype (BOOL as bytes, as onnxruntime-node takes it). */
+export const ARRAY_TYPES: Readonly<Record<Datatype, TypedArrayCtor>> = Object.freeze({
   BOOL: Uint8Array,
   UINT8: Uint8Array,
   UINT16: Uint16Array,

@@ -1,0 +1,160 @@
+/**
+ * The reference of the `grpc-plain` bench mode: the smallest KServe v2 ModelInfer server a
+ * team would write for itself with the libraries cir uses, and nothing else. It answers one
+ * question: how much of what the `grpc` mode adds over `inproc` is cir's serving layer, and
+ * how much is grpc-js, HTTP/2, loopback TCP and a second process on this machine?
+ *
+ * It shares with the cir server everything that is not cir's own code:
+ *   - grpc-js with the same hot-path options (server/executor.ts hotPathServerOptions);
+ *   - the same proto definitions and codec (server/proto.ts, proto-loader + protobufjs);
+ *   - onnxruntime-node sessions with the same options and executor
+ *     (server/executor.ts createSessionFactory, graph optimisation 'all', CPU);
+ *   - zero-copy input tensors when the bytes are aligned, output bytes handed to the
+ *     response without a copy (server/tensors.ts isZeroCopy, rawView).
+ * It has none of cir's controls: no attestation, no sealed models, no validation beyond
+ * what keeps it from crashing, no authentication, limits, logging or metrics. It only
+ * serves plaintext models, on loopback, inside `cir bench`; it is not a server to deploy.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { Tensor } from 'onnxruntime-node';
+import { loadServiceDefinitions } from '../server/proto.js';
+import { createSessionFactory, hotPathServerOptions, type ExecutionSettings } from '../server/executor.js';
+import { ARRAY_TYPES, DATATYPES, datatypeForOrtType, isDatatype, isZeroCopy, rawView } from '../server/tensors.js';
+import type { InferenceSessionLike } from '../server/registry.js';
+
+export interface PlainModel {
+  readonly name: string;
+  readonly onnx: Uint8Array;
+}
+
+export interface PlainServerOptions {
+  readonly models: readonly PlainModel[];
+  readonly execution: ExecutionSettings;
+  readonly maxMessageBytes: number;
+  /** Concurrent calls per connection, as the cir server's `maxConcurrentInfers`. */
+  readonly maxConcurrentInfers: number;
+}
+
+export interface PlainServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+interface WireInput {
+  readonly name?: unknown;
+  readonly datatype?: unknown;
+  readonly shape?: unknown;
+}
+
+/** A gRPC error that names no input value (the reference keeps cir's rule on secrets). */
+const fail = (code: grpc.status, details: string): grpc.ServiceError => Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+
+/** A copy of `bytes` in an ArrayBuffer of its own (Buffer#slice would be a view). */
+function plainCopy(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bytes.byteLength);
+  out.set(bytes);
+  return out;
+}
+
+/**
+ * Builds the feeds of one request: each input's `raw_input_contents` as a tensor of its
+ * declared datatype and shape, zero-copy when aligned. Throws a ServiceError for what
+ * would otherwise throw inside onnxruntime.
+ */
+export function plainFeeds(req: { inputs?: unknown; raw_input_contents?: unknown }): Record<string, Tensor> {
+  const inputs = Array.isArray(req.inputs) ? (req.inputs as WireInput[]) : [];
+  const raw = Array.isArray(req.raw_input_contents) ? (req.raw_input_contents as unknown[]) : [];
+  if (inputs.length === 0 || raw.length !== inputs.length) throw fail(grpc.status.INVALID_ARGUMENT, 'every input must come in raw_input_contents');
+  const feeds: Record<string, Tensor> = {};
+  for (let i = 0; i < inputs.length; i++) {
+    const { name, datatype, shape } = inputs[i]!;
+    const bytes = raw[i];
+    if (typeof name !== 'string' || !isDatatype(datatype) || !Array.isArray(shape) || !(bytes instanceof Uint8Array)) {
+      throw fail(grpc.status.INVALID_ARGUMENT, `input ${i} needs a name, a datatype, a shape and raw contents`);
+    }
+    const dims = shape.map(Number);
+    const count = dims.reduce((a, d) => a * d, 1);
+    const info = DATATYPES[datatype];
+    if (!dims.every((d) => Number.isSafeInteger(d) && d >= 0) || count * info.bytes !== bytes.byteLength) {
+      throw fail(grpc.status.INVALID_ARGUMENT, `input ${i}: shape and byte length disagree`);
+    }
+    const Ctor = ARRAY_TYPES[datatype];
+    const data = isZeroCopy(bytes, info.bytes) ? new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, count) : new Ctor(plainCopy(bytes).buffer as ArrayBuffer, 0, count);
+    feeds[name] = new Tensor(info.ort, data as Float32Array, dims);
+  }
+  return feeds;
+}
+
+/** The response of one run: every output, raw, in the session's output order. */
+export function plainResponse(modelName: string, id: unknown, outputNames: readonly string[], results: Readonly<Record<string, Tensor>>): object {
+  const outputs: object[] = [];
+  const raw: Buffer[] = [];
+  for (const name of outputNames) {
+    const t = results[name];
+    const dt = t && datatypeForOrtType(t.type);
+    if (!t || !dt) throw fail(grpc.status.INTERNAL, `output ${outputNames.indexOf(name)} has no supported tensor`);
+    outputs.push({ name, datatype: dt, shape: t.dims.map(Number) });
+    raw.push(rawView(t.data as Float32Array));
+  }
+  return { model_name: modelName, id: typeof id === 'string' ? id : '', outputs, raw_output_contents: raw };
+}
+
+/** Starts the reference server on 127.0.0.1 (an ephemeral port), plaintext. */
+export async function startPlainServer(o: PlainServerOptions): Promise<PlainServer> {
+  const create = createSessionFactory(o.execution);
+  const sessions = new Map<string, InferenceSessionLike>();
+  try {
+    for (const m of o.models) sessions.set(m.name, await create(m.onnx, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' }));
+  } catch (e) {
+    for (const s of sessions.values()) await s.release().catch(() => undefined);
+    throw e;
+  }
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': o.maxMessageBytes,
+    'grpc.max_send_message_length': o.maxMessageBytes,
+    ...hotPathServerOptions(o.maxConcurrentInfers),
+  });
+  const method = loadServiceDefinitions().inference['ModelInfer']!;
+  const modelInfer: grpc.handleUnaryCall<{ model_name?: unknown; id?: unknown; inputs?: unknown; raw_input_contents?: unknown }, object> = (call, callback) => {
+    const req = call.request;
+    const session = typeof req.model_name === 'string' ? sessions.get(req.model_name) : undefined;
+    if (!session) {
+      callback(fail(grpc.status.NOT_FOUND, 'unknown model'));
+      return;
+    }
+    let feeds: Record<string, Tensor>;
+    try {
+      feeds = plainFeeds(req);
+    } catch (e) {
+      callback(e as grpc.ServiceError);
+      return;
+    }
+    session.run(feeds).then(
+      (results) => {
+        try {
+          callback(null, plainResponse(req.model_name as string, req.id, session.outputNames, results));
+        } catch (e) {
+          callback(e as grpc.ServiceError);
+        }
+      },
+      () => callback(fail(grpc.status.INTERNAL, 'inference failed')),
+    );
+  };
+  server.addService({ ModelInfer: method }, { ModelInfer: modelInfer as grpc.UntypedHandleCall });
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+  } catch (e) {
+    for (const s of sessions.values()) await s.release().catch(() => undefined);
+    throw e;
+  }
+  return {
+    port,
+    async close() {
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      for (const s of sessions.values()) await s.release().catch(() => undefined);
+    },
+  };
+}
