@@ -65,6 +65,8 @@ describe('cir bench smoke run', () => {
       ['grpc-controls', false, false],
       ['grpc-plain', false, false],
     ]);
+    // grpc-plain ran the reference server (no boot steps), every other mode booted cir.
+    for (const s of report.servers) expect(s.boot?.steps.length === 0, s.mode).toBe(s.mode === 'grpc-plain');
     // grpc and grpc-controls ran side by side: the controls' cost, per loop and level.
     expect(report.controlsCost?.map((c) => [c.loop, c.level, c.pairs])).toEqual([
       ['closed', 1, 1],

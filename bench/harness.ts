@@ -434,6 +434,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const ta = targets.get(ma);
       const tb = targets.get(mb);
       if (!ta || !tb) continue;
+      if (o.controls && ma === 'grpc-plain') {
+        // The reference has no controls: against grpc with them, the pair would not measure cir's serving layer alone.
+        skipped.push({ what: 'grpc-plain vs grpc interleaved', reason: '--controls: grpc runs the multi-tenant controls, the plain reference has none' });
+        continue;
+      }
       for (const w of o.workloads) {
         for (const c of o.concurrency) {
           const durationMs = o.durationMs * o.reps;

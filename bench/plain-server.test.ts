@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { INFERENCE_SERVICE_NAME, loadServiceDefinitions } from '../server/proto.js';
 import { decodeInferResponse } from '../server/tensors.js';
 import { defaultSimStateDir, runBench } from './harness.js';
-import { plainFeeds, plainResponse, startPlainServer, type PlainServer } from './plain-server.js';
+import { asStatus, plainFeeds, plainResponse, startPlainServer, type PlainServer } from './plain-server.js';
 import { ServerChild, serverProcessEntry } from './targets.js';
 import { convNetWorkload, inferRequest, mlpWorkload, ortFeeds, vadWorkload, type Workload } from './workloads.js';
 
@@ -97,11 +97,42 @@ describe('plain reference server', () => {
     expect(bad({ inputs: [ok], raw_input_contents: ['x'] })).toThrow(/needs a name/);
     expect(bad({ inputs: [ok] })).toThrow(/raw_input_contents/);
     expect(bad({})).toThrow(/raw_input_contents/);
+    expect(bad({ inputs: [ok, ok], raw_input_contents: [bytes, bytes] })).toThrow(/input 1 repeats the name/);
+    expect(bad({ inputs: [ok], raw_input_contents: [Buffer.alloc(7)] })).toThrow(expect.objectContaining({ code: grpc.status.INVALID_ARGUMENT }));
+    // An input named __proto__ is an ordinary feed name, not a prototype change.
+    const feeds = plainFeeds({ inputs: [{ ...ok, name: '__proto__' }], raw_input_contents: [bytes] });
+    expect(Object.keys(feeds)).toEqual(['__proto__']);
+  });
+
+  it('copies unaligned INT64 bytes (8-byte alignment) and reads them little-endian', () => {
+    const values = new BigInt64Array([1n, -2n, 2n ** 40n]);
+    const backing = Buffer.alloc(28);
+    Buffer.from(values.buffer).copy(backing, 4);
+    const t = plainFeeds({ inputs: [{ name: 'n', datatype: 'INT64', shape: ['3'] }], raw_input_contents: [backing.subarray(4)] })['n']!;
+    expect(t.type).toBe('int64');
+    expect((t.data as BigInt64Array).buffer).not.toBe(backing.buffer);
+    expect(Array.from(t.data as BigInt64Array)).toEqual([1n, -2n, 2n ** 40n]);
+  });
+
+  it('turns an unexpected error into a fixed INTERNAL, never its message', () => {
+    // A null input (not reachable through the proto decoder, which fills defaults) throws a TypeError.
+    let thrown: unknown;
     try {
-      plainFeeds({ inputs: [ok], raw_input_contents: [Buffer.alloc(7)] });
+      plainFeeds({ inputs: [null], raw_input_contents: [Buffer.alloc(4)] });
     } catch (e) {
-      expect((e as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
+      thrown = e;
     }
+    expect(thrown).toBeInstanceOf(TypeError);
+    expect(asStatus(thrown)).toMatchObject({ code: grpc.status.INTERNAL, details: 'request failed' });
+    const own = (() => {
+      try {
+        plainFeeds({});
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(asStatus(own)).toBe(own);
+    expect(asStatus('text')).toMatchObject({ code: grpc.status.INTERNAL });
   });
 
   it('refuses an output it cannot encode', () => {

@@ -49,6 +49,15 @@ interface WireInput {
 /** A gRPC error that names no input value (the reference keeps cir's rule on secrets). */
 const fail = (code: grpc.status, details: string): grpc.ServiceError => Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
 
+/** What a caller may see of a thrown error: this module's own statuses, else a fixed INTERNAL. */
+export function asStatus(e: unknown): grpc.ServiceError {
+  const own = e instanceof Error && typeof (e as Partial<grpc.ServiceError>).code === 'number' && (e as Partial<grpc.ServiceError>).metadata instanceof grpc.Metadata;
+  return own ? (e as grpc.ServiceError) : fail(grpc.status.INTERNAL, 'request failed');
+}
+
+/** Grace for calls in flight when the server closes, as the cir server gives. */
+const CLOSE_GRACE_MS = 5000;
+
 /** A copy of `bytes` in an ArrayBuffer of its own (Buffer#slice would be a view). */
 function plainCopy(bytes: Uint8Array): Uint8Array {
   const out = new Uint8Array(bytes.byteLength);
@@ -65,13 +74,14 @@ export function plainFeeds(req: { inputs?: unknown; raw_input_contents?: unknown
   const inputs = Array.isArray(req.inputs) ? (req.inputs as WireInput[]) : [];
   const raw = Array.isArray(req.raw_input_contents) ? (req.raw_input_contents as unknown[]) : [];
   if (inputs.length === 0 || raw.length !== inputs.length) throw fail(grpc.status.INVALID_ARGUMENT, 'every input must come in raw_input_contents');
-  const feeds: Record<string, Tensor> = {};
+  const feeds: Record<string, Tensor> = Object.create(null) as Record<string, Tensor>;
   for (let i = 0; i < inputs.length; i++) {
     const { name, datatype, shape } = inputs[i]!;
     const bytes = raw[i];
     if (typeof name !== 'string' || !isDatatype(datatype) || !Array.isArray(shape) || !(bytes instanceof Uint8Array)) {
       throw fail(grpc.status.INVALID_ARGUMENT, `input ${i} needs a name, a datatype, a shape and raw contents`);
     }
+    if (Object.hasOwn(feeds, name)) throw fail(grpc.status.INVALID_ARGUMENT, `input ${i} repeats the name of an earlier input`);
     const dims = shape.map(Number);
     const count = dims.reduce((a, d) => a * d, 1);
     const info = DATATYPES[datatype];
@@ -103,12 +113,9 @@ export function plainResponse(modelName: string, id: unknown, outputNames: reado
 export async function startPlainServer(o: PlainServerOptions): Promise<PlainServer> {
   const create = createSessionFactory(o.execution);
   const sessions = new Map<string, InferenceSessionLike>();
-  try {
-    for (const m of o.models) sessions.set(m.name, await create(m.onnx, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' }));
-  } catch (e) {
+  const release = async (): Promise<void> => {
     for (const s of sessions.values()) await s.release().catch(() => undefined);
-    throw e;
-  }
+  };
   const server = new grpc.Server({
     'grpc.max_receive_message_length': o.maxMessageBytes,
     'grpc.max_send_message_length': o.maxMessageBytes,
@@ -126,7 +133,7 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
     try {
       feeds = plainFeeds(req);
     } catch (e) {
-      callback(e as grpc.ServiceError);
+      callback(asStatus(e));
       return;
     }
     session.run(feeds).then(
@@ -134,27 +141,35 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
         try {
           callback(null, plainResponse(req.model_name as string, req.id, session.outputNames, results));
         } catch (e) {
-          callback(e as grpc.ServiceError);
+          callback(asStatus(e));
         }
       },
       () => callback(fail(grpc.status.INTERNAL, 'inference failed')),
     );
   };
-  server.addService({ ModelInfer: method }, { ModelInfer: modelInfer as grpc.UntypedHandleCall });
   let port: number;
   try {
+    for (const m of o.models) sessions.set(m.name, await create(m.onnx, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' }));
+    server.addService({ ModelInfer: method }, { ModelInfer: modelInfer as grpc.UntypedHandleCall });
     port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
   } catch (e) {
-    for (const s of sessions.values()) await s.release().catch(() => undefined);
+    server.forceShutdown();
+    await release();
     throw e;
   }
   return {
     port,
     async close() {
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      for (const s of sessions.values()) await s.release().catch(() => undefined);
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => server.forceShutdown(), CLOSE_GRACE_MS);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      await release();
     },
   };
 }
