@@ -99,10 +99,10 @@ export function plainFeeds(req: { inputs?: unknown; raw_input_contents?: unknown
 export function plainResponse(modelName: string, id: unknown, outputNames: readonly string[], results: Readonly<Record<string, Tensor>>): object {
   const outputs: object[] = [];
   const raw: Buffer[] = [];
-  for (const name of outputNames) {
+  for (const [i, name] of outputNames.entries()) {
     const t = results[name];
     const dt = t && datatypeForOrtType(t.type);
-    if (!t || !dt) throw fail(grpc.status.INTERNAL, `output ${outputNames.indexOf(name)} has no supported tensor`);
+    if (!t || !dt) throw fail(grpc.status.INTERNAL, `output ${i} has no supported tensor`);
     outputs.push({ name, datatype: dt, shape: t.dims.map(Number) });
     raw.push(rawView(t.data as Float32Array));
   }
