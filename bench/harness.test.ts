@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { defaultSimStateDir, runBench, slope } from './harness.js';
+import { readMachineTuning, tuningLine } from './machine.js';
 import { chartPanels, markdownSummary, REPORT_SCHEMA } from './report.js';
 import { latencyThroughputSvg } from './svg.js';
 import { MODES, serverProcessEntry } from './targets.js';
@@ -94,7 +95,9 @@ describe('cir bench smoke run', () => {
     expect(report.sizing?.rows.every((r) => r.source === 'open')).toBe(true);
     expect(report.skipped).toEqual([]);
     expect(JSON.parse(JSON.stringify(report))).toEqual(report);
+    expect(report.machine.tuning).toEqual(readMachineTuning());
     const md = markdownSummary(report);
+    expect(md).toContain(tuningLine(readMachineTuning()));
     for (const mode of MODES) expect(md).toContain(`| ${mode} |`);
     expect(md).toContain('## Cost of the multi-tenant controls');
     expect(md).toContain('## Paired comparisons (interleaved)');

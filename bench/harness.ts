@@ -25,6 +25,7 @@ import * as ort from 'onnxruntime-node';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { openSealedModel, sealModel, DEFAULT_CHUNK_SIZE } from '../common/seal.js';
 import { packageVersion } from '../server/app.js';
+import { readMachineTuning } from './machine.js';
 import { runClosedLoop, runInterleaved, runOpenLoop, type WindowResult } from './load.js';
 import {
   REPORT_SCHEMA,
@@ -143,6 +144,7 @@ function machineInfo(): Omit<BenchReport['machine'], 'loadAvgEnd'> {
       tdxGuest: existsSync('/dev/tdx_guest') || existsSync('/dev/tdx-guest'),
       tsmReport: existsSync('/sys/kernel/config/tsm/report'),
     },
+    tuning: readMachineTuning(),
   };
 }
 

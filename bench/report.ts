@@ -6,6 +6,7 @@
  * or unit of a field makes it v2. Every time is in milliseconds (`...Ms`), every rate in
  * requests per second, every size in bytes unless the name says otherwise.
  */
+import { tuningLine, type MachineTuning } from './machine.js';
 import type { BootFigure } from './server-process.js';
 import type { OverheadRatios } from './stats.js';
 import type { ChartPanel } from './svg.js';
@@ -173,6 +174,8 @@ export interface BenchReport {
     readonly loadAvgStart: readonly number[];
     readonly loadAvgEnd: readonly number[];
     readonly confidential: { readonly sevGuest: boolean; readonly tdxGuest: boolean; readonly tsmReport: boolean };
+    /** The kernel's idle and paging settings (bench/machine.ts); absent in older reports. */
+    readonly tuning?: MachineTuning;
   };
   readonly versions: Readonly<Record<string, string>>;
   readonly settings: {
@@ -352,6 +355,7 @@ export function markdownSummary(rep: BenchReport): string {
   L.push(`# cir bench${rep.label ? `: ${rep.label}` : ''}`, '');
   L.push(`${rep.createdAt} · ${m.cpuModel} × ${m.cpus} · ${(m.totalMemBytes / 2 ** 30).toFixed(1)} GiB · ${m.platform} ${m.release} · load avg ${m.loadAvgStart.map((x) => x.toFixed(2)).join('/')} → ${m.loadAvgEnd.map((x) => x.toFixed(2)).join('/')}`);
   L.push(`TEE guest: SEV-SNP ${m.confidential.sevGuest ? 'yes' : 'no'}, TDX ${m.confidential.tdxGuest ? 'yes' : 'no'} · node ${rep.versions['node']} · onnxruntime ${rep.versions['onnxruntime-node']} · grpc-js ${rep.versions['@grpc/grpc-js']}`);
+  if (m.tuning) L.push(tuningLine(m.tuning));
   const s = rep.settings;
   const mode = s.soak ? `soak: window ${s.soak.durationMs / 1000} s at concurrency ${s.soak.concurrency}, memory sampled every ${s.soak.sampleMs / 1000} s` : `window ${s.durationMs} ms, ${s.reps} rep(s) (median)`;
   L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level.`, '');
