@@ -1,52 +1,75 @@
 /**
  * The guest kernel's idle and paging settings, read for the report's `machine.tuning`.
  *
- * On a virtual machine these move a small request's latency by more than the serving layer
- * does: a vCPU with nothing to run halts, the host deschedules it, and waking it for the
- * next packet costs tens to hundreds of microseconds, twice per gRPC call (bench/README.md
- * "Hot path"). Halt-polling (the `haltpoll` cpuidle driver) keeps an idle vCPU polling for
- * up to `guest_halt_poll_ns` before it halts. Two machines whose reports differ here are not
- * comparable, so the report records what the kernel says, and the Markdown summary prints it.
+ * On a virtual machine these can move a small request's latency by more than the serving
+ * layer adds: a vCPU with nothing to run halts, the host deschedules it, and waking it for
+ * the next packet goes through the host, three times per gRPC call (the server once, the
+ * client twice: bench/README.md "Hot path"). Under the `haltpoll` cpuidle governor an idle
+ * vCPU polls for a while before it halts. Two runs whose settings differ here are not
+ * comparable, so the report records what the kernel says and the Markdown summary prints it.
  *
- * Every file is optional and every value is checked: a missing, unreadable, oversized or
- * odd file gives null, never an exception, so a report is written on any Linux, container
- * or not, and on other platforms (where all of it is null).
+ * Every file is optional and every value is checked. A missing, unreadable, oversized or
+ * odd file, or anything but a regular file, gives null, never an exception or a wait, so a
+ * report is written on any Linux, container or not, and on other platforms (all null).
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 
 export interface MachineTuning {
-  /** `/proc/cpuinfo` lists the `hypervisor` CPU flag: a virtual machine guest. Null if unreadable. */
+  /** `/proc/cpuinfo`'s first `flags` line lists `hypervisor`: a virtual machine guest. Null if unreadable or without a `flags` line (arm64 calls it `Features`). */
   readonly hypervisor: boolean | null;
   /** `/sys/devices/system/cpu/cpuidle/current_driver`, e.g. `haltpoll`, `intel_idle`, `acpi_idle`. */
   readonly cpuidleDriver: string | null;
   /** `/sys/devices/system/cpu/cpuidle/current_governor_ro` (or `current_governor`), e.g. `menu`, `haltpoll`. */
   readonly cpuidleGovernor: string | null;
-  /** `/sys/module/haltpoll/parameters/guest_halt_poll_ns`: the longest an idle vCPU polls before halting; 0 = never polls. Null without the module. */
-  readonly haltPollNs: number | null;
-  /** `guest_halt_poll_allow_shrink`: Y lets each vCPU's poll window shrink below the maximum when polls go unused, N keeps it at the maximum. */
-  readonly haltPollAllowShrink: boolean | null;
+  /**
+   * The `haltpoll` governor's parameters (`/sys/module/haltpoll/parameters/`), null unless
+   * that governor is the one in use: any kernel built for KVM guests has the files, but
+   * only that governor acts on them. Each vCPU's poll window starts at 0. A wake-up that
+   * comes after the window but within `maxNs` grows it (0 to `growStartNs`, then by
+   * `guest_halt_poll_grow`), up to `maxNs`; one that comes after `maxNs` shrinks it, unless
+   * `allowShrink` is false.
+   */
+  readonly haltPoll: {
+    /** `guest_halt_poll_ns`: the longest an idle vCPU polls before it halts; 0 = never polls. */
+    readonly maxNs: number | null;
+    /** `guest_halt_poll_grow_start`. */
+    readonly growStartNs: number | null;
+    /** `guest_halt_poll_allow_shrink` (`Y`/`N`). */
+    readonly allowShrink: boolean | null;
+  } | null;
   /** `/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor`, e.g. `performance`; null without cpufreq (usual in a VM). */
   readonly cpufreqGovernor: string | null;
   /** The selected value of `/sys/kernel/mm/transparent_hugepage/enabled`: `always`, `madvise` or `never`. */
-  readonly transparentHugePages: string | null;
+  readonly transparentHugePages: 'always' | 'madvise' | 'never' | null;
 }
 
 /** Larger than any of these sysfs files; of /proc/cpuinfo, enough to hold the first processor's `flags` line. */
 const MAX_FILE_BYTES = 64 * 1024;
 /** A value is a short token of printable ASCII, as the kernel writes these files. */
 const TOKEN = /^[A-Za-z0-9_.:+-]{1,64}$/;
+const THP_MODES = ['always', 'madvise', 'never'] as const;
 
-/** The first `max` bytes of a file as latin1 text, or null if it cannot be read. Never throws. */
-function readHead(file: string, max = MAX_FILE_BYTES): string | null {
+/**
+ * A regular file's text (latin1), or null if it cannot be read, is not a regular file, or
+ * (unless `head`) is longer than `MAX_FILE_BYTES`. With `head`, the first `MAX_FILE_BYTES`.
+ * Opened non-blocking, so a FIFO in its place cannot stall the process. Never throws.
+ */
+function readText(file: string, head = false): string | null {
   let fd: number | undefined;
   try {
-    fd = openSync(file, 'r');
-    const buf = Buffer.alloc(max);
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    if (!fstatSync(fd).isFile()) return null;
+    // One byte more than the limit tells a file of exactly MAX_FILE_BYTES from a longer one.
+    const buf = Buffer.alloc(MAX_FILE_BYTES + 1);
     let n = 0;
     for (;;) {
-      const got = readSync(fd, buf, n, max - n, null);
-      if (got === 0 || (n += got) === max) break;
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0 || (n += got) === buf.length) break;
+    }
+    if (n > MAX_FILE_BYTES) {
+      if (!head) return null;
+      n = MAX_FILE_BYTES;
     }
     return buf.toString('latin1', 0, n);
   } catch {
@@ -62,7 +85,7 @@ function readHead(file: string, max = MAX_FILE_BYTES): string | null {
   }
 }
 
-/** A one-token sysfs value (trailing newline allowed), or null. */
+/** A one-token sysfs value (one trailing newline allowed), or null. */
 function token(text: string | null): string | null {
   if (text === null) return null;
   const v = text.replace(/\n$/, '');
@@ -82,7 +105,7 @@ function yesNo(text: string | null): boolean | null {
   return v === 'Y' ? true : v === 'N' ? false : null;
 }
 
-/** `always [madvise] never` → `madvise`: exactly one bracketed token among tokens, else null. */
+/** `always [madvise] never` → `madvise`: words separated by single spaces, exactly one of them bracketed; else null. */
 export function selectedChoice(text: string | null): string | null {
   if (text === null) return null;
   const words = text.replace(/\n$/, '').split(' ');
@@ -91,30 +114,45 @@ export function selectedChoice(text: string | null): string | null {
   return picked[0]!;
 }
 
+function thpMode(text: string | null): MachineTuning['transparentHugePages'] {
+  const v = selectedChoice(text);
+  return THP_MODES.find((m) => m === v) ?? null;
+}
+
 /**
- * Whether the `flags` line of /proc/cpuinfo lists `hypervisor`. The first `flags` line
- * decides (all processors of a guest share it); null when there is none in the text read.
+ * Whether the first `flags` line of /proc/cpuinfo lists `hypervisor` as a whole word (all
+ * processors of a guest share it). Null without a complete `flags` line in the text: none
+ * at all, or one cut off by the read limit before its newline.
  */
 export function hypervisorFlag(cpuinfo: string | null): boolean | null {
   if (cpuinfo === null) return null;
-  const line = /^flags\s*:(.*)$/m.exec(cpuinfo);
+  const line = /^flags[ \t]*:([^\n]*)\n/m.exec(cpuinfo);
   if (!line) return null;
-  return line[1]!.trim().split(/\s+/).includes('hypervisor');
+  return line[1]!.trim().split(/[ \t]+/).includes('hypervisor');
 }
 
 /** Reads the settings under `root` (`/` on a live machine; a directory tree in tests). */
 export function readMachineTuning(root = '/'): MachineTuning {
-  const at = (p: string): string | null => readHead(path.join(root, p));
+  const at = (p: string): string | null => readText(path.join(root, p));
   const cpuidle = 'sys/devices/system/cpu/cpuidle';
-  const haltpoll = 'sys/module/haltpoll/parameters';
+  const hp = 'sys/module/haltpoll/parameters';
+  // current_governor_ro where the kernel has it (an odd value there is not replaced by the other file's).
+  const governorRo = at(`${cpuidle}/current_governor_ro`);
+  const cpuidleGovernor = token(governorRo ?? at(`${cpuidle}/current_governor`));
   return {
-    hypervisor: hypervisorFlag(at('proc/cpuinfo')),
+    hypervisor: hypervisorFlag(readText(path.join(root, 'proc/cpuinfo'), true)),
     cpuidleDriver: token(at(`${cpuidle}/current_driver`)),
-    cpuidleGovernor: token(at(`${cpuidle}/current_governor_ro`)) ?? token(at(`${cpuidle}/current_governor`)),
-    haltPollNs: count(at(`${haltpoll}/guest_halt_poll_ns`)),
-    haltPollAllowShrink: yesNo(at(`${haltpoll}/guest_halt_poll_allow_shrink`)),
+    cpuidleGovernor,
+    haltPoll:
+      cpuidleGovernor === 'haltpoll'
+        ? {
+            maxNs: count(at(`${hp}/guest_halt_poll_ns`)),
+            growStartNs: count(at(`${hp}/guest_halt_poll_grow_start`)),
+            allowShrink: yesNo(at(`${hp}/guest_halt_poll_allow_shrink`)),
+          }
+        : null,
     cpufreqGovernor: token(at('sys/devices/system/cpu/cpu0/cpufreq/scaling_governor')),
-    transparentHugePages: selectedChoice(at('sys/kernel/mm/transparent_hugepage/enabled')),
+    transparentHugePages: thpMode(at('sys/kernel/mm/transparent_hugepage/enabled')),
   };
 }
 
@@ -122,5 +160,11 @@ export function readMachineTuning(root = '/'): MachineTuning {
 export function tuningLine(t: MachineTuning): string {
   const v = (x: string | number | null): string => (x === null ? '–' : String(x));
   const vm = t.hypervisor === null ? '–' : t.hypervisor ? 'yes' : 'no';
-  return `Kernel: VM guest ${vm} · cpuidle ${v(t.cpuidleDriver)}/${v(t.cpuidleGovernor)} · halt-poll ${t.haltPollNs === null ? '–' : `${t.haltPollNs} ns`}${t.haltPollAllowShrink === false ? ' (fixed)' : ''} · cpufreq ${v(t.cpufreqGovernor)} · THP ${v(t.transparentHugePages)}`;
+  const hp = t.haltPoll;
+  const poll = hp
+    ? `halt-poll max ${v(hp.maxNs)} ns, grow start ${v(hp.growStartNs)} ns, shrink ${hp.allowShrink === null ? '–' : hp.allowShrink ? 'yes' : 'no'}`
+    : t.cpuidleGovernor === null
+      ? 'halt-poll –'
+      : 'no halt-polling';
+  return `Kernel: VM guest ${vm} · cpuidle ${v(t.cpuidleDriver)}/${v(t.cpuidleGovernor)} · ${poll} · cpufreq ${v(t.cpufreqGovernor)} · THP ${v(t.transparentHugePages)}`;
 }
