@@ -1,4 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -144,6 +145,19 @@ describe('OfflineBundle', () => {
     await mkdir(path.dirname(big), { recursive: true });
     await writeFile(big, new Uint8Array(70 * 1024));
     expect(await codeOf(b.vcek('Genoa', genoa.chipId, genoa.reportedTcb))).toBe('ERR_ATT_SNP_BAD_COLLATERAL');
+  });
+
+  it('a directory or a FIFO in place of a file is ERR_ATT_SNP_BAD_COLLATERAL, without waiting for a writer', async () => {
+    const d = freshDir();
+    const b = new OfflineBundle(d);
+    const vcek = bundleVcekPath(d, 'Genoa', genoa.chipId, genoa.reportedTcb);
+    await mkdir(vcek, { recursive: true });
+    expect(await codeOf(b.vcek('Genoa', genoa.chipId, genoa.reportedTcb))).toBe('ERR_ATT_SNP_BAD_COLLATERAL');
+    // A FIFO with no writer: a blocking open would never settle.
+    const crl = bundleCrlPath(d, 'Genoa', 'vcek');
+    await mkdir(path.dirname(crl), { recursive: true });
+    execFileSync('mkfifo', [crl]);
+    expect(await codeOf(b.crl('Genoa', 'vcek'))).toBe('ERR_ATT_SNP_BAD_COLLATERAL');
   });
 
   it('verifySnpEvidence takes the VCEK from the bundle when the evidence has none (real Genoa report)', async () => {

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../common/atomic-file.js';
@@ -140,7 +141,8 @@ function badCollateral(detail: string, cause?: unknown): AttestationError {
 async function readBounded(file: string, max: number): Promise<Uint8Array | undefined> {
   let fh;
   try {
-    fh = await open(file, 'r');
+    // Non-blocking, so a FIFO in the bundle cannot hold the open forever; fstat then refuses it.
+    fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw badCollateral(`cannot open ${path.basename(file)}`, e);
