@@ -137,8 +137,7 @@ export function readMachineTuning(root = '/'): MachineTuning {
   const cpuidle = 'sys/devices/system/cpu/cpuidle';
   const hp = 'sys/module/haltpoll/parameters';
   // current_governor_ro where the kernel has it (an odd value there is not replaced by the other file's).
-  const governorRo = at(`${cpuidle}/current_governor_ro`);
-  const cpuidleGovernor = token(governorRo ?? at(`${cpuidle}/current_governor`));
+  const cpuidleGovernor = token(at(`${cpuidle}/current_governor_ro`) ?? at(`${cpuidle}/current_governor`));
   return {
     hypervisor: hypervisorFlag(readText(path.join(root, 'proc/cpuinfo'), true)),
     cpuidleDriver: token(at(`${cpuidle}/current_driver`)),
@@ -158,13 +157,12 @@ export function readMachineTuning(root = '/'): MachineTuning {
 
 /** One line for the Markdown summary: `–` for what the kernel did not say. */
 export function tuningLine(t: MachineTuning): string {
-  const v = (x: string | number | null): string => (x === null ? '–' : String(x));
-  const vm = t.hypervisor === null ? '–' : t.hypervisor ? 'yes' : 'no';
+  const v = (x: string | number | boolean | null): string => (x === null ? '–' : x === true ? 'yes' : x === false ? 'no' : String(x));
   const hp = t.haltPoll;
   const poll = hp
-    ? `halt-poll max ${v(hp.maxNs)} ns, grow start ${v(hp.growStartNs)} ns, shrink ${hp.allowShrink === null ? '–' : hp.allowShrink ? 'yes' : 'no'}`
+    ? `halt-poll max ${v(hp.maxNs)} ns, grow start ${v(hp.growStartNs)} ns, shrink ${v(hp.allowShrink)}`
     : t.cpuidleGovernor === null
       ? 'halt-poll –'
       : 'no halt-polling';
-  return `Kernel: VM guest ${vm} · cpuidle ${v(t.cpuidleDriver)}/${v(t.cpuidleGovernor)} · ${poll} · cpufreq ${v(t.cpufreqGovernor)} · THP ${v(t.transparentHugePages)}`;
+  return `Kernel: VM guest ${v(t.hypervisor)} · cpuidle ${v(t.cpuidleDriver)}/${v(t.cpuidleGovernor)} · ${poll} · cpufreq ${v(t.cpufreqGovernor)} · THP ${v(t.transparentHugePages)}`;
 }
