@@ -49,11 +49,18 @@ describe('cir bench smoke run', () => {
         expect(r!.throughput).toBeGreaterThan(0);
         expect(r!.p99Ms).toBeGreaterThanOrEqual(r!.p50Ms);
         expect(r!.perRep).toHaveLength(1);
-        if (mode === 'inproc') expect(r!.overhead).toBeNull();
-        else {
+        if (mode === 'inproc') {
+          expect(r!.overhead).toBeNull();
+          expect(r!.serverP50Ms).toBeNull();
+        } else {
           expect(r!.overhead).not.toBeNull();
           expect(r!.serverCpuMsPerRequest).not.toBeNull();
           expect(r!.serverMaxRssMiB).toBeGreaterThan(0);
+          // Timed inside the server, each call's span lies within the client's: its p50 cannot
+          // pass the slowest call the client saw (0.1 % histogram resolution, 1 µs rounding).
+          expect(r!.serverP50Ms, `${mode} ${loop}`).toBeGreaterThan(0);
+          expect(r!.serverP99Ms).toBeGreaterThanOrEqual(r!.serverP50Ms!);
+          expect(r!.serverP50Ms).toBeLessThanOrEqual(r!.maxMs * 1.001 + 0.001);
         }
       }
     }
@@ -86,6 +93,8 @@ describe('cir bench smoke run', () => {
       expect(r.p50DeltaUs).toBeCloseTo((r.sideB.p50Ms - r.sideA.p50Ms) * 1000, 6);
       expect(r.p50Ratio).toBeCloseTo(r.sideB.p50Ms / r.sideA.p50Ms, 9);
       expect(r.serverCpuDeltaUs).not.toBeNull();
+      expect(r.sideA.serverP50Ms).toBeGreaterThan(0);
+      expect(r.serverP50DeltaUs).toBeCloseTo((r.sideB.serverP50Ms! - r.sideA.serverP50Ms!) * 1000, 6);
     }
     expect(report.attestedClient?.checks.every((c) => c.ok)).toBe(true);
     expect(report.boot?.cold.steps.map((s) => s.name)).toEqual(expect.arrayContaining(['challenge', 'evidence', 'attest', 'release', 'decrypt', 'load']));
@@ -101,6 +110,19 @@ describe('cir bench smoke run', () => {
     for (const mode of MODES) expect(md).toContain(`| ${mode} |`);
     expect(md).toContain('## Cost of the multi-tenant controls');
     expect(md).toContain('## Paired comparisons (interleaved)');
+    expect(md).toContain('| p50 | srv p50 |');
+    expect(md).toContain('Δ srv p50 µs');
+    expect(md).toMatch(/\| grpc \| 1 \| [\d.]+ \| [\d.]+ \|/);
+    // A report written before server-side timing existed still renders, with – in its cells.
+    const older = JSON.parse(JSON.stringify(report)) as { results: Record<string, unknown>[]; interleaved: Record<string, unknown>[] };
+    for (const r of older.results) {
+      delete r['serverP50Ms'];
+      delete r['serverP99Ms'];
+    }
+    for (const r of older.interleaved) delete r['serverP50DeltaUs'];
+    const olderMd = markdownSummary(older as unknown as typeof report);
+    expect(olderMd).toMatch(/\| grpc \| 1 \| [\d.]+ \| – \|/);
+    expect(olderMd).toMatch(/\| grpc-plain \| grpc \| tiny \| 1 \| \d+ \| [\d.]+ \| [\d.]+ \| -?\d+ \| – \|/);
     const svg = latencyThroughputSvg(chartPanels(report), { title: 't' });
     expect(svg.match(/class="series"/g)).toHaveLength(MODES.length * 2);
   });

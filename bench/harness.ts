@@ -343,10 +343,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const child = children.get(cell.mode);
       const invoke = target.invoker(cell.workload);
       const before: StatsMessage | undefined = await child?.stats();
+      // Reset now and again as the window starts: a cell with no request in its window must
+      // not report the previous cell's calls.
+      child?.resetTiming();
+      const onMeasureStart = (): void => child?.resetTiming();
       const clientBefore = process.cpuUsage();
       let res: WindowResult;
       if (cell.loop === 'closed') {
-        res = await runClosedLoop({ invoke, concurrency: cell.level, warmupMs: o.warmupMs, durationMs: o.durationMs, onProgress: progress });
+        res = await runClosedLoop({ invoke, concurrency: cell.level, warmupMs: o.warmupMs, durationMs: o.durationMs, onProgress: progress, onMeasureStart });
       } else {
         res = await runOpenLoop({
           invoke,
@@ -357,6 +361,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           maxInFlight: o.maxInFlight,
           drainMs: Math.min(o.requestTimeoutMs, 5000),
           onProgress: progress,
+          onMeasureStart,
         });
       }
       const clientCpu = process.cpuUsage(clientBefore);
@@ -378,6 +383,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         serverCpuMs: before && after ? (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / 1000 : null,
         clientCpuMs: (clientCpu.user + clientCpu.system) / 1000,
         sendLagP99Ms: res.sendLag ? res.sendLag.p99Ms : null,
+        ...serverTimingFigures(res.completed > 0 ? after : undefined),
         histogram: res.histogram,
       });
       if (after) entry.maxRssKb = after.maxRssKb;
@@ -416,6 +422,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           serverMaxRssMiB: maxRssKb !== undefined ? maxRssKb / 1024 : null,
           clientCpuMsPerRequest: med((x) => (served(x) > 0 ? x.clientCpuMs / served(x) : NaN)),
           sendLagP99Ms: cell.loop === 'open' ? med((x) => x.sendLagP99Ms ?? NaN) : null,
+          serverP50Ms: figs.every((x) => typeof x.serverP50Ms === 'number') ? med((x) => x.serverP50Ms!) : null,
+          serverP99Ms: figs.every((x) => typeof x.serverP99Ms === 'number') ? med((x) => x.serverP99Ms!) : null,
           overhead: null,
           perRep: figs,
         });
@@ -448,13 +456,25 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           o.onProgress?.({ done, total, cellFraction: 0, label, etaMs: o.warmupMs + durationMs });
           const cpu = async (): Promise<[StatsMessage, StatsMessage]> => Promise.all([children.get(ma)!.stats(), children.get(mb)!.stats()]);
           const before = await cpu();
-          const r = await runInterleaved({ invokeA: ta.invoker(w), invokeB: tb.invoker(w), concurrency: c, warmupMs: o.warmupMs, durationMs });
+          const onMeasureStart = (): void => {
+            children.get(ma)!.resetTiming();
+            children.get(mb)!.resetTiming();
+          };
+          onMeasureStart();
+          const r = await runInterleaved({ invokeA: ta.invoker(w), invokeB: tb.invoker(w), concurrency: c, warmupMs: o.warmupMs, durationMs, onMeasureStart });
           const after = await cpu();
           // Server CPU covers warm-up and window; scale the counted requests to both.
           const side = (i: 0 | 1, x: WindowResult): InterleavedSide => {
             const served = x.completed * ((o.warmupMs + durationMs) / durationMs);
             const used = after[i].cpuUserUs + after[i].cpuSystemUs - before[i].cpuUserUs - before[i].cpuSystemUs;
-            return { p50Ms: x.latency.p50Ms, p99Ms: x.latency.p99Ms, count: x.completed, errors: x.errorCount, serverCpuUsPerRequest: served > 0 ? used / served : null };
+            return {
+              p50Ms: x.latency.p50Ms,
+              p99Ms: x.latency.p99Ms,
+              count: x.completed,
+              errors: x.errorCount,
+              serverCpuUsPerRequest: served > 0 ? used / served : null,
+              ...serverTimingFigures(x.completed > 0 ? after[i] : undefined),
+            };
           };
           const sa = side(0, r.a);
           const sb = side(1, r.b);
@@ -470,6 +490,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
             p99DeltaUs: (sb.p99Ms - sa.p99Ms) * 1000,
             p50Ratio: sa.p50Ms > 0 ? sb.p50Ms / sa.p50Ms : NaN,
             serverCpuDeltaUs: sa.serverCpuUsPerRequest !== null && sb.serverCpuUsPerRequest !== null ? sb.serverCpuUsPerRequest - sa.serverCpuUsPerRequest : null,
+            serverP50DeltaUs: typeof sa.serverP50Ms === 'number' && typeof sb.serverP50Ms === 'number' ? (sb.serverP50Ms - sa.serverP50Ms) * 1000 : null,
           });
         }
       }
@@ -573,6 +594,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     soak,
     skipped,
   };
+}
+
+/**
+ * The server-side p50 and p99 of a window (bench/server-timing.ts) from the stats read at its
+ * end; null without a server or when it recorded no call.
+ */
+export function serverTimingFigures(st: StatsMessage | undefined): { serverP50Ms: number | null; serverP99Ms: number | null } {
+  const t = st?.timing;
+  return t && t.count > 0 ? { serverP50Ms: t.p50Ms, serverP99Ms: t.p99Ms } : { serverP50Ms: null, serverP99Ms: null };
 }
 
 /** Least-squares slope of y over x (per unit of x); null with fewer than 2 distinct x. */

@@ -171,3 +171,55 @@ describe('interleaved pair', () => {
     expect(res.b.completed).toBe(0);
   });
 });
+
+describe('the start of the measured window (onMeasureStart)', () => {
+  /** An invoke that logs when each request is sent, and a hook that logs itself in the same list. */
+  function traced(clock: FakeClock, ms: number): { events: (number | 'start')[]; invoke: () => Promise<void>; onMeasureStart: () => void } {
+    const events: (number | 'start')[] = [];
+    return {
+      events,
+      invoke: () => (events.push(clock.now()), clock.sleepUntil(clock.now() + ms)),
+      onMeasureStart: () => void events.push('start'),
+    };
+  }
+  /** Every send before the hook is before `warmupMs`; every send after it is at or after. */
+  function splitAt(events: readonly (number | 'start')[], warmupMs: number): void {
+    expect(events.filter((e) => e === 'start')).toHaveLength(1);
+    const at = events.indexOf('start');
+    expect(events.slice(0, at).every((t) => typeof t === 'number' && t < warmupMs)).toBe(true);
+    expect(events.slice(at + 1).every((t) => typeof t === 'number' && t >= warmupMs)).toBe(true);
+    expect(events.length - at - 1).toBeGreaterThan(0);
+  }
+
+  it('closed loop: called once, between the last warm-up request and the first measured one', async () => {
+    const clock = new FakeClock();
+    const t = traced(clock, 3);
+    await clock.run(runClosedLoop({ clock, invoke: t.invoke, concurrency: 3, warmupMs: 50, durationMs: 200, onMeasureStart: t.onMeasureStart }));
+    splitAt(t.events, 50);
+  });
+
+  it('interleaved pair: called once for both targets', async () => {
+    const clock = new FakeClock();
+    const t = traced(clock, 2);
+    await clock.run(runInterleaved({ clock, invokeA: t.invoke, invokeB: t.invoke, concurrency: 2, warmupMs: 20, durationMs: 100, onMeasureStart: t.onMeasureStart }));
+    splitAt(t.events, 20);
+  });
+
+  it('open loop: called once, before the first request intended inside the window', async () => {
+    const clock = new FakeClock();
+    const t = traced(clock, 1);
+    await clock.run(
+      runOpenLoop({ clock, invoke: t.invoke, ratePerSec: 300, warmupMs: 100, durationMs: 300, seed: 5, maxInFlight: 10, drainMs: 100, onMeasureStart: t.onMeasureStart }),
+    );
+    splitAt(t.events, 100);
+  });
+
+  it('is not called when no request falls in the window', async () => {
+    const clock = new FakeClock();
+    const t = traced(clock, 1);
+    await clock.run(runClosedLoop({ clock, invoke: t.invoke, concurrency: 2, warmupMs: 30, durationMs: 0, onMeasureStart: t.onMeasureStart }));
+    await clock.run(runOpenLoop({ clock, invoke: t.invoke, ratePerSec: 500, warmupMs: 30, durationMs: 0, seed: 5, maxInFlight: 10, drainMs: 10, onMeasureStart: t.onMeasureStart }));
+    expect(t.events.length).toBeGreaterThan(10);
+    expect(t.events).not.toContain('start');
+  });
+});

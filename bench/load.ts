@@ -121,6 +121,8 @@ export interface ClosedLoopOptions {
   readonly clock?: Clock;
   /** Called about every 100 ms of virtual or real time with the fraction done (0..1). */
   readonly onProgress?: (fraction: number) => void;
+  /** Called once, just before the first request of the measured window is sent. */
+  readonly onMeasureStart?: () => void;
 }
 
 /**
@@ -142,7 +144,7 @@ export async function runClosedLoop(opts: ClosedLoopOptions): Promise<WindowResu
  */
 async function cycleLoop(
   invokes: readonly Invoke[],
-  opts: Pick<ClosedLoopOptions, 'concurrency' | 'warmupMs' | 'durationMs' | 'clock' | 'onProgress'>,
+  opts: Pick<ClosedLoopOptions, 'concurrency' | 'warmupMs' | 'durationMs' | 'clock' | 'onProgress' | 'onMeasureStart'>,
 ): Promise<WindowResult[]> {
   const clock = opts.clock ?? realClock;
   const recs = invokes.map(() => new LatencyRecorder());
@@ -152,6 +154,7 @@ async function cycleLoop(
   const measureEnd = measureStart + opts.durationMs;
   const total = opts.warmupMs + opts.durationMs;
   let lastProgress = -Infinity;
+  let measuring = false;
 
   const worker = async (n: number): Promise<void> => {
     for (let i = n % invokes.length; ; i = (i + 1) % invokes.length) {
@@ -162,6 +165,10 @@ async function cycleLoop(
         opts.onProgress(Math.min(1, (start - t0) / total));
       }
       const measured = start >= measureStart;
+      if (measured && !measuring) {
+        measuring = true;
+        opts.onMeasureStart?.();
+      }
       try {
         await invokes[i]!();
         if (measured) recs[i]!.recordMs(clock.now() - start);
@@ -186,6 +193,7 @@ export interface InterleavedOptions {
   readonly durationMs: number;
   readonly clock?: Clock;
   readonly onProgress?: (fraction: number) => void;
+  readonly onMeasureStart?: () => void;
 }
 
 /**
@@ -218,6 +226,8 @@ export interface OpenLoopOptions {
   readonly drainMs: number;
   readonly clock?: Clock;
   readonly onProgress?: (fraction: number) => void;
+  /** Called once, just before the first request intended inside the measured window is sent. */
+  readonly onMeasureStart?: () => void;
 }
 
 /**
@@ -240,6 +250,7 @@ export async function runOpenLoop(opts: OpenLoopOptions): Promise<WindowResult> 
   let lastProgress = -Infinity;
   // Set once the drain wait is over: later completions are counted as DRAIN_TIMEOUT, not recorded.
   let drained = false;
+  let measuring = false;
 
   for (const offset of schedule) {
     const intended = t0 + offset;
@@ -252,6 +263,10 @@ export async function runOpenLoop(opts: OpenLoopOptions): Promise<WindowResult> 
       opts.onProgress(Math.min(1, (sentAt - t0) / total));
     }
     if (measured) {
+      if (!measuring) {
+        measuring = true;
+        opts.onMeasureStart?.();
+      }
       lag.recordMs(sentAt - intended);
       pending++;
     }

@@ -33,6 +33,8 @@ export interface PlainServerOptions {
   readonly maxMessageBytes: number;
   /** Concurrent calls per connection, as the cir server's `maxConcurrentInfers`. */
   readonly maxConcurrentInfers: number;
+  /** grpc-js server interceptors (the bench's server-side timing); none by default. */
+  readonly interceptors?: readonly grpc.ServerInterceptor[];
 }
 
 export interface PlainServer {
@@ -120,6 +122,7 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
     'grpc.max_receive_message_length': o.maxMessageBytes,
     'grpc.max_send_message_length': o.maxMessageBytes,
     ...hotPathServerOptions(o.maxConcurrentInfers),
+    ...(o.interceptors?.length ? { interceptors: [...o.interceptors] } : {}),
   });
   const method = loadServiceDefinitions().inference['ModelInfer']!;
   const modelInfer: grpc.handleUnaryCall<{ model_name?: unknown; id?: unknown; inputs?: unknown; raw_input_contents?: unknown }, object> = (call, callback) => {

@@ -30,6 +30,13 @@ export interface RepFigures {
   readonly serverCpuMs: number | null;
   readonly clientCpuMs: number;
   readonly sendLagP99Ms: number | null;
+  /**
+   * Server-side p50 / p99 of the window's calls: from the call's arrival in the server's
+   * grpc-js to its response handed to HTTP/2 (bench/server-timing.ts). Null for inproc;
+   * absent in older reports.
+   */
+  readonly serverP50Ms?: number | null;
+  readonly serverP99Ms?: number | null;
   /** HdrHistogram, compressed base64 (HistogramLogWriter format), values in microseconds. */
   readonly histogram: string;
 }
@@ -67,6 +74,16 @@ export interface ResultEntry {
   readonly clientCpuMsPerRequest: number;
   /** Open loop: p99 of (actual send - intended send); large values mean the load generator lagged. */
   readonly sendLagP99Ms: number | null;
+  /**
+   * Server-side latency (median across repetitions of each window's p50 / p99): from the
+   * call's arrival in the server's grpc-js to its response handed to HTTP/2, so without the
+   * transport, the client or the trailers. At concurrency 1, `p50Ms - serverP50Ms`
+   * approximates what the round trip (both processes' HTTP/2 and gRPC work, loopback,
+   * wake-ups) adds. Null for inproc and when a repetition recorded no call; absent in reports
+   * written before it existed.
+   */
+  readonly serverP50Ms?: number | null;
+  readonly serverP99Ms?: number | null;
   /** Against inproc at the same model, loop and level; null for inproc or when not measured. */
   readonly overhead: OverheadRatios | null;
   readonly perRep: readonly RepFigures[];
@@ -259,6 +276,9 @@ export interface InterleavedSide {
   readonly errors: number;
   /** That server's CPU (user + system) per request served, in microseconds. */
   readonly serverCpuUsPerRequest: number | null;
+  /** That server's server-side p50 / p99 (see ResultEntry.serverP50Ms); absent in older reports. */
+  readonly serverP50Ms?: number | null;
+  readonly serverP99Ms?: number | null;
 }
 
 /**
@@ -283,6 +303,8 @@ export interface InterleavedRow {
   /** b / a. */
   readonly p50Ratio: number;
   readonly serverCpuDeltaUs: number | null;
+  /** b - a of the server-side p50, microseconds: the serving layers' difference without the transport. */
+  readonly serverP50DeltaUs?: number | null;
 }
 
 /** The mode pairs compared interleaved when both modes run: [baseline, candidate]. */
@@ -358,20 +380,20 @@ export function markdownSummary(rep: BenchReport): string {
   if (m.tuning) L.push(tuningLine(m.tuning));
   const s = rep.settings;
   const mode = s.soak ? `soak: window ${s.soak.durationMs / 1000} s at concurrency ${s.soak.concurrency}, memory sampled every ${s.soak.sampleMs / 1000} s` : `window ${s.durationMs} ms, ${s.reps} rep(s) (median)`;
-  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level.`, '');
+  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level; srv p50 = the server process's own time per call (request arrived in grpc-js to response handed to HTTP/2); at concurrency 1, p50 − srv p50 approximates the round trip.`, '');
   for (const w of rep.workloads) {
     L.push(`## ${w.name}`, '', `${w.description}; model ${(w.onnxBytes / 2 ** 20).toFixed(2)} MiB, request ${(w.requestBytes / 1024).toFixed(1)} KiB.`, '');
     for (const loop of ['closed', 'open'] as const) {
       const rows = rep.results.filter((x) => x.model === w.name && x.loop === loop);
       if (rows.length === 0) continue;
       L.push(loop === 'closed' ? '**Closed loop** (capacity; latency from actual send)' : '**Open loop**, Poisson arrivals (latency from intended send time: coordinated omission corrected)', '');
-      L.push(`| mode | ${loop === 'closed' ? 'conc.' : 'rate'} | p50 | p90 | p99 | p99.9 | max | req/s | errors | srv CPU ms/req | srv peak RSS MiB | p50 × | p99 × | req/s × |`);
-      L.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+      L.push(`| mode | ${loop === 'closed' ? 'conc.' : 'rate'} | p50 | srv p50 | p90 | p99 | p99.9 | max | req/s | errors | srv CPU ms/req | srv peak RSS MiB | p50 × | p99 × | req/s × |`);
+      L.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
       const levels = [...new Set(rows.map((x) => (loop === 'closed' ? x.concurrency : x.rate)))];
       for (const lvl of levels) {
         for (const x of rows.filter((y) => (loop === 'closed' ? y.concurrency : y.rate) === lvl)) {
           L.push(
-            `| ${x.mode} | ${lvl} | ${f(x.p50Ms)} | ${f(x.p90Ms)} | ${f(x.p99Ms)} | ${f(x.p999Ms)} | ${f(x.maxMs)} | ${f(x.throughput, 1)} | ${x.errors}${x.errors ? ` (${Object.entries(x.errorsByStatus).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''} | ${f(x.serverCpuMsPerRequest, 3)} | ${f(x.serverMaxRssMiB, 0)} | ${r(x.overhead?.p50)} | ${r(x.overhead?.p99)} | ${r(x.overhead?.throughput)} |`,
+            `| ${x.mode} | ${lvl} | ${f(x.p50Ms)} | ${f(x.serverP50Ms)} | ${f(x.p90Ms)} | ${f(x.p99Ms)} | ${f(x.p999Ms)} | ${f(x.maxMs)} | ${f(x.throughput, 1)} | ${x.errors}${x.errors ? ` (${Object.entries(x.errorsByStatus).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''} | ${f(x.serverCpuMsPerRequest, 3)} | ${f(x.serverMaxRssMiB, 0)} | ${r(x.overhead?.p50)} | ${r(x.overhead?.p99)} | ${r(x.overhead?.throughput)} |`,
           );
         }
       }
@@ -391,10 +413,10 @@ export function markdownSummary(rep: BenchReport): string {
   }
   if (rep.interleaved && rep.interleaved.length > 0) {
     L.push('## Paired comparisons (interleaved)', '');
-    L.push('Each row is one closed-loop window in which every client alternates the two modes request by request, so both see the same moments of the machine. grpc − grpc-plain is what cir\'s serving layer adds over a plain grpc-js + onnxruntime server. Targets: grpc-controls − grpc ≤ 50 µs at p50; grpc-attested / grpc-tls ≤ 1.03.', '');
+    L.push('Each row is one closed-loop window in which every client alternates the two modes request by request, so both see the same moments of the machine. grpc − grpc-plain is what cir\'s serving layer adds over a plain grpc-js + onnxruntime server; Δ srv p50 is the same difference timed inside the two server processes, without the round trip. Targets: grpc-controls − grpc ≤ 50 µs at p50; grpc-attested / grpc-tls ≤ 1.03.', '');
     L.push(
       ...tableHead(
-        ['a', 'b', 'model', 'conc.', 'window s', 'a p50 ms', 'b p50 ms', 'Δ p50 µs', 'b/a p50', 'a p99 ms', 'b p99 ms', 'Δ p99 µs', 'a srv CPU µs/req', 'b srv CPU µs/req', 'Δ srv CPU µs/req', 'errors'],
+        ['a', 'b', 'model', 'conc.', 'window s', 'a p50 ms', 'b p50 ms', 'Δ p50 µs', 'Δ srv p50 µs', 'b/a p50', 'a p99 ms', 'b p99 ms', 'Δ p99 µs', 'a srv CPU µs/req', 'b srv CPU µs/req', 'Δ srv CPU µs/req', 'errors'],
         3,
       ),
     );
@@ -410,6 +432,7 @@ export function markdownSummary(rep: BenchReport): string {
           f(a.p50Ms, 3),
           f(b.p50Ms, 3),
           f(c.p50DeltaUs, 0),
+          f(c.serverP50DeltaUs, 0),
           f(c.p50Ratio, 3),
           f(a.p99Ms, 3),
           f(b.p99Ms, 3),

@@ -4,7 +4,8 @@
  * server), waits until the server is ready, and then talks to the harness over stdio:
  *
  *   stdout line 1   {"type":"ready", port, certPem, arkPem, measurement, models, boots, processToReadyMs}
- *   stdin  line     {"cmd":"stats"}  -> stdout {"type":"stats", cpuUserUs, cpuSystemUs, maxRssKb, rssBytes}
+ *   stdin  line     {"cmd":"stats"}  -> stdout {"type":"stats", cpuUserUs, cpuSystemUs, maxRssKb, rssBytes, timing}
+ *   stdin  line     {"cmd":"timing-reset"}  (no reply) starts a new server-side timing window
  *   stdin  EOF      stop the server and the broker process, exit 0
  *
  * Started by bench/harness.ts as `node dist/bench/server-process.js SPEC_FILE` where
@@ -30,12 +31,15 @@ import { sealModel, readSealedHeader } from '../common/seal.js';
 import { createLogger } from '../common/logger.js';
 import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
+import { INFERENCE_SERVICE_NAME } from '../server/proto.js';
 import { DEFAULT_MAX_CONCURRENT_INFERS, loadServerConfig } from '../server/config.js';
 import type { BrokerChildReady } from './broker-child.js';
 import { firstJsonLine, runChild, send } from './child-entry.js';
 import { readDekFile } from './workloads.js';
 import { issueKey } from '../server/tenancy/key-admin.js';
 import { startPlainServer } from './plain-server.js';
+import { createServerTiming, type ServerTiming } from './server-timing.js';
+import type { LatencySummary } from './stats.js';
 
 export interface ServerSpecModel {
   readonly name: string;
@@ -105,6 +109,12 @@ export interface StatsMessage {
   readonly rssBytes: number;
   readonly heapUsedBytes?: number;
   readonly externalBytes?: number;
+  /**
+   * Server-side time of the ModelInfer calls that started since the last `timing-reset`
+   * (bench/server-timing.ts): from the call's arrival in grpc-js to its response handed to
+   * HTTP/2.
+   */
+  readonly timing?: LatencySummary;
 }
 
 /** Starts bench/broker-child.js and waits for its URL; `stop` closes its stdin and waits for it to exit. */
@@ -132,8 +142,8 @@ async function startBrokerChild(configFile: string, env: NodeJS.ProcessEnv): Pro
   };
 }
 
-/** Answers `{"cmd":"stats"}` lines on stdin until stdin closes. */
-async function serveStats(): Promise<void> {
+/** Answers `{"cmd":"stats"}` and `{"cmd":"timing-reset"}` lines on stdin until stdin closes. */
+async function serveStats(timing: ServerTiming): Promise<void> {
   const rl = createInterface({ input: process.stdin });
   rl.on('line', (line) => {
     let cmd: unknown;
@@ -142,7 +152,9 @@ async function serveStats(): Promise<void> {
     } catch {
       return;
     }
-    if (cmd === 'stats') {
+    if (cmd === 'timing-reset') {
+      timing.reset();
+    } else if (cmd === 'stats') {
       const cpu = process.cpuUsage();
       const mem = process.memoryUsage();
       const msg: StatsMessage = {
@@ -153,11 +165,17 @@ async function serveStats(): Promise<void> {
         rssBytes: mem.rss,
         heapUsedBytes: mem.heapUsed,
         externalBytes: mem.external,
+        timing: timing.summary(),
       };
       send(msg);
     }
   });
   await new Promise<void>((resolve) => rl.once('close', resolve));
+}
+
+/** Server-side timing of ModelInfer, the same in the cir and the plain server. */
+function inferTiming(): ServerTiming {
+  return createServerTiming(`/${INFERENCE_SERVICE_NAME}/ModelInfer`);
 }
 
 /** The `grpc-plain` reference: bench/plain-server.ts with the spec's models and threads. */
@@ -167,7 +185,9 @@ async function mainPlain(spec: ServerSpec): Promise<void> {
   // From reading the files, as the cir server's boot figure includes reading its model files.
   const t0 = performance.now();
   const models = await Promise.all(spec.models.map(async (m) => ({ name: m.name, onnx: await readFile(m.file) })));
+  const timing = inferTiming();
   const server = await startPlainServer({
+    interceptors: [timing.interceptor],
     models,
     execution: { intraOpThreads: spec.intraOpThreads, interOpThreads: spec.interOpThreads, executionMode: 'sequential', executor: spec.executor ?? 'inline' },
     maxMessageBytes: 256 * 1024 * 1024,
@@ -184,7 +204,7 @@ async function mainPlain(spec: ServerSpec): Promise<void> {
     processToReadyMs: process.uptime() * 1000,
   };
   send(ready);
-  await serveStats();
+  await serveStats(timing);
   await server.close();
 }
 
@@ -280,9 +300,15 @@ async function main(specFile: string): Promise<void> {
   });
   const provider = sim.provider({ measurement: Buffer.from(spec.measurement, 'hex') });
 
+  const timing = inferTiming();
   const bootOnce = async (): Promise<{ server: CirServer; port: number; figure: BootFigure }> => {
     const steps: { name: string; ms: number; ok: boolean }[] = [];
-    const server = buildServer(config, { provider, logger, onStep: (s) => steps.push({ name: s.name, ms: s.ms, ok: s.ok }) });
+    const server = buildServer(config, {
+      provider,
+      logger,
+      onStep: (s) => steps.push({ name: s.name, ms: s.ms, ok: s.ok }),
+      grpcInterceptors: [timing.interceptor],
+    });
     const t0 = performance.now();
     const { port } = await server.start();
     await server.whenReady();
@@ -311,7 +337,7 @@ async function main(specFile: string): Promise<void> {
     processToReadyMs,
   };
   send(ready);
-  await serveStats();
+  await serveStats(timing);
   for (const c of closers) await c().catch(() => undefined);
 }
 

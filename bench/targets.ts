@@ -72,7 +72,7 @@ export function serverProcessEntry(): string {
 
 /**
  * A cir server running in a child process (bench/server-process.ts). `stats()` asks it for
- * its CPU time and peak RSS; `close()` ends its stdin, which stops it.
+ * its CPU time, peak RSS and server-side call times; `close()` ends its stdin, which stops it.
  */
 export class ServerChild {
   private readonly waiters: ((m: StatsMessage) => void)[] = [];
@@ -149,6 +149,16 @@ export class ServerChild {
       this.waiters.push(resolve);
       this.child.stdin.write(`${JSON.stringify({ cmd: 'stats' })}\n`);
     });
+  }
+
+  /**
+   * Starts a new server-side timing window (no reply): the next `stats()` reports the
+   * ModelInfer calls that started after the server read this. Lines are read in order, so a
+   * later `stats()` always sees the reset; requests travel over TCP, so against the client's
+   * window the edge is approximate (a call or two).
+   */
+  resetTiming(): void {
+    if (!this.exited) this.child.stdin.write(`${JSON.stringify({ cmd: 'timing-reset' })}\n`);
   }
 
   /** Stops the server (stdin EOF), then SIGKILL after `graceMs`. */

@@ -361,6 +361,30 @@ describe('robustness', () => {
     expect(logs).not.toContain(marker.toString('base64').slice(0, 20));
   });
 
+  it('invokes deps.grpcInterceptors for every call of every service, the first listed first', async () => {
+    const seen: string[] = [];
+    const tag =
+      (name: string): grpc.ServerInterceptor =>
+      (method, next) => {
+        seen.push(`${name} ${method.path}`);
+        return new grpc.ServerInterceptingCall(next);
+      };
+    const s = await start({ insecure: true }, { grpcInterceptors: [tag('first'), tag('second')] });
+    await s.server.whenReady();
+    await ok(s.infer, 'ServerLive', {});
+    await ok(s.attest, 'GetEvidence', { client_nonce: randomBytes(32) });
+    const bad = await call(s.infer, 'ModelInfer', { model_name: 'nope', inputs: [] });
+    expect(bad.err?.code).toBe(grpc.status.NOT_FOUND);
+    expect(seen).toEqual([
+      'first /inference.GRPCInferenceService/ServerLive',
+      'second /inference.GRPCInferenceService/ServerLive',
+      expect.stringMatching(/^first \/.+\/GetEvidence$/),
+      expect.stringMatching(/^second \/.+\/GetEvidence$/),
+      'first /inference.GRPCInferenceService/ModelInfer',
+      'second /inference.GRPCInferenceService/ModelInfer',
+    ]);
+  });
+
   it('insecure mode serves plaintext gRPC and binds an all-zero SPKI hash', async () => {
     const s = await start({ insecure: true });
     await s.server.whenReady();

@@ -56,6 +56,13 @@ export interface ServerDeps {
   readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** Replaces the configured security event sink (tests). */
   readonly securityEvents?: SecurityEventSink;
+  /**
+   * grpc-js server interceptors, on every call of every service. grpc-js nests them with the
+   * first listed innermost: it is invoked first when a call arrives and sees the response
+   * last. They see requests and responses in the clear: pass only code you trust with them
+   * (the bench times calls with one, bench/server-timing.ts). None by default.
+   */
+  readonly grpcInterceptors?: readonly grpc.ServerInterceptor[];
 }
 
 export interface ServerEvents {
@@ -219,6 +226,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
       'grpc.max_receive_message_length': config.maxMessageBytes,
       'grpc.max_send_message_length': config.maxMessageBytes,
       ...hotPathServerOptions(config.maxConcurrentInfers),
+      ...(deps.grpcInterceptors?.length ? { interceptors: [...deps.grpcInterceptors] } : {}),
     });
     const inference = createInferenceHandlers({
       registry,
