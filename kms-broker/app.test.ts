@@ -397,6 +397,15 @@ describe('kms-broker app', () => {
   });
 
   describe('problem documents and misc routes', () => {
+    it("logs no per-request lines of fastify's own (the routes log their decisions), even at trace", async () => {
+      await challenge(h.app);
+      expectProblem(await h.app.inject({ method: 'GET', url: '/nope' }), 404, 'ERR_KMS_NOT_FOUND');
+      const msgs = h.logs.lines.map((l) => (JSON.parse(l) as { msg?: string }).msg);
+      expect(msgs).not.toContain('incoming request');
+      expect(msgs).not.toContain('request completed');
+      expect(msgs.some((m) => m?.startsWith('Route GET:/nope not found'))).toBe(false);
+    });
+
     it('404s an unknown route as a problem', async () => {
       expectProblem(await h.app.inject({ method: 'GET', url: '/nope' }), 404, 'ERR_KMS_NOT_FOUND');
     });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { kmsReportData } from '../attestation/binding.js';
 import { constantTimeEqual, fromBase64Url, fromHex, sha256 } from '../common/bytes.js';
 import { isCirError } from '../common/errors.js';
@@ -135,7 +135,7 @@ export function buildApp(config: BrokerConfig, deps: BrokerDeps): FastifyInstanc
     // Every route logs its own decision line (who, what, allow/deny, rules); fastify's
     // "incoming request" / "request completed" pair per request would triple the log volume
     // on the release path and add nothing an auditor needs. Errors are still logged.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     ...(deps.https
       ? {
