@@ -345,8 +345,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const before: StatsMessage | undefined = await child?.stats();
       // Reset now and again as the window starts: a cell with no request in its window must
       // not report the previous cell's calls.
-      child?.resetTiming();
       const onMeasureStart = (): void => child?.resetTiming();
+      onMeasureStart();
       const clientBefore = process.cpuUsage();
       let res: WindowResult;
       if (cell.loop === 'closed') {

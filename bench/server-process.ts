@@ -31,7 +31,7 @@ import { sealModel, readSealedHeader } from '../common/seal.js';
 import { createLogger } from '../common/logger.js';
 import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
-import { INFERENCE_SERVICE_NAME } from '../server/proto.js';
+import { loadServiceDefinitions } from '../server/proto.js';
 import { DEFAULT_MAX_CONCURRENT_INFERS, loadServerConfig } from '../server/config.js';
 import type { BrokerChildReady } from './broker-child.js';
 import { firstJsonLine, runChild, send } from './child-entry.js';
@@ -175,7 +175,7 @@ async function serveStats(timing: ServerTiming): Promise<void> {
 
 /** Server-side timing of ModelInfer, the same in the cir and the plain server. */
 function inferTiming(): ServerTiming {
-  return createServerTiming(`/${INFERENCE_SERVICE_NAME}/ModelInfer`);
+  return createServerTiming(loadServiceDefinitions().inference['ModelInfer']!.path);
 }
 
 /** The `grpc-plain` reference: bench/plain-server.ts with the spec's models and threads. */

@@ -33,7 +33,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as ort from 'onnxruntime-node';
-import { INFERENCE_SERVICE_NAME, loadServiceClients, loadServiceDefinitions } from '../server/proto.js';
+import { loadServiceClients, loadServiceDefinitions } from '../server/proto.js';
 import { verifyServer } from '../client/verify.js';
 import { INFER_CHANNEL_OPTIONS, PINNED_CHANNEL_OPTIONS } from '../client/pinned-tls.js';
 import type { Invoke } from './load.js';
@@ -287,7 +287,7 @@ export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
     'grpc.max_send_message_length': 256 * 1024 * 1024,
   });
   const method = loadServiceDefinitions().inference['ModelInfer']!;
-  const path = `/${INFERENCE_SERVICE_NAME}/ModelInfer`;
+  const path = method.path;
   const deserialize = method.responseDeserialize as (b: Buffer) => { outputs?: unknown[] };
   // With --controls the server requires the bench's API key on every call.
   const metadata = new grpc.Metadata();
