@@ -22,6 +22,8 @@ RUN npx tsc -p tsconfig.build.json && npm prune --omit=dev --ignore-scripts
 
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production
+# cir turns onnxruntime telemetry off in code (common/ort.ts); this covers any other process in the image.
+ENV ORT_DISABLE_TELEMETRY=1
 WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules

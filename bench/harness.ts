@@ -21,7 +21,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { openSealedModel, sealModel, DEFAULT_CHUNK_SIZE } from '../common/seal.js';
 import { packageVersion } from '../server/app.js';

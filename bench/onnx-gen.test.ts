@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import onnxPkg from 'onnx-proto';
 import { convNetModel, convNetWeightBytes, convStages, CONVNET_SMALL, mlpForSize, mlpModel, mlpWeightBytes } from './onnx-gen.js';
 import { cnnWorkload, parseInputSpec, makeTensor } from './workloads.js';

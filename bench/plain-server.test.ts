@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { INFERENCE_SERVICE_NAME, loadServiceDefinitions } from '../server/proto.js';
 import { decodeInferResponse } from '../server/tensors.js';

@@ -16,7 +16,7 @@
  * serves plaintext models, on loopback, inside `cir bench`; it is not a server to deploy.
  */
 import * as grpc from '@grpc/grpc-js';
-import { Tensor } from 'onnxruntime-node';
+import { Tensor } from '../common/ort.js';
 import { loadServiceDefinitions } from '../server/proto.js';
 import { createSessionFactory, hotPathServerOptions, type ExecutionSettings } from '../server/executor.js';
 import { ARRAY_TYPES, DATATYPES, datatypeForOrtType, isDatatype, isZeroCopy, rawView } from '../server/tensors.js';

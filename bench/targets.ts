@@ -32,7 +32,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { loadServiceClients, loadServiceDefinitions } from '../server/proto.js';
 import { verifyServer } from '../client/verify.js';
 import { INFER_CHANNEL_OPTIONS, PINNED_CHANNEL_OPTIONS } from '../client/pinned-tls.js';

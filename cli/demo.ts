@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { sealModel } from '../common/seal.js';
 import { createLogger, type Logger } from '../common/logger.js';

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serverReportData } from '../attestation/binding.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isCirError } from '../common/errors.js';

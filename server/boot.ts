@@ -28,7 +28,7 @@
  * models back.
  */
 import { readFile } from 'node:fs/promises';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import type { InferenceSession } from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import type { EvidenceProvider } from '../attestation/types.js';

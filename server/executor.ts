@@ -26,7 +26,7 @@
  * creates CPU sessions), and it does not pool sessions: one session (one worker) per model.
  */
 import { availableParallelism } from 'node:os';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import type { InferenceSession } from 'onnxruntime-node';
 import type { InferenceSessionLike } from './registry.js';
 import { createWorkerSession } from './worker-executor.js';

@@ -14,7 +14,7 @@
  * failed to). Nothing is logged; errors carry onnxruntime's message, never tensor values.
  */
 import { parentPort } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import type { InferenceSession } from 'onnxruntime-node';
 import type { FromWorker, ToWorker, WireError, WireTensor } from './worker-executor.js';
 

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { describe, expect, it } from 'vitest';
 import { isCirError } from '../common/errors.js';
 import { ServerError } from './codes.js';

@@ -33,7 +33,7 @@
  * they never contain tensor values. Caller-supplied names are quoted and truncated.
  */
 import { endianness } from 'node:os';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { ServerError, type ServerErrorCode } from './codes.js';
 import type {

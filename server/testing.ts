@@ -10,7 +10,7 @@ import { LEASE_JWS_TYPE, RELEASE_JWS_TYPE, type Lease, type LeasePayload, type L
 import { jwksReleaseVerifier, type ReleaseVerifier } from './release-verify.js';
 import { jwksLeaseVerifier, type LeaseVerifier } from './lease.js';
 import { randomBytes } from 'node:crypto';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import type { ModelInferRequestIn } from './proto-types.js';
 import { toRawBytes } from './tensors.js';
 import type { Evidence, EvidenceProvider } from '../attestation/types.js';

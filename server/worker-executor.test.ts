@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Worker } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { mlpModel } from '../bench/onnx-gen.js';

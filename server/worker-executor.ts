@@ -31,7 +31,7 @@
  * messages carry onnxruntime's own text, which names inputs and dimensions, not values.
  */
 import { Worker } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import type { InferenceSessionLike } from './registry.js';
 

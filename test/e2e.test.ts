@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readFile, writeFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../common/ort.js';
 import { verifyServer } from '../client/verify.js';
 import { inferVerified } from '../client/infer.js';
 import { isCirError } from '../common/errors.js';
