@@ -14,7 +14,7 @@
  *                   hard limits, concurrency caps, fair shedding, metrics; access log off
  *   controls+detect the same plus the extraction detector (input signals, and the boundary
  *                   statistic of the one-score output)
- *   controls+log    controls+detect plus the access log line (pino to a discarding stream)
+ *   controls+log    controls+detect plus the access log line (the server's logger, to a discarding stream)
  * Prints ns/op p50/p90/p99 and the p50 overhead over the baseline. Not a test: nothing
  * here asserts on time.
  */
@@ -24,6 +24,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
+import { createLogger } from '../common/logger.js';
 import { unary } from '../server/grpc-errors.js';
 import { DetectorConfigSchema, LimitsConfigSchema, ObservabilityConfigSchema, type AuthConfig } from '../server/tenancy/config.js';
 import { createMetrics } from '../server/tenancy/metrics.js';
@@ -97,7 +98,8 @@ async function main(): Promise<void> {
     const index = new KeyIndex(await readKeyStore(store));
 
     const silent = pino({ level: 'silent' });
-    const discard = pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() }));
+    // The server's own logger (its redaction list included), writing nowhere.
+    const discard = createLogger({ level: 'info', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
     const requests = Array.from({ length: 64 }, (_, i) => vadRequest(i));
     const anon = requests.map((r) => fakeCall(r, undefined));
     const keyed = requests.map((r) => fakeCall(r, key.token));

@@ -32,4 +32,17 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   );
 }
 
+/** The top-level names of REDACT_PATHS: all that can match in a flat object (see flatLogger). */
+export const FLAT_REDACT_PATHS: readonly string[] = REDACT_PATHS.filter((p) => !p.includes('.'));
+
+/**
+ * A child of `logger` for call sites that log only flat objects of scalars, such as the
+ * access-log line of every call: the same censoring as REDACT_PATHS, whose `*.name` paths
+ * can only match inside a nested object, for a fraction of the cost (pino 10 on the bench
+ * VM: ~5 µs a line against 21-34 µs with the wildcard paths). Give it nothing nested.
+ */
+export function flatLogger(logger: Logger): Logger {
+  return logger.child({}, { redact: { paths: [...FLAT_REDACT_PATHS], censor: '[redacted]' } });
+}
+
 export type { Logger };

@@ -31,6 +31,7 @@ import { randomBytes, createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { isCirError } from '../../common/errors.js';
+import { flatLogger } from '../../common/logger.js';
 import { ServerError, type ServerErrorCode } from '../codes.js';
 import { toGrpcStatus } from '../grpc-errors.js';
 import type { ModelInferResponse } from '../proto-types.js';
@@ -166,6 +167,8 @@ export interface Tenancy {
 export function createTenancy(o: TenancyOptions): Tenancy {
   const now = o.now ?? Date.now;
   const logger = o.logger;
+  // The access-log line is flat (scalars only): the cheaper top-level censoring is the same there.
+  const accessLog = flatLogger(logger);
   const events = o.events ?? NULL_SINK;
   const metrics = o.metrics;
   const lim = o.limits;
@@ -454,7 +457,7 @@ export function createTenancy(o: TenancyOptions): Tenancy {
     if (code) metrics?.error(method, model, tenant, code);
     const mode = o.observability.accessLog;
     if (mode === 'all' || (mode === 'errors' && code)) {
-      logger.info(
+      accessLog.info(
         {
           reqId,
           method,
