@@ -14,18 +14,22 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CompactSign, generateKeyPair } from 'jose';
 import { AuditLog } from '../kms-broker/audit/index.js';
+import { scriptArgs } from './script-args.js';
 
-const { values } = parseArgs({
-  options: {
-    concurrency: { type: 'string', default: '64' },
-    seconds: { type: 'string', default: '5' },
-    unsigned: { type: 'boolean', default: false },
-    dir: { type: 'string' },
-  },
+const { values, concurrency, seconds } = scriptArgs('bench/audit', () => {
+  const { values } = parseArgs({
+    options: {
+      concurrency: { type: 'string', default: '64' },
+      seconds: { type: 'string', default: '5' },
+      unsigned: { type: 'boolean', default: false },
+      dir: { type: 'string' },
+    },
+  });
+  const c = Number(values.concurrency);
+  const s = Number(values.seconds);
+  if (!(c > 0) || !(s > 0)) throw new Error('--concurrency and --seconds must be positive numbers');
+  return { values, concurrency: c, seconds: s };
 });
-const concurrency = Number(values.concurrency);
-const seconds = Number(values.seconds);
-if (!(concurrency > 0) || !(seconds > 0)) throw new Error('--concurrency and --seconds must be positive numbers');
 
 const root = values.dir ?? (await mkdtemp(path.join(tmpdir(), 'cir-bench-audit-')));
 const { privateKey } = await generateKeyPair('ES256');

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { defaultSimStateDir, runBench, slope } from './harness.js';
+import { defaultSimStateDir, runBench, slope, type Progress } from './harness.js';
 import { readMachineTuning, tuningLine } from './machine.js';
 import { chartPanels, markdownSummary, REPORT_SCHEMA } from './report.js';
 import { latencyThroughputSvg } from './svg.js';
@@ -15,7 +15,9 @@ import { mlpWorkload } from './workloads.js';
 describe('cir bench smoke run', () => {
   it('runs all modes side by side and reports every figure', async () => {
     expect(existsSync(serverProcessEntry()), 'run `npm run build` first').toBe(true);
+    const progress: Progress[] = [];
     const report = await runBench({
+      onProgress: (p) => progress.push(p),
       modes: MODES,
       workloads: [mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny')],
       concurrency: [1],
@@ -102,7 +104,18 @@ describe('cir bench smoke run', () => {
     expect(report.sealThroughput?.openGBps).toBeGreaterThan(0);
     expect(report.sizing?.rows).toHaveLength(MODES.length);
     expect(report.sizing?.rows.every((r) => r.source === 'open')).toBe(true);
+    // One rate offered: where it was sustained within the SLO, the mode may carry more
+    // (whether 20 req/s counts as sustained in a 0.6 s window depends on the arrivals).
+    expect(report.sizing?.rows.every((r) => r.lowerBound === (r.maxThroughput !== null))).toBe(true);
     expect(report.skipped).toEqual([]);
+    expect(report.failures).toEqual([]);
+    expect(report.settings.serverLogLevel).toBe('info');
+    // The progress counts the interleaved windows too (each as `reps` cells) and ends at its total.
+    const total = progress[0]!.total;
+    expect(total).toBe(MODES.length * 2 + 3);
+    expect(progress.every((p) => p.total === total && p.done <= total && p.done + p.cellFraction <= total + 1e-9)).toBe(true);
+    expect(progress.some((p) => p.label.includes('interleaved') && p.done >= MODES.length * 2)).toBe(true);
+    expect(progress.at(-1)).toMatchObject({ done: total, label: 'done' });
     expect(JSON.parse(JSON.stringify(report))).toEqual(report);
     expect(report.machine.tuning).toEqual(readMachineTuning());
     const md = markdownSummary(report);
@@ -112,6 +125,8 @@ describe('cir bench smoke run', () => {
     expect(md).toContain('## Paired comparisons (interleaved)');
     expect(md).toContain('| p50 | srv p50 |');
     expect(md).toContain('Δ srv p50 µs');
+    const grpcSizing = report.sizing?.rows.find((r) => r.mode === 'grpc');
+    expect(md).toMatch(grpcSizing?.lowerBound ? /\| tiny \| grpc \| open loop \| ≥ [\d.]+ \| ≤ \d+ \|/ : /\| tiny \| grpc \| open loop \| – \| – \|/);
     expect(md).toMatch(/\| grpc \| 1 \| [\d.]+ \| [\d.]+ \|/);
     // A report written before server-side timing existed still renders, with – in its cells.
     const older = JSON.parse(JSON.stringify(report)) as { results: Record<string, unknown>[]; interleaved: Record<string, unknown>[] };

@@ -25,6 +25,9 @@ import * as ort from '../common/ort.js';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { openSealedModel, sealModel, DEFAULT_CHUNK_SIZE } from '../common/seal.js';
 import { packageVersion } from '../server/app.js';
+import { DEFAULT_MAX_CONCURRENT_INFERS } from '../server/config.js';
+import { ClientError } from '../client/codes.js';
+import { isCirError } from '../common/errors.js';
 import { readMachineTuning } from './machine.js';
 import { runClosedLoop, runInterleaved, runOpenLoop, type WindowResult } from './load.js';
 import {
@@ -46,14 +49,18 @@ import {
 } from './report.js';
 import type { BootFigure, ServerSpec, ServerSpecModel, StatsMessage } from './server-process.js';
 import { maxThroughputUnderSlo, median, overheadRatios, serversNeeded } from './stats.js';
-import { grpcTarget, inprocTarget, isPlaintextMode, MODES, ServerChild, sessionOptions, type Mode, type Target } from './targets.js';
+import { CallError, grpcTarget, inprocTarget, isPlaintextMode, MODES, ServerChild, sessionOptions, type Mode, type Target } from './targets.js';
 import { mlpSizeWorkload, requestBytes, type Workload } from './workloads.js';
 
 export interface BenchOptions {
   readonly modes: readonly Mode[];
   readonly workloads: readonly Workload[];
   readonly concurrency: readonly number[];
-  /** Open-loop rates (req/s); 'auto' = autoRateFractions x the model's inproc closed-loop peak; [] = no open loop. */
+  /**
+   * Open-loop rates (req/s); [] = no open loop. 'auto' = autoRateFractions x the model's
+   * closed-loop peak in its slowest mode, so that every mode can carry every rate and the
+   * modes are compared at the same offered loads.
+   */
   readonly rates: readonly number[] | 'auto';
   readonly autoRateFractions?: readonly number[];
   readonly warmupMs: number;
@@ -67,6 +74,8 @@ export interface BenchOptions {
   readonly executionProvider: 'cpu' | 'cuda';
   /** Server modes run with the multi-tenant controls on (API key, limits); see ServerSpec.controls. */
   readonly controls?: boolean;
+  /** The cir servers' log level (ServerSpec.logLevel); default 'info', as `cir serve`. */
+  readonly serverLogLevel?: string;
   readonly requestTimeoutMs: number;
   readonly maxInFlight: number;
   readonly sloP99Ms?: number;
@@ -190,6 +199,68 @@ export function measureSealThroughput(mb: number, reps: number): SealThroughput 
   return { plaintextBytes: plaintext.length, chunkSize: DEFAULT_CHUNK_SIZE, reps, sealGBps: gbps(median(sealT)), openGBps: gbps(median(openT)) };
 }
 
+/**
+ * One request per mode and model before any window: a model that rejects the given inputs
+ * (a wrong name, shape or datatype in `--input`), or a server that cannot run it, stops
+ * the run at once with the reason instead of failing every request of a long sweep.
+ */
+export async function preflight(modes: readonly Mode[], workloads: readonly Workload[], targets: ReadonlyMap<Mode, Target>): Promise<void> {
+  for (const mode of modes) {
+    const t = targets.get(mode);
+    if (!t) continue;
+    for (const w of workloads) {
+      try {
+        await t.invoker(w)();
+      } catch (e) {
+        const why = e instanceof CallError ? `${e.status}: ${e.message}` : ((e as Error).message ?? String(e)).split('\n')[0];
+        throw new ClientError('ERR_CLI_BENCH_PREFLIGHT', { detail: `${mode}, model ${w.name}: ${why}`, cause: e });
+      }
+    }
+  }
+}
+
+/**
+ * The closed-loop peak throughput of a model in its slowest mode: the base of the `auto`
+ * open-loop rates, so that every mode can carry every rate (a rate above a mode's capacity
+ * would only measure its queue and its refusals).
+ */
+export function slowestPeak(results: readonly ResultEntry[], model: string, modes: readonly Mode[]): number {
+  const peaks = modes.map((m) => Math.max(0, ...results.filter((x) => x.model === model && x.loop === 'closed' && x.mode === m).map((x) => x.throughput)));
+  return peaks.length ? Math.min(...peaks) : 0;
+}
+
+/** The INTERLEAVED_PAIRS whose two modes both run (not grpc-plain vs grpc under --controls). */
+export function interleavedPairs(modes: readonly Mode[], controls: boolean): (readonly [Mode, Mode])[] {
+  return INTERLEAVED_PAIRS.filter(([a, b]) => modes.includes(a) && modes.includes(b) && !(controls && a === 'grpc-plain'));
+}
+
+/**
+ * Per model and mode, the highest sustained throughput that met the p99 SLO: from the
+ * open-loop points when there are any (latency from the intended send time), else the
+ * closed-loop ones. When the highest rate offered met the SLO, the mode's limit lies above
+ * it, and the row says so (`lowerBound`).
+ */
+export function sizingRows(results: readonly ResultEntry[], models: readonly string[], modes: readonly Mode[], sloP99Ms: number, targetRps?: number): SizingRow[] {
+  const rows: SizingRow[] = [];
+  for (const model of models) {
+    for (const mode of modes) {
+      const open = results.filter((x) => x.model === model && x.mode === mode && x.loop === 'open');
+      const source: LoopKind = open.length ? 'open' : 'closed';
+      const pts = (open.length ? open : results.filter((x) => x.model === model && x.mode === mode && x.loop === 'closed')).map((x) => ({
+        throughput: x.throughput,
+        p99Ms: x.p99Ms,
+        errors: x.errors,
+        ...(x.rate !== null ? { offeredRate: x.rate } : {}),
+      }));
+      const best = maxThroughputUnderSlo(pts, sloP99Ms);
+      const top = Math.max(...pts.map((p) => p.offeredRate ?? -1));
+      const lowerBound = source === 'open' && maxThroughputUnderSlo(pts.filter((p) => p.offeredRate === top), sloP99Ms) !== null;
+      rows.push({ model, mode, source, maxThroughput: best, lowerBound, serversNeeded: targetRps !== undefined ? serversNeeded(targetRps, best) : null });
+    }
+  }
+  return rows;
+}
+
 interface Cell {
   readonly workload: Workload;
   readonly loop: LoopKind;
@@ -201,12 +272,33 @@ interface Cell {
 /** The simulated launch measurement the bench servers report and their policy allows. */
 export const BENCH_MEASUREMENT = createHash('sha384').update('cir bench server image').digest('hex');
 
+/**
+ * Runs a sweep (or a soak) and returns its report. Everything the run writes (plaintext
+ * model copies, each server's broker state with its keys, spec files) lives in one private
+ * temporary directory that is removed however the run ends, a failure included; only a
+ * killed process leaves it behind (mode 0700, under the OS temp dir).
+ */
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const workDir = await mkdtemp(path.join(os.tmpdir(), 'cir-bench-'));
+  try {
+    return await benchIn(o, workDir);
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+/** A server process that failed to start: its mode and why. */
+function serverStartError(mode: Mode, e: unknown): Error {
+  if (isCirError(e)) return e;
+  return new ClientError('ERR_CLI_BENCH_SERVER_FAILED', { detail: `${mode}: ${(e as Error).message ?? String(e)}`, cause: e });
+}
+
+async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
   const started = performance.now();
   const log = o.log ?? (() => undefined);
   const machine = machineInfo();
   const skipped: { what: string; reason: string }[] = [];
-  const workDir = await mkdtemp(path.join(os.tmpdir(), 'cir-bench-'));
+  const failures: { what: string; reason: string }[] = [];
   const children = new Map<Mode, ServerChild>();
   const targets = new Map<Mode, Target>();
   const servers: ServerInfo[] = [];
@@ -262,13 +354,19 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       ...(o.executor ? { executor: o.executor } : {}),
+      logLevel: o.serverLogLevel ?? 'info',
+      // The server admits up to DEFAULT_MAX_CONCURRENT_INFERS calls at once and refuses the
+      // rest; a closed loop or soak above that would measure refusals.
+      maxConcurrentInfers: Math.max(DEFAULT_MAX_CONCURRENT_INFERS, ...o.concurrency, o.soak?.concurrency ?? 0),
       ...(mode === 'grpc-plain' ? { plain: true } : o.controls || mode === 'grpc-controls' ? { controls: true } : {}),
       models: o.workloads.map((w): ServerSpecModel => {
         if (w.sealedFile) return { name: w.name, file: w.sealedFile.file, dekFile: w.sealedFile.dekFile };
         return { name: w.name, file: files.get(w.name)!, plaintext: mode !== 'grpc-attested' };
       }),
     });
-    await Promise.all(
+    // Every start is awaited, failed or not, so that none becomes ready after the cleanup
+    // below has run (it would never be closed).
+    const starts = await Promise.allSettled(
       serverModes.map(async (mode) => {
         const child = await ServerChild.start(specFor(mode), path.join(workDir, `${mode}.spec.json`));
         children.set(mode, child);
@@ -282,6 +380,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         });
       }),
     );
+    const failedStart = starts.findIndex((r) => r.status === 'rejected');
+    if (failedStart >= 0) throw serverStartError(serverModes[failedStart]!, (starts[failedStart] as PromiseRejectedResult).reason);
     servers.sort((a, b) => modes.indexOf(a.mode) - modes.indexOf(b.mode));
     if (serverModes.length) log(`server processes ready: ${servers.map((s) => `${s.mode} pid ${children.get(s.mode)?.pid} :${children.get(s.mode)?.port}`).join(', ')}`);
 
@@ -294,6 +394,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       targets.set(mode, t);
       if (t.verification) attestedClient = { verifyMs: t.verification.ms, checks: t.verification.checks };
     }
+    await preflight(modes, o.workloads, targets);
 
     // 4. The sweep (or the soak).
     if (o.soak) {
@@ -325,13 +426,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     const openLevels = (w: Workload): number[] => {
       if (o.rates === 'auto') {
-        const peak = Math.max(0, ...results.filter((x) => x.model === w.name && x.loop === 'closed' && x.mode === (modes.includes('inproc') ? 'inproc' : x.mode)).map((x) => x.throughput));
-        return peak > 0 ? autoFractions.map((f) => Math.max(1, Math.round(peak * f))) : [];
+        const peak = slowestPeak(results, w.name, modes);
+        return peak > 0 ? [...new Set(autoFractions.map((f) => Math.max(1, Math.round(peak * f))))] : [];
       }
       return [...o.rates];
     };
     const openCount = o.rates === 'auto' ? autoFractions.length : o.rates.length;
-    const total = closedCells.length + o.workloads.length * openCount * o.reps * modes.length;
+    const pairs = o.soak ? [] : interleavedPairs(modes, o.controls === true);
+    // An interleaved window lasts `reps` cells; it counts as that many in the progress.
+    const total = closedCells.length + o.workloads.length * openCount * o.reps * modes.length + pairs.length * o.workloads.length * o.concurrency.length * o.reps;
     let done = 0;
     const reps = new Map<string, { cell: Cell; figs: RepFigures[]; maxRssKb?: number }>();
     const runCell = async (cell: Cell): Promise<void> => {
@@ -440,20 +543,20 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       summarise([...reps.keys()].filter((k) => !keysBefore.has(k)));
     }
     // Paired comparisons, request by request (see runInterleaved and INTERLEAVED_PAIRS).
-    for (const [ma, mb] of o.soak ? [] : INTERLEAVED_PAIRS) {
-      const ta = targets.get(ma);
-      const tb = targets.get(mb);
-      if (!ta || !tb) continue;
-      if (o.controls && ma === 'grpc-plain') {
-        // The reference has no controls: against grpc with them, the pair would not measure cir's serving layer alone.
-        skipped.push({ what: 'grpc-plain vs grpc interleaved', reason: '--controls: grpc runs the multi-tenant controls, the plain reference has none' });
-        continue;
-      }
+    if (o.controls && modes.includes('grpc-plain') && modes.includes('grpc')) {
+      // The reference has no controls: against grpc with them, the pair would not measure cir's serving layer alone.
+      skipped.push({ what: 'grpc-plain vs grpc interleaved', reason: '--controls: grpc runs the multi-tenant controls, the plain reference has none' });
+    }
+    for (const [ma, mb] of pairs) {
+      const ta = targets.get(ma)!;
+      const tb = targets.get(mb)!;
       for (const w of o.workloads) {
         for (const c of o.concurrency) {
           const durationMs = o.durationMs * o.reps;
           const label = `${ma} vs ${mb} interleaved ${w.name} c=${c}`;
-          o.onProgress?.({ done, total, cellFraction: 0, label, etaMs: o.warmupMs + durationMs });
+          const progress = (fraction: number): void =>
+            o.onProgress?.({ done, total, cellFraction: fraction * o.reps, label, etaMs: (total - done - fraction * o.reps) * cellMs });
+          progress(0);
           const cpu = async (): Promise<[StatsMessage, StatsMessage]> => Promise.all([children.get(ma)!.stats(), children.get(mb)!.stats()]);
           const before = await cpu();
           const onMeasureStart = (): void => {
@@ -461,7 +564,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
             children.get(mb)!.resetTiming();
           };
           onMeasureStart();
-          const r = await runInterleaved({ invokeA: ta.invoker(w), invokeB: tb.invoker(w), concurrency: c, warmupMs: o.warmupMs, durationMs, onMeasureStart });
+          const r = await runInterleaved({ invokeA: ta.invoker(w), invokeB: tb.invoker(w), concurrency: c, warmupMs: o.warmupMs, durationMs, onMeasureStart, onProgress: progress });
+          done += o.reps;
           const after = await cpu();
           // Server CPU covers warm-up and window; scale the counted requests to both.
           const side = (i: 0 | 1, x: WindowResult): InterleavedSide => {
@@ -508,33 +612,25 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     await Promise.all([...children.values()].map((c) => c.close().catch(() => undefined)));
   }
 
-  try {
-    // 5. Other figures, after the sweep so they do not compete with it.
-    if (o.sealMb > 0) sealThroughput = measureSealThroughput(o.sealMb, o.quick ? 3 : 5);
-    if (o.bootModelMb > 0) boot = await measureBoot(o, workDir);
-  } finally {
-    await rm(workDir, { recursive: true, force: true });
-  }
-
-  let sizing: BenchReport['sizing'] = null;
-  if (o.sloP99Ms !== undefined) {
-    const rows: SizingRow[] = [];
-    for (const w of o.workloads) {
-      for (const mode of modes) {
-        const open = results.filter((x) => x.model === w.name && x.mode === mode && x.loop === 'open');
-        const source: LoopKind = open.length ? 'open' : 'closed';
-        const pts = (open.length ? open : results.filter((x) => x.model === w.name && x.mode === mode && x.loop === 'closed')).map((x) => ({
-          throughput: x.throughput,
-          p99Ms: x.p99Ms,
-          errors: x.errors,
-          ...(x.rate !== null ? { offeredRate: x.rate } : {}),
-        }));
-        const best = maxThroughputUnderSlo(pts, o.sloP99Ms);
-        rows.push({ model: w.name, mode, source, maxThroughput: best, serversNeeded: o.targetRps !== undefined ? serversNeeded(o.targetRps, best) : null });
-      }
+  // 5. Other figures, after the sweep so they do not compete with it. A failure here is
+  // reported (`failures`) without discarding the sweep.
+  const attempt = async <T>(what: string, f: () => Promise<T> | T): Promise<T | null> => {
+    try {
+      return await f();
+    } catch (e) {
+      const reason = isCirError(e) ? `${e.code}: ${e.message}` : ((e as Error).message ?? String(e)).split('\n')[0]!;
+      failures.push({ what, reason });
+      log(`${what} failed: ${reason}`);
+      return null;
     }
-    sizing = { sloP99Ms: o.sloP99Ms, targetRps: o.targetRps ?? null, rows };
-  }
+  };
+  if (o.sealMb > 0) sealThroughput = await attempt('seal throughput', () => measureSealThroughput(o.sealMb, o.quick ? 3 : 5));
+  if (o.bootModelMb > 0) boot = await attempt('boot figures', () => measureBoot(o, workDir));
+
+  const sizing: BenchReport['sizing'] =
+    o.sloP99Ms === undefined
+      ? null
+      : { sloP99Ms: o.sloP99Ms, targetRps: o.targetRps ?? null, rows: sizingRows(results, o.workloads.map((w) => w.name), modes, o.sloP99Ms, o.targetRps) };
 
   return {
     schema: REPORT_SCHEMA,
@@ -564,6 +660,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       reps: o.reps,
       seed: o.seed,
       controls: o.controls === true,
+      serverLogLevel: o.serverLogLevel ?? 'info',
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       executor: o.executor ?? 'inline',
@@ -593,6 +690,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     sealThroughput,
     soak,
     skipped,
+    failures,
   };
 }
 

@@ -131,6 +131,11 @@ export interface SizingRow {
   /** Which points were used: open-loop (preferred, SLO-grade) or closed-loop (no open-loop data). */
   readonly source: LoopKind;
   readonly maxThroughput: number | null;
+  /**
+   * The best point was the highest rate offered and met the SLO: the mode may carry more
+   * than `maxThroughput` (offer higher `--rates`). Absent in older reports.
+   */
+  readonly lowerBound?: boolean;
   readonly serversNeeded: number | null;
 }
 
@@ -219,6 +224,8 @@ export interface BenchReport {
     readonly soak?: { readonly durationMs: number; readonly concurrency: number; readonly sampleMs: number } | null;
     /** `--controls`: server modes ran with API-key auth and every per-key and per-tenant limit on. */
     readonly controls?: boolean;
+    /** The cir servers' log level (`cir --log-level`; at info, one access-log line per call). Absent in older reports = warn. */
+    readonly serverLogLevel?: string;
   };
   readonly executionProvider: { readonly requested: 'cpu' | 'cuda'; readonly available: boolean; readonly detail: string };
   readonly workloads: readonly {
@@ -243,6 +250,8 @@ export interface BenchReport {
   /** `--soak SECONDS`: the soak runs (the sweep is not run); null otherwise. */
   readonly soak?: readonly SoakRun[] | null;
   readonly skipped: readonly { readonly what: string; readonly reason: string }[];
+  /** Parts that failed after the sweep (boot or seal figures), the sweep's figures kept. Absent in older reports. */
+  readonly failures?: readonly { readonly what: string; readonly reason: string }[];
 }
 
 /**
@@ -483,8 +492,15 @@ export function markdownSummary(rep: BenchReport): string {
     L.push(`## Sizing: p99 ≤ ${z.sloP99Ms} ms${z.targetRps !== null ? `, target ${z.targetRps} req/s` : ''}`, '');
     L.push(`| model | mode | from | max req/s meeting SLO | servers needed |`, '|---|---|---|--:|--:|');
     for (const row of z.rows) {
-      L.push(`| ${row.model} | ${row.mode} | ${row.source} loop | ${f(row.maxThroughput, 1)} | ${row.serversNeeded ?? '–'} |`);
+      const ge = row.lowerBound && row.maxThroughput !== null;
+      L.push(`| ${row.model} | ${row.mode} | ${row.source} loop | ${ge ? '≥ ' : ''}${f(row.maxThroughput, 1)} | ${row.serversNeeded === null ? '–' : `${ge ? '≤ ' : ''}${row.serversNeeded}`} |`);
     }
+    if (z.rows.some((r) => r.lowerBound)) L.push('', '≥: the highest rate offered met the SLO, so the mode may carry more; offer higher `--rates` (or run it alone with `--rates auto`) to find its limit.');
+    L.push('');
+  }
+  if (rep.failures?.length) {
+    L.push('## Failed', '');
+    for (const k of rep.failures) L.push(`- ${k.what}: ${k.reason}`);
     L.push('');
   }
   if (rep.skipped.length) {

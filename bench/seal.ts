@@ -7,13 +7,17 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { sealModel, openSealedModel } from '../common/seal.js';
+import { scriptArgs } from './script-args.js';
 
-const { values } = parseArgs({
-  options: { mb: { type: 'string', default: '64' }, reps: { type: 'string', default: '5' } },
+const { sizeMb, reps } = scriptArgs('bench/seal', () => {
+  const { values } = parseArgs({
+    options: { mb: { type: 'string', default: '64' }, reps: { type: 'string', default: '5' } },
+  });
+  const mb = Number(values.mb);
+  const n = Number(values.reps);
+  if (!(mb > 0) || !(n > 0)) throw new Error('--mb and --reps must be positive numbers');
+  return { sizeMb: mb, reps: n };
 });
-const sizeMb = Number(values.mb);
-const reps = Number(values.reps);
-if (!(sizeMb > 0) || !(reps > 0)) throw new Error('--mb and --reps must be positive numbers');
 
 const plaintext = randomBytes(sizeMb * 1024 * 1024);
 const dek = randomBytes(32);

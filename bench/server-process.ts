@@ -9,7 +9,7 @@
  *   stdin  EOF      stop the server and the broker process, exit 0
  *
  * Started by bench/harness.ts as `node dist/bench/server-process.js SPEC_FILE` where
- * SPEC_FILE holds a ServerSpec (JSON). Logs (pino) go to stderr. Failures print
+ * SPEC_FILE holds a ServerSpec (JSON). Logs (pino): see benchLogDestination. Failures print
  * {"type":"error", message} on stdout and exit 1. A spec with `plain` starts
  * bench/plain-server.ts instead of cir (the `grpc-plain` mode), with the same protocol.
  *
@@ -28,6 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SimulatedSnp } from '../attestation/sim/index.js';
 import { sealModel, readSealedHeader } from '../common/seal.js';
+import { pino, type DestinationStream } from 'pino';
 import { createLogger } from '../common/logger.js';
 import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
@@ -66,6 +67,11 @@ export interface ServerSpec {
   readonly maxConcurrentInfers?: number;
   /** Further boots of a second server with the same config after the first (warm figures). */
   readonly extraBoots?: number;
+  /**
+   * The cir server's log level (default info, as `cir serve`): at info the tenancy layer
+   * writes its access-log line per call (`observability.accessLog`, default `all`), so the
+   * bench pays what a deployed server pays. See benchLogDestination for where lines go.
+   */
   readonly logLevel?: string;
   /**
    * Run the multi-tenant controls (issue 7): an API-key store with one key, every per-key
@@ -115,6 +121,8 @@ export interface StatsMessage {
    * HTTP/2.
    */
   readonly timing?: LatencySummary;
+  /** Log lines the cir server process has written since it started, every level (absent for grpc-plain, which logs nothing). */
+  readonly logLines?: number;
 }
 
 /** Starts bench/broker-child.js and waits for its URL; `stop` closes its stdin and waits for it to exit. */
@@ -143,7 +151,7 @@ async function startBrokerChild(configFile: string, env: NodeJS.ProcessEnv): Pro
 }
 
 /** Answers `{"cmd":"stats"}` and `{"cmd":"timing-reset"}` lines on stdin until stdin closes. */
-async function serveStats(timing: ServerTiming): Promise<void> {
+async function serveStats(timing: ServerTiming, logLines?: () => number): Promise<void> {
   const rl = createInterface({ input: process.stdin });
   rl.on('line', (line) => {
     let cmd: unknown;
@@ -166,6 +174,7 @@ async function serveStats(timing: ServerTiming): Promise<void> {
         heapUsedBytes: mem.heapUsed,
         externalBytes: mem.external,
         timing: timing.summary(),
+        ...(logLines ? { logLines: logLines() } : {}),
       };
       send(msg);
     }
@@ -208,10 +217,36 @@ async function mainPlain(spec: ServerSpec): Promise<void> {
   await server.close();
 }
 
+/**
+ * Where the server's log lines go. Every line is serialised and written synchronously, as
+ * `cir serve` does to stderr, but lines below warn are written to /dev/null: had they gone
+ * to the harness over a pipe, draining them would wake the load generator once per call
+ * and load the very process that measures. Warnings and errors also go to stderr, whose
+ * tail the harness keeps for failure messages.
+ */
+function benchLogDestination(): { destination: DestinationStream; lines: () => number } {
+  const devNull = pino.destination({ dest: '/dev/null', sync: true });
+  let lines = 0;
+  const counted: DestinationStream = {
+    write(line: string): void {
+      lines++;
+      devNull.write(line);
+    },
+  };
+  return {
+    destination: pino.multistream([
+      { level: 'trace', stream: counted },
+      { level: 'warn', stream: pino.destination({ fd: 2, sync: true }) },
+    ]),
+    lines: () => lines,
+  };
+}
+
 async function main(specFile: string): Promise<void> {
   const spec = JSON.parse(await readFile(specFile, 'utf8')) as ServerSpec;
   if (spec.plain) return mainPlain(spec);
-  const logger = createLogger({ level: spec.logLevel ?? 'warn', name: 'cir-bench-server' });
+  const log = benchLogDestination();
+  const logger = createLogger({ level: spec.logLevel ?? 'info', name: 'cir-bench-server', destination: log.destination });
   await mkdir(spec.workDir, { recursive: true, mode: 0o700 });
   const sim = await SimulatedSnp.open(spec.simStateDir);
   const arkFile = path.join(spec.workDir, 'sim-ark.pem');
@@ -225,7 +260,7 @@ async function main(specFile: string): Promise<void> {
     const configFile = path.join(spec.workDir, 'broker.json');
     const brokerConfig = { listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(spec.workDir, 'broker'), attestation: { simulatedRootFile: arkFile, allowSimulated: true } };
     await writeFile(configFile, JSON.stringify(brokerConfig), { mode: 0o600 });
-    const broker = await startBrokerChild(configFile, { ...process.env, NODE_ENV: 'development', CIR_KMS_ADMIN_TOKEN: adminToken, CIR_LOG_LEVEL: spec.logLevel ?? 'warn' });
+    const broker = await startBrokerChild(configFile, { ...process.env, NODE_ENV: 'development', CIR_KMS_ADMIN_TOKEN: adminToken, CIR_LOG_LEVEL: spec.logLevel ?? 'info' });
     brokerUrl = broker.url;
     closers.push(() => broker.stop());
   }
@@ -286,7 +321,6 @@ async function main(specFile: string): Promise<void> {
             perKey: { ratePerSec: 1e6, burst: 1e6, maxConcurrent: 1000, dailyRequests: 1e12 },
             perTenant: { ratePerSec: 1e6, maxConcurrent: 1000 },
           },
-          observability: { accessLog: 'off' },
         }
       : // Without --controls the bench measures bare serving (explicit relaxation).
         { auth: { mode: 'none' } }),
@@ -337,7 +371,7 @@ async function main(specFile: string): Promise<void> {
     processToReadyMs,
   };
   send(ready);
-  await serveStats(timing);
+  await serveStats(timing, log.lines);
   for (const c of closers) await c().catch(() => undefined);
 }
 

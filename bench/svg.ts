@@ -96,6 +96,37 @@ function panelSvg(p: ChartPanel, seriesNames: readonly string[], x0: number, y0:
   return out.join('\n');
 }
 
+/** Legend font size and the width of an entry's colour swatch plus the space after it. */
+const LEGEND_FONT = 12;
+const SWATCH = 16;
+/**
+ * An upper estimate of a legend entry's width (plain SVG cannot measure text): 0.6 em a
+ * character is above the average advance of lowercase text in the common sans-serif fonts
+ * (Arial, Helvetica, DejaVu Sans), so a label laid out by it stays inside its slot.
+ */
+const legendEntryWidth = (name: string): number => SWATCH + name.length * LEGEND_FONT * 0.6;
+
+/**
+ * Flows the legend entries left to right, starting a new row where the next entry would
+ * cross the canvas's right margin, so that up to six modes fit even a single narrow panel.
+ */
+function legendLayout(names: readonly string[], width: number): { x: number; row: number }[] {
+  const margin = 20;
+  const gap = 20;
+  let x = margin;
+  let row = 0;
+  return names.map((n) => {
+    const entry = legendEntryWidth(n);
+    if (x > margin && x + entry > width - margin) {
+      x = margin;
+      row++;
+    }
+    const at = { x, row };
+    x += entry + gap;
+    return at;
+  });
+}
+
 /** Renders panels side by side (two per row) with a shared legend. */
 export function latencyThroughputSvg(panels: readonly ChartPanel[], o: ChartOptions): string {
   const w = o.panelWidth ?? 420;
@@ -104,8 +135,10 @@ export function latencyThroughputSvg(panels: readonly ChartPanel[], o: ChartOpti
   const rows = Math.max(1, Math.ceil(panels.length / perRow));
   const names = [...new Set(panels.flatMap((p) => p.series.map((s) => s.name)))];
   const header = 30;
-  const legend = 24;
   const width = perRow * w;
+  const entries = legendLayout(names, width);
+  const legendRow = 18;
+  const legend = 24 + legendRow * Math.max(0, ...entries.map((e) => e.row));
   const height = header + legend + rows * h;
   const out: string[] = [];
   out.push(`<?xml version="1.0" encoding="UTF-8"?>`);
@@ -114,9 +147,12 @@ export function latencyThroughputSvg(panels: readonly ChartPanel[], o: ChartOpti
   out.push(`<text x="${px(width / 2)}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(o.title)}</text>`);
   out.push('<g class="legend">');
   names.forEach((n, i) => {
-    const x = 20 + i * 130;
+    const { x, row } = entries[i]!;
+    const y = header + row * legendRow;
     const colour = COLOURS[i % COLOURS.length]!;
-    out.push(`<rect x="${x}" y="${header}" width="12" height="12" fill="${colour}"/><text x="${x + 16}" y="${header + 11}" font-size="12">${escapeXml(n)}</text>`);
+    out.push(
+      `<rect x="${px(x)}" y="${y}" width="12" height="12" fill="${colour}"/><text x="${px(x + SWATCH)}" y="${y + 11}" font-size="${LEGEND_FONT}">${escapeXml(n)}</text>`,
+    );
   });
   out.push('</g>');
   panels.forEach((p, i) => {

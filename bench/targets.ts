@@ -35,7 +35,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as ort from '../common/ort.js';
 import { loadServiceClients, loadServiceDefinitions } from '../server/proto.js';
 import { verifyServer } from '../client/verify.js';
+import { ClientError } from '../client/codes.js';
 import { INFER_CHANNEL_OPTIONS, PINNED_CHANNEL_OPTIONS } from '../client/pinned-tls.js';
+import { sessionOptionsFor } from '../server/executor.js';
 import type { Invoke } from './load.js';
 import type { ReadyMessage, ServerSpec, StatsMessage } from './server-process.js';
 import { inferRequest, ortFeeds, type Workload } from './workloads.js';
@@ -75,7 +77,7 @@ export function serverProcessEntry(): string {
  * its CPU time, peak RSS and server-side call times; `close()` ends its stdin, which stops it.
  */
 export class ServerChild {
-  private readonly waiters: ((m: StatsMessage) => void)[] = [];
+  private readonly waiters: { resolve: (m: StatsMessage) => void; reject: (e: Error) => void }[] = [];
   private exited = false;
   private stderrTail = '';
 
@@ -120,14 +122,17 @@ export class ServerChild {
           clearTimeout(timer);
           reject(new Error(`server process failed: ${msg.message}\n${stderr}`));
         } else if (msg.type === 'stats') {
-          self?.waiters.shift()?.(msg as unknown as StatsMessage);
+          self?.waiters.shift()?.resolve(msg as unknown as StatsMessage);
         }
       });
     });
     self = new ServerChild(child, ready, performance.now() - t0);
     child.removeAllListeners('exit');
-    child.once('exit', () => {
+    // A stats() still waiting when the process dies gets an error, not a hang.
+    child.once('exit', (code, signal) => {
       self!.exited = true;
+      const e = new Error(`server process exited (${signal ?? `code ${code}`})\n${self!.stderrTail}`);
+      for (const w of self!.waiters.splice(0)) w.reject(e);
     });
     child.stderr.on('data', (d: Buffer) => {
       self!.stderrTail = (self!.stderrTail + d.toString()).slice(-4000);
@@ -145,8 +150,8 @@ export class ServerChild {
 
   stats(): Promise<StatsMessage> {
     if (this.exited) return Promise.reject(new Error(`server process exited\n${this.stderrTail}`));
-    return new Promise((resolve) => {
-      this.waiters.push(resolve);
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
       this.child.stdin.write(`${JSON.stringify({ cmd: 'stats' })}\n`);
     });
   }
@@ -185,14 +190,17 @@ export interface InprocOptions {
   readonly executionProvider: 'cpu' | 'cuda';
 }
 
-/** onnxruntime session options matching what server/boot.ts uses. */
+/**
+ * onnxruntime session options for the in-process baseline: boot.ts's base options (graph
+ * optimisation 'all') with threads, execution mode and spin-waiting resolved by the server's
+ * own `sessionOptionsFor`, so `--intra-op-threads 0` means max(1, cores - 1) with spinning
+ * off here exactly as in the servers. Only the execution provider can differ (`--ep`).
+ */
 export function sessionOptions(o: InprocOptions): ort.InferenceSession.SessionOptions {
-  return {
-    executionProviders: [o.executionProvider],
-    graphOptimizationLevel: 'all',
-    ...(o.intraOpThreads ? { intraOpNumThreads: o.intraOpThreads } : {}),
-    ...(o.interOpThreads ? { interOpNumThreads: o.interOpThreads } : {}),
-  };
+  return sessionOptionsFor(
+    { executionProviders: [o.executionProvider], graphOptimizationLevel: 'all' },
+    { intraOpThreads: o.intraOpThreads, interOpThreads: o.interOpThreads, executionMode: 'sequential' },
+  );
 }
 
 /** The in-process baseline: one session per workload in this process. */
@@ -273,7 +281,7 @@ export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
     });
     const ms = performance.now() - t0;
     if (!v.ok || !v.credentials) {
-      throw new Error(`grpc-attested: verification failed: ${v.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.detail})`).join(', ')}`);
+      throw new ClientError('ERR_CLI_NOT_VERIFIED', { detail: `grpc-attested: ${v.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.detail})`).join(', ')}` });
     }
     verification = { ms, checks: v.checks.map((c) => ({ name: c.name, ok: c.ok })) };
     credentials = v.credentials;

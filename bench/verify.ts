@@ -30,15 +30,19 @@ import type { SnpEvidence } from '../attestation/types.js';
 import { parseTdxQuote } from '../attestation/tdx/parse.js';
 import { verifyTdxQuote } from '../attestation/tdx/verify.js';
 import { loadTdxCollateral } from '../attestation/tdx/source.js';
+import { scriptArgs } from './script-args.js';
 
-const { values } = parseArgs({
-  options: { iters: { type: 'string', default: '2000' }, warmup: { type: 'string', default: '200' } },
+const { iters, warmup } = scriptArgs('bench/verify', () => {
+  const { values } = parseArgs({
+    options: { iters: { type: 'string', default: '2000' }, warmup: { type: 'string', default: '200' } },
+  });
+  const i = Number(values.iters);
+  const w = Number(values.warmup);
+  if (!Number.isInteger(i) || i < 1 || !Number.isInteger(w) || w < 0) {
+    throw new Error('--iters must be a positive integer and --warmup a non-negative integer');
+  }
+  return { iters: i, warmup: w };
 });
-const iters = Number(values.iters);
-const warmup = Number(values.warmup);
-if (!Number.isInteger(iters) || iters < 1 || !Number.isInteger(warmup) || warmup < 0) {
-  throw new Error('--iters must be a positive integer and --warmup a non-negative integer');
-}
 
 const NOW = new Date('2026-06-01T00:00:00Z');
 const VEC = new URL('../../test/data/vectors/sev-snp/microsoft/', import.meta.url);

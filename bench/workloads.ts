@@ -12,13 +12,15 @@
  *             (12 KiB request, 40 B response): about 11-12.5 ms of compute, compute-bound:
  *             the ">= 10 ms model" of the hot-path targets.
  *   convnet   generated CIFAR-sized CNN (3 conv layers), batch 1.
- *   mlp-<N>mb generated MLP of about N MiB (1024 wide), batch 1.
+ *   mlp-<N>mb generated MLP of about N MiB (1024 wide, so in 4 MiB steps), batch 1.
  * A user's model: `--model FILE --input name:dtype:dims[:value]` (see parseInputSpec).
+ * Bad arguments and unreadable files are ClientErrors, so the CLI prints what is wrong.
  */
 import { createRequire } from 'node:module';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as ort from '../common/ort.js';
+import { ClientError } from '../client/codes.js';
 import { openSealedModel, readSealedHeader, SEAL_MAGIC } from '../common/seal.js';
 import { seededRandom } from './load.js';
 import { CONVNET_SMALL, convNetModel, convNetWeightBytes, convStages, mlpForSize, mlpModel, mlpWeightBytes, type MlpShape } from './onnx-gen.js';
@@ -66,12 +68,26 @@ const ALIASES: Readonly<Record<string, Datatype>> = {
   fp32: 'FP32', float32: 'FP32', float: 'FP32', fp64: 'FP64', float64: 'FP64', double: 'FP64',
 };
 
-/** `FP32`, `fp32`, `float32`, `float`, ... -> the v2 datatype name. */
-export function parseDatatype(s: string): Datatype {
-  const dt = ALIASES[s.toLowerCase()];
-  if (!dt) throw new Error(`unknown datatype ${JSON.stringify(s)} (one of ${Object.keys(DATATYPES).join(', ')})`);
-  return dt;
+/** `FP32`, `fp32`, `float32`, `float`, ... -> the v2 datatype name; own keys only, so `constructor` is no datatype. */
+function datatypeOf(s: string): Datatype | undefined {
+  const k = s.toLowerCase();
+  return Object.hasOwn(ALIASES, k) ? ALIASES[k] : undefined;
 }
+
+/** `bool, uint8, ..., fp32/float32/float, fp64/float64/double`: the datatypes as an error message lists them. */
+const DATATYPE_LIST = (Object.keys(DATATYPES) as Datatype[])
+  .map((dt) => Object.keys(ALIASES).filter((a) => ALIASES[a] === dt).join('/'))
+  .join(', ');
+
+/** The `--input` rule as error messages state it. */
+const INPUT_FORM =
+  `name:dtype:dims[:value], read from the right so that the name may contain ':' (the datatype is the 2nd field from the right, ` +
+  `or the 3rd when a value ends the spec); datatypes: ${DATATYPE_LIST}`;
+
+/** Largest request tensor `--input` makes: the bench allocates it, and 1 GiB is far past any real request. */
+export const MAX_INPUT_BYTES = 2 ** 30;
+/** Past 2^31 - 1 a dimension is a typo; checked apart from the byte limit, which a 0 beside it would evade. */
+const MAX_DIM = 2 ** 31 - 1;
 
 /** A tensor filled from a seeded PRNG (floats in [-1, 1), integers 0..9, bools 0/1), or with `fill`. */
 export function makeTensor(name: string, datatype: Datatype, shape: readonly number[], seed = 1, fill?: number): InputTensor {
@@ -100,17 +116,34 @@ export function makeTensor(name: string, datatype: Datatype, shape: readonly num
 /**
  * `name:dtype:dims[:value]`: dims as `1x3x224x224` or `1,3,224,224`, empty or `-` for a
  * scalar; an optional constant fills every element (else seeded random values).
- * Example: `--input input:fp32:1x1536 --input sr:int64:-:16000`.
+ * The name may contain ':' (TF-converted models have inputs like `serving_default_x:0`),
+ * so the fields are read from the right: the datatype is the second field from the right
+ * if that is a datatype, else the third (and the last field is the value); everything
+ * before it is the name. This is unambiguous because dims never spell a datatype.
+ * Example: `--input input:fp32:1x1536 --input sr:int64:-:16000 --input serving_default_x:0:fp32:1x4`.
  */
 export function parseInputSpec(spec: string, seed = 1): InputTensor {
-  const parts = spec.split(':');
-  if (parts.length < 3 || parts.length > 4 || !parts[0]) throw new Error(`--input ${JSON.stringify(spec)}: expected name:dtype:dims[:value]`);
-  const [name, dt, dimsText, valueText] = parts as [string, string, string, string | undefined];
-  const dims = dimsText === '' || dimsText === '-' ? [] : dimsText.split(/[x,]/).map(Number);
-  if (dims.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`--input ${JSON.stringify(spec)}: dims must be non-negative integers`);
+  const bad = (why: string): ClientError => new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--input ${JSON.stringify(spec)}: ${why}` });
+  const f = spec.split(':');
+  const at = f.length < 3 ? -1 : datatypeOf(f[f.length - 2]!) ? f.length - 2 : f.length >= 4 && datatypeOf(f[f.length - 3]!) ? f.length - 3 : -1;
+  if (at < 0) throw bad(`expected ${INPUT_FORM}`);
+  const name = f.slice(0, at).join(':');
+  if (!name) throw bad('the name is empty');
+  const datatype = datatypeOf(f[at]!)!;
+  const dimsText = f[at + 1]!;
+  const valueText = f[at + 2];
+  const dimTexts = dimsText === '' || dimsText === '-' ? [] : dimsText.split(/[x,]/);
+  if (dimTexts.some((d) => !/^[0-9]+$/.test(d))) {
+    throw bad(`dims ${JSON.stringify(dimsText)}: expected non-negative integers joined by 'x' or ',' (empty or '-' for a scalar)`);
+  }
+  const dims = dimTexts.map(Number);
+  if (dims.some((d) => d > MAX_DIM)) throw bad(`dims ${JSON.stringify(dimsText)}: each dimension must be at most ${MAX_DIM}`);
+  const count = dims.reduce((a, b) => a * b, 1);
+  const bytes = count * DATATYPES[datatype].array.BYTES_PER_ELEMENT;
+  if (bytes > MAX_INPUT_BYTES) throw bad(`shape [${dims.join(', ')}] is ${count} ${datatype} elements, ${bytes} bytes: an input may hold at most 1 GiB`);
   const fill = valueText === undefined ? undefined : Number(valueText);
-  if (fill !== undefined && !Number.isFinite(fill)) throw new Error(`--input ${JSON.stringify(spec)}: value must be a number`);
-  return makeTensor(name, parseDatatype(dt), dims, seed, fill);
+  if (fill !== undefined && (valueText!.trim() === '' || !Number.isFinite(fill))) throw bad(`value ${JSON.stringify(valueText)} is not a finite number`);
+  return makeTensor(name, datatype, dims, seed, fill);
 }
 
 export function vadModelPath(): string {
@@ -145,9 +178,21 @@ export function mlpWorkload(shape: MlpShape & { batch: number }, name?: string):
   };
 }
 
-/** An MLP of about `mb` MiB, batch 1. */
+/** ONNX files are protobuf messages, which onnxruntime parses only below 2 GiB: 2000 MiB (500 layers) stays under. */
+export const MAX_MLP_MB = 2000;
+
+/**
+ * An MLP of about `mb` MiB, batch 1. Its layers are 1024 wide, 4 MiB each, so the size
+ * rounds to a multiple of 4 MiB and is at least 4 (`mlp-1mb` has 4 MiB of weights): the
+ * description states the actual size and says when it differs from the name.
+ */
 export function mlpSizeWorkload(mb: number): Workload {
-  return mlpWorkload({ ...mlpForSize(mb), batch: 1 }, `mlp-${mb}mb`);
+  if (!Number.isInteger(mb) || mb < 1 || mb > MAX_MLP_MB) {
+    throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `generated MLP size ${mb} MiB: must be a whole number of MiB from 1 to ${MAX_MLP_MB}` });
+  }
+  const shape = mlpForSize(mb);
+  const w = mlpWorkload({ ...shape, batch: 1 }, `mlp-${mb}mb`);
+  return shape.layers * 4 === mb ? w : { ...w, description: `${w.description} (asked for ${mb} MiB: sizes are whole 4 MiB layers)` };
 }
 
 /** The `cnn` workload's layers: 9 + 9 + 8 convolutions at 64, 128 and 256 channels. */
@@ -175,33 +220,71 @@ export function convNetWorkload(batch = 1): Workload {
   };
 }
 
-/** Reads a 32-byte key: raw bytes, or text in hex, base64 or base64url. SECURITY: never echoed. */
+/** Reads a file named by `flag`; an fs failure is ERR_CLI_FILE_UNREADABLE in words (the path is the user's own). */
+async function readArgFile(flag: string, file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code !== 'string') throw e;
+    const why =
+      code === 'ENOENT' ? 'no such file'
+      : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+      : code === 'EISDIR' ? 'is a directory, not a file'
+      : code === 'ERR_FS_FILE_TOO_LARGE' ? 'larger than 2 GiB, more than can be read at once'
+      : `cannot be read (${code})`;
+    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${flag} ${file}: ${why}`, cause: e });
+  }
+}
+
+/**
+ * Reads a 32-byte key: raw bytes, or text in hex, base64 or base64url. SECURITY: never
+ * echoed (errors name the file and its length only); rejected candidates are zeroed.
+ */
 export async function readDekFile(file: string): Promise<Buffer> {
-  const raw = await readFile(file);
+  const raw = await readArgFile('--dek-file', file);
   if (raw.length === 32) return raw;
   const text = raw.toString('utf8').trim();
-  for (const enc of ['hex', 'base64url', 'base64'] as const) {
-    const b = Buffer.from(text, enc);
-    if (b.length === 32 && (enc !== 'hex' || /^[0-9a-fA-F]{64}$/.test(text))) return b;
+  try {
+    for (const enc of ['hex', 'base64url', 'base64'] as const) {
+      const b = Buffer.from(text, enc);
+      if (b.length === 32 && (enc !== 'hex' || /^[0-9a-fA-F]{64}$/.test(text))) return b;
+      b.fill(0);
+    }
+  } finally {
+    raw.fill(0);
   }
-  throw new Error(`${file}: not a 32-byte key (raw, hex or base64)`);
+  throw new ClientError('ERR_CLI_BAD_ARGUMENT', {
+    detail: `--dek-file ${file}: ${raw.length} bytes, not a 32-byte key (32 raw bytes, 64 hex digits, or base64 / base64url text)`,
+  });
 }
 
 /**
  * A user's model. Sealed files (recognised by their magic) need `dekFile`; they are
  * opened here (so the in-process mode can run them and a wrong key fails early) and the
- * server modes serve the sealed file itself.
+ * server modes serve the sealed file itself. A key for a plain model is refused rather
+ * than ignored: the user believes the model is sealed, and the report would say so.
+ * A wrong key or a damaged sealed file is the SealError of openSealedModel.
  */
 export async function userWorkload(file: string, inputs: readonly InputTensor[], dekFile?: string): Promise<Workload> {
-  if (inputs.length === 0) throw new Error('--model needs at least one --input name:dtype:dims');
-  const bytes = await readFile(file);
+  if (inputs.length === 0) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: '--model needs at least one --input name:dtype:dims[:value]' });
+  const bytes = await readArgFile('--model', file);
   const base = path.basename(file).replace(/\.sealed$/, '').replace(/\.onnx$/, '').replace(/[^A-Za-z0-9._-]/g, '_');
   const name = /^[A-Za-z0-9]/.test(base) ? base.slice(0, 100) : `m${base.slice(0, 99)}`;
   const isSealed = bytes.length >= SEAL_MAGIC.length && bytes.subarray(0, SEAL_MAGIC.length).equals(SEAL_MAGIC);
-  if (!isSealed) return { name, description: `user model ${path.basename(file)}`, onnx: bytes, inputs };
-  if (!dekFile) throw new Error(`${file} is sealed: pass --dek-file with its 32-byte key`);
+  if (!isSealed) {
+    if (dekFile !== undefined) {
+      throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--dek-file given, but --model ${file} is not sealed (no cir sealed-model header): drop --dek-file or pass the sealed file` });
+    }
+    return { name, description: `user model ${path.basename(file)}`, onnx: bytes, inputs };
+  }
+  if (dekFile === undefined) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--model ${file} is sealed: pass --dek-file with its 32-byte key` });
   const header = readSealedHeader(bytes);
-  if (header.keyVersion !== 1) throw new Error(`${file}: the bench registers keys as version 1; re-seal with key version 1`);
+  if (header.keyVersion !== 1) {
+    throw new ClientError('ERR_CLI_BAD_ARGUMENT', {
+      detail: `--model ${file} is sealed under key version ${header.keyVersion}; the bench registers its key as version 1: re-seal with key version 1`,
+    });
+  }
   const dek = await readDekFile(dekFile);
   try {
     return { name, description: `user model ${path.basename(file)} (sealed, key ${header.keyId})`, onnx: openSealedModel(bytes, dek), inputs, sealedFile: { file, dekFile } };

@@ -4,10 +4,11 @@
  * report (schema cir.bench.report/v1, bench/README.md), a Markdown summary (stdout, and
  * --markdown FILE) and an SVG chart (--svg FILE). Progress goes to stderr on a TTY.
  */
-import { writeFile, mkdir } from 'node:fs/promises';
+import { access, constants, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { ClientError } from '../client/codes.js';
+import { writeFileAtomic } from '../common/atomic-file.js';
 import { DEFAULT_AUTO_RATE_FRACTIONS, defaultSimStateDir, runBench, type Progress } from '../bench/harness.js';
 import { chartPanels, markdownSummary } from '../bench/report.js';
 import { latencyThroughputSvg } from '../bench/svg.js';
@@ -15,6 +16,7 @@ import { DEFAULT_MODES, MODES, type Mode } from '../bench/targets.js';
 import {
   cnnWorkload,
   convNetWorkload,
+  MAX_MLP_MB,
   MLP_10MS,
   mlpSizeWorkload,
   mlpWorkload,
@@ -86,6 +88,21 @@ async function builtinWorkload(name: string): Promise<Workload> {
   throw bad(`unknown model ${JSON.stringify(name)} (vad, mlp, cnn, convnet, mlp-<N>mb; or --model FILE)`);
 }
 
+/**
+ * Fails before the run, not after hours of it, when a report file cannot be written: its
+ * directory must exist and be writable, and the path must not be a directory.
+ */
+async function checkWritable(flag: string, file: string): Promise<void> {
+  const dir = path.dirname(path.resolve(file));
+  try {
+    await access(dir, constants.W_OK);
+  } catch {
+    throw bad(`${flag} ${file}: the directory ${dir} does not exist or is not writable`);
+  }
+  const st = await stat(file).catch(() => null);
+  if (st?.isDirectory()) throw bad(`${flag} ${file}: is a directory`);
+}
+
 function progressBar(): (p: Progress) => void {
   let last = 0;
   return (p) => {
@@ -117,13 +134,13 @@ export function registerBenchCommand(program: Command): void {
     .option('--input <spec>', 'input of --model as name:dtype:dims[:value], e.g. x:fp32:1x3x224x224 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--dek-file <file>', '32-byte key of a sealed --model (raw, hex or base64)')
     .option('--concurrency <list>', 'closed-loop concurrency levels (default 1,2,4,8,16,32,64)')
-    .option('--rates <list>', `open-loop Poisson rates in req/s, "auto" (${DEFAULT_AUTO_RATE_FRACTIONS.join('/')} of the inproc peak) or "none" (default auto)`)
+    .option('--rates <list>', `open-loop Poisson rates in req/s, "auto" (${DEFAULT_AUTO_RATE_FRACTIONS.join('/')} of the slowest mode's closed-loop peak, so every mode can carry every rate) or "none" (default auto)`)
     .option('--warmup <seconds>', 'warm-up per cell (default 2)')
     .option('--duration <seconds>', 'measured window per cell (default 10)')
     .option('--reps <n>', 'repetitions per cell; figures are medians (default 3)')
     .option('--seed <n>', 'seed of the arrival schedules and inputs', '1')
     .addOption(new Option('--ep <provider>', 'onnxruntime execution provider').choices(['cpu', 'cuda']).default('cpu'))
-    .option('--intra-op-threads <n>', 'onnxruntime intra-op threads, in-process and server (0 = onnxruntime decides)', '1')
+    .option('--intra-op-threads <n>', 'onnxruntime intra-op threads, in-process and server (0 = max(1, cores - 1), as the server default)', '1')
     .option('--inter-op-threads <n>', 'onnxruntime inter-op threads (0 = onnxruntime decides)', '0')
     .addOption(new Option('--executor <kind>', "the servers' executor: inline (onnxruntime on the event loop) or worker (a worker thread per model, gRPC I/O overlapping compute)").choices(['inline', 'worker']).default('inline'))
     .option('--controls', 'run the server modes with the multi-tenant controls on (API key on every call, per-key and per-tenant limits set never to refuse): compare with a run without it for their cost')
@@ -145,6 +162,8 @@ export function registerBenchCommand(program: Command): void {
       const soakS = f.soak !== undefined ? num('--soak', f.soak, { min: 1 }) : undefined;
       const modes = (f.modes ? f.modes.split(',').map((s) => s.trim()) : soakS !== undefined ? ['grpc'] : [...DEFAULT_MODES]) as Mode[];
       for (const m of modes) if (!MODES.includes(m)) throw bad(`unknown mode ${JSON.stringify(m)} (${MODES.join(', ')})`);
+      const twice = modes.find((m, i) => modes.indexOf(m) !== i);
+      if (twice) throw bad(`mode ${JSON.stringify(twice)} is given twice in --modes`);
       if (f.input.length > 0 && !f.model) throw bad('--input needs --model');
       const seed = num('--seed', f.seed, { integer: true });
       const workloads: Workload[] = [];
@@ -159,12 +178,8 @@ export function registerBenchCommand(program: Command): void {
               : ['vad', 'mlp', 'cnn', 'convnet'];
       for (const n of names) workloads.push(await builtinWorkload(n));
       if (f.model) {
-        let inputs: InputTensor[];
-        try {
-          inputs = f.input.map((s, i) => parseInputSpec(s, seed + i));
-        } catch (e) {
-          throw bad((e as Error).message);
-        }
+        // Both throw typed errors (ERR_CLI_BAD_ARGUMENT, ERR_CLI_FILE_UNREADABLE) that name the flag.
+        const inputs: InputTensor[] = f.input.map((s, i) => parseInputSpec(s, seed + i));
         workloads.push(await userWorkload(f.model, inputs, f.dekFile));
       }
       if (new Set(workloads.map((w) => w.name)).size !== workloads.length) throw bad('two models have the same name');
@@ -172,6 +187,14 @@ export function registerBenchCommand(program: Command): void {
       const sloP99Ms = f.sloP99Ms !== undefined ? num('--slo-p99-ms', f.sloP99Ms, { min: 0.001 }) : undefined;
       const targetRps = f.targetRps !== undefined ? num('--target-rps', f.targetRps, { min: 0 }) : undefined;
       if (targetRps !== undefined && sloP99Ms === undefined) throw bad('--target-rps needs --slo-p99-ms');
+      const bootModelMb = num('--boot-model-mb', f.bootModelMb ?? (soakS !== undefined ? '0' : '100'), { integer: true });
+      // Checked now: the boot figures come after the sweep.
+      if (bootModelMb > MAX_MLP_MB) throw bad(`--boot-model-mb must be at most ${MAX_MLP_MB} (onnxruntime reads models below 2 GiB)`);
+      if (f.outDir) {
+        await mkdir(f.outDir, { recursive: true });
+        await checkWritable('--out-dir', path.join(f.outDir, 'bench.json'));
+      }
+      for (const [flag, file] of [['--json', f.json], ['--markdown', f.markdown], ['--svg', f.svg]] as const) if (file) await checkWritable(flag, file);
       const showProgress = f.progress && process.stderr.isTTY === true;
       const note = (line: string): void => void process.stderr.write(`${showProgress ? '\r\x1b[K' : ''}cir bench: ${line}\n`);
 
@@ -189,11 +212,12 @@ export function registerBenchCommand(program: Command): void {
         executor: f.executor,
         executionProvider: f.ep,
         ...(f.controls ? { controls: true } : {}),
+        serverLogLevel: (program.opts() as { logLevel?: string }).logLevel ?? 'info',
         requestTimeoutMs: num('--request-timeout-ms', f.requestTimeoutMs, { min: 1, integer: true }),
         maxInFlight: num('--max-in-flight', f.maxInFlight, { min: 1, integer: true }),
         ...(sloP99Ms !== undefined ? { sloP99Ms } : {}),
         ...(targetRps !== undefined ? { targetRps } : {}),
-        bootModelMb: num('--boot-model-mb', f.bootModelMb ?? (soakS !== undefined ? '0' : '100'), { integer: true }),
+        bootModelMb,
         warmBoots: num('--warm-boots', f.warmBoots ?? (q ? '1' : '2'), { integer: true }),
         sealMb: num('--seal-mb', f.sealMb ?? (soakS !== undefined ? '0' : q ? '32' : '64'), { integer: true }),
         ...(soakS !== undefined
@@ -222,13 +246,17 @@ export function registerBenchCommand(program: Command): void {
         [f.svg, svg],
       ];
       if (f.outDir) {
-        await mkdir(f.outDir, { recursive: true });
         outputs.push([path.join(f.outDir, 'bench.json'), json], [path.join(f.outDir, 'bench.md'), md], [path.join(f.outDir, 'bench.svg'), svg]);
       }
-      for (const [file, text] of outputs) if (file) await writeFile(file, text);
+      // Atomic: an interrupted run leaves the previous report or none, never half of one.
+      for (const [file, text] of outputs) if (file) await writeFileAtomic(file, text, 0o644, { syncDir: false });
       process.stdout.write(md);
-      const errors = report.results.reduce((a, x) => a + x.errors, 0) + (report.soak ?? []).reduce((a, x) => a + x.errors, 0);
+      const errors =
+        report.results.reduce((a, x) => a + x.errors, 0) +
+        (report.soak ?? []).reduce((a, x) => a + x.errors, 0) +
+        (report.interleaved ?? []).reduce((a, x) => a + x.sideA.errors + x.sideB.errors, 0);
       if (errors > 0) note(`${errors} request(s) failed; see errorsByStatus in the report`);
-      process.exitCode = report.executionProvider.available ? 0 : 1;
+      // Exit 1 when the run is not clean: a failed request, a failed figure, or no such execution provider.
+      process.exitCode = report.executionProvider.available && errors === 0 && !report.failures?.length ? 0 : 1;
     });
 }

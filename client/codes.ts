@@ -13,7 +13,9 @@ export type ClientErrorCode =
   | 'ERR_CLI_SERVER_OVERLOADED'
   | 'ERR_CLI_FILE_UNREADABLE'
   | 'ERR_CLI_BAD_CERT_FILE'
-  | 'ERR_CLI_UNKNOWN_EVIDENCE';
+  | 'ERR_CLI_UNKNOWN_EVIDENCE'
+  | 'ERR_CLI_BENCH_SERVER_FAILED'
+  | 'ERR_CLI_BENCH_PREFLIGHT';
 
 export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
   ERR_CLI_BAD_TARGET: { category: 'bad-input', message: 'server address must be HOST:PORT' },
@@ -40,6 +42,11 @@ export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
   ERR_CLI_UNKNOWN_EVIDENCE: {
     category: 'bad-input',
     message: 'evidence is not in a recognised format (a raw 1184-byte SEV-SNP report or an Intel TDX quote v4/v5)',
+  },
+  ERR_CLI_BENCH_SERVER_FAILED: { category: 'unavailable', message: 'a benchmark server process failed to start' },
+  ERR_CLI_BENCH_PREFLIGHT: {
+    category: 'bad-input',
+    message: 'the trial request before the benchmark failed: the model rejects these inputs or cannot run',
   },
 };
 

@@ -15,9 +15,12 @@
  * otherwise) and counts as one of its compute threads, and the event loop needs a core of
  * its own for gRPC. The default therefore leaves one core to the event loop and gives
  * onnxruntime the rest: intra-op threads = max(1, cores - 1), counting the caller. On a
- * 2-core machine that is 1: a second intra-op thread would compete with the event loop
- * (and the load generator) for the same core and make every request slower (measured,
- * bench/README.md "Hot path"). With workers, sessions of different models run at the same
+ * 2-core machine that is 1. It is a trade-off, not a rule (measured, bench/README.md "Hot
+ * path", Threads): a second thread competes with the event loop for the other core, which
+ * costs small models (VAD throughput -10 to -20 %), but halves the run of a compute-bound
+ * one (a 12 ms CNN: 13.7-14.0 ms at p50 over gRPC becomes 7.2-7.6 ms, and its throughput at
+ * concurrency 4 rises from 73-78 to 118-132 req/s). Servers of heavy models on small
+ * machines should measure `intraOpThreads: 2`. With workers, sessions of different models run at the same
  * time, each with its own pool: with several busy models, lower `intraOpThreads`.
  * `executionMode: 'parallel'` only helps graphs with independent branches; the default is
  * onnxruntime's `sequential`, where inter-op threads are unused.

@@ -11,8 +11,9 @@
  * (the one place for per-request checks such as API keys and quotas, before any tensor
  * work) -> decode (raw inputs zero-copy when aligned) -> run -> POST-PROCESSING (the one
  * place to inspect or change outputs before encoding) -> encode (outputs as views of
- * onnxruntime's buffers). The success path does no logging, no JSON and mints no ids;
- * failures are logged by the gRPC edge (grpc-errors.ts).
+ * onnxruntime's buffers). This handler's success path does no logging, no JSON and mints
+ * no ids; failures are logged by the gRPC edge (grpc-errors.ts). The access-log line per
+ * call and the request id belong to the tenancy wrapper around it (server/tenancy).
  *
  * What it does NOT do: queue requests (over the bound a call is refused at once, which is
  * what a load balancer wants) or batch requests across calls (bench/README.md explains
