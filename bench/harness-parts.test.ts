@@ -60,6 +60,17 @@ describe('preflight', () => {
     expect(later.calls).toEqual([]);
   });
 
+  it('blames the server, not the inputs, for a timeout or an unavailable server', async () => {
+    for (const status of ['DEADLINE_EXCEEDED', 'UNAVAILABLE', 'INTERNAL']) {
+      const grpc = target('grpc', async () => {
+        throw new CallError(status, 'no');
+      });
+      const e = await preflight(['grpc'], [a], new Map<Mode, Target>([['grpc', grpc]])).catch((x: unknown) => x);
+      expect(e, status).toMatchObject({ code: 'ERR_CLI_BENCH_SERVER_FAILED', category: 'unavailable' });
+      expect((e as Error).message).toContain(`grpc, model a: ${status}: no`);
+    }
+  });
+
   it('keeps only the first line of an untyped failure', async () => {
     const inproc = target('inproc', async () => {
       throw new Error('first line\n    at stack frame');
@@ -102,8 +113,8 @@ describe('interleavedPairs', () => {
     expect(interleavedPairs(['inproc', 'grpc'], false)).toEqual([]);
   });
 
-  it('drops grpc-plain vs grpc under --controls (the reference has no controls)', () => {
-    expect(interleavedPairs(['grpc-plain', 'grpc', 'grpc-controls'], true)).toEqual([['grpc', 'grpc-controls']]);
+  it('drops both pairs with grpc under --controls (every cir mode runs the controls), keeps tls vs attested', () => {
+    expect(interleavedPairs(['grpc-plain', 'grpc', 'grpc-controls', 'grpc-tls', 'grpc-attested'], true)).toEqual([['grpc-tls', 'grpc-attested']]);
   });
 });
 

@@ -104,9 +104,6 @@ describe('cir bench smoke run', () => {
     expect(report.sealThroughput?.openGBps).toBeGreaterThan(0);
     expect(report.sizing?.rows).toHaveLength(MODES.length);
     expect(report.sizing?.rows.every((r) => r.source === 'open')).toBe(true);
-    // One rate offered: where it was sustained within the SLO, the mode may carry more
-    // (whether 20 req/s counts as sustained in a 0.6 s window depends on the arrivals).
-    expect(report.sizing?.rows.every((r) => r.lowerBound === (r.maxThroughput !== null))).toBe(true);
     expect(report.skipped).toEqual([]);
     expect(report.failures).toEqual([]);
     expect(report.settings.serverLogLevel).toBe('info');

@@ -16,7 +16,7 @@
  *   resourceUsage().maxRSS) before and after each cell.
  */
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -199,6 +199,9 @@ export function measureSealThroughput(mb: number, reps: number): SealThroughput 
   return { plaintextBytes: plaintext.length, chunkSize: DEFAULT_CHUNK_SIZE, reps, sealGBps: gbps(median(sealT)), openGBps: gbps(median(openT)) };
 }
 
+/** Call outcomes that mean "this request is wrong for this model" (CallError statuses). */
+const REJECTS_INPUT: ReadonlySet<string> = new Set(['INVALID_ARGUMENT', 'NOT_FOUND', 'FAILED_PRECONDITION', 'OUT_OF_RANGE', 'ORT_ERROR', 'EMPTY_RESPONSE']);
+
 /**
  * One request per mode and model before any window: a model that rejects the given inputs
  * (a wrong name, shape or datatype in `--input`), or a server that cannot run it, stops
@@ -213,7 +216,10 @@ export async function preflight(modes: readonly Mode[], workloads: readonly Work
         await t.invoker(w)();
       } catch (e) {
         const why = e instanceof CallError ? `${e.status}: ${e.message}` : ((e as Error).message ?? String(e)).split('\n')[0];
-        throw new ClientError('ERR_CLI_BENCH_PREFLIGHT', { detail: `${mode}, model ${w.name}: ${why}`, cause: e });
+        // Only a refusal of the request itself is the inputs' fault; a timeout, an
+        // unavailable or crashed server is the server's.
+        const inputs = !(e instanceof CallError) || REJECTS_INPUT.has(e.status);
+        throw new ClientError(inputs ? 'ERR_CLI_BENCH_PREFLIGHT' : 'ERR_CLI_BENCH_SERVER_FAILED', { detail: `${mode}, model ${w.name}: ${why}`, cause: e });
       }
     }
   }
@@ -229,9 +235,13 @@ export function slowestPeak(results: readonly ResultEntry[], model: string, mode
   return peaks.length ? Math.min(...peaks) : 0;
 }
 
-/** The INTERLEAVED_PAIRS whose two modes both run (not grpc-plain vs grpc under --controls). */
+/**
+ * The INTERLEAVED_PAIRS whose two modes both run. Under --controls every cir mode runs the
+ * controls, so neither pair with `grpc` measures what it is meant to: grpc-plain vs grpc
+ * would add the controls to cir's share, and grpc vs grpc-controls compares two equal servers.
+ */
 export function interleavedPairs(modes: readonly Mode[], controls: boolean): (readonly [Mode, Mode])[] {
-  return INTERLEAVED_PAIRS.filter(([a, b]) => modes.includes(a) && modes.includes(b) && !(controls && a === 'grpc-plain'));
+  return INTERLEAVED_PAIRS.filter(([a, b]) => modes.includes(a) && modes.includes(b) && !(controls && (a === 'grpc' || b === 'grpc')));
 }
 
 /**
@@ -280,9 +290,21 @@ export const BENCH_MEASUREMENT = createHash('sha384').update('cir bench server i
  */
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'cir-bench-'));
+  // Ctrl-C or a SIGTERM would skip the `finally` below: stop the servers and remove the
+  // directory first, then exit as a shell expects (128 + signal number).
+  const onSignal = (signal: NodeJS.Signals): void => {
+    ServerChild.killAll();
+    rmSync(workDir, { recursive: true, force: true });
+    process.stderr.write(`\ncir bench: ${signal}: server processes stopped, work directory removed\n`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     return await benchIn(o, workDir);
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await rm(workDir, { recursive: true, force: true });
   }
 }
@@ -427,7 +449,9 @@ async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
     const openLevels = (w: Workload): number[] => {
       if (o.rates === 'auto') {
         const peak = slowestPeak(results, w.name, modes);
-        return peak > 0 ? [...new Set(autoFractions.map((f) => Math.max(1, Math.round(peak * f))))] : [];
+        if (peak > 0) return [...new Set(autoFractions.map((f) => Math.max(1, Math.round(peak * f))))];
+        if (modes.length) skipped.push({ what: `open loop, ${w.name}`, reason: '--rates auto: a mode completed no request in the closed loop, so there is no peak to take rates from' });
+        return [];
       }
       return [...o.rates];
     };
@@ -544,8 +568,10 @@ async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
     }
     // Paired comparisons, request by request (see runInterleaved and INTERLEAVED_PAIRS).
     if (o.controls && modes.includes('grpc-plain') && modes.includes('grpc')) {
-      // The reference has no controls: against grpc with them, the pair would not measure cir's serving layer alone.
       skipped.push({ what: 'grpc-plain vs grpc interleaved', reason: '--controls: grpc runs the multi-tenant controls, the plain reference has none' });
+    }
+    if (o.controls && modes.includes('grpc') && modes.includes('grpc-controls')) {
+      skipped.push({ what: 'grpc vs grpc-controls interleaved', reason: '--controls: both run the multi-tenant controls' });
     }
     for (const [ma, mb] of pairs) {
       const ta = targets.get(ma)!;
@@ -797,6 +823,7 @@ async function measureBoot(o: BenchOptions, workDir: string): Promise<BootReport
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       ...(o.executor ? { executor: o.executor } : {}),
+      logLevel: o.serverLogLevel ?? 'info',
       models: [{ name: w.name, file }],
       extraBoots: o.warmBoots,
     },

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as ort from '../common/ort.js';
 import onnxPkg from 'onnx-proto';
 import { convNetModel, convNetWeightBytes, convStages, CONVNET_SMALL, mlpForSize, mlpModel, mlpWeightBytes } from './onnx-gen.js';
-import { cnnWorkload, parseInputSpec, makeTensor } from './workloads.js';
+import { cnnWorkload, inputSizeWorkload, makeTensor, ortFeeds, parseInputSizeName, parseInputSpec, requestBytes } from './workloads.js';
 
 const { onnx } = onnxPkg;
 
@@ -26,6 +26,31 @@ describe('generated ONNX models', () => {
     } finally {
       await s.release();
     }
+  });
+
+  it('the input-size workloads: a request of exactly N bytes, averaged by a one-node model', async () => {
+    for (const [name, bytes] of [['input-64b', 64], ['input-16kb', 16 * 1024], ['input-1mb', 2 ** 20]] as const) {
+      expect(parseInputSizeName(name)).toBe(bytes);
+      const w = inputSizeWorkload(bytes, name);
+      expect(w.name).toBe(name);
+      expect(requestBytes(w)).toBe(bytes);
+      const s = await ort.InferenceSession.create(w.onnx, { intraOpNumThreads: 1 });
+      try {
+        const out = await s.run(ortFeeds(w));
+        expect(out['y']!.dims).toEqual([1, 1]);
+        const x = w.inputs[0]!.data as Float32Array;
+        let sum = 0;
+        for (const v of x) sum += v;
+        expect((out['y']!.data as Float32Array)[0]).toBeCloseTo(sum / x.length, 4);
+      } finally {
+        await s.release();
+      }
+    }
+    for (const name of ['input-', 'input-1gb', 'input-16KB', 'inputs-4b', 'input-4b-x']) expect(parseInputSizeName(name), name).toBeUndefined();
+    for (const bytes of [0, 2, 6, 64 * 2 ** 20 + 4, 1.5]) {
+      expect(() => inputSizeWorkload(bytes), String(bytes)).toThrow(/must be a multiple of 4 from 4 bytes to 64 MiB/);
+    }
+    expect(inputSizeWorkload(64 * 2 ** 20).inputs[0]!.shape).toEqual([1, 16 * 2 ** 20]);
   });
 
   it('is deterministic for a seed and sized by mlpForSize', () => {

@@ -193,3 +193,20 @@ export function convNetModel(seed = 1, layers: readonly ConvLayer[] = CONVNET_SM
     layers === CONVNET_SMALL ? 'convnet_cifar' : `convnet_${layers.map((l) => `${l.channels}s${l.stride}`).join('_')}`,
   );
 }
+
+/**
+ * Input `x` f32[1, L] (L symbolic), output `y` f32[1, 1], the mean of `x`: about as little
+ * compute as a model can have per input byte, so that a request of any size costs its
+ * transport and little else (the `input-<size>` workloads).
+ */
+export function reduceMeanModel(): Uint8Array {
+  return encodeModel(
+    {
+      node: [{ opType: 'ReduceMean', input: ['x'], output: ['y'], name: 'mean', attribute: [intsAttr('axes', [1]), { name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 1 }] }],
+      initializer: [],
+      input: [valueInfo('x', [1, 'L'])],
+      output: [valueInfo('y', [1, 1])],
+    },
+    'reduce_mean',
+  );
+}

@@ -10,7 +10,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BENCH_MEASUREMENT, defaultSimStateDir, preflight, runBench, type BenchOptions } from './harness.js';
 import { grpcTarget, ServerChild, type Mode, type Target } from './targets.js';
-import { makeTensor, mlpWorkload, type Workload } from './workloads.js';
+import { cnnWorkload, makeTensor, mlpWorkload, type Workload } from './workloads.js';
+import { runClosedLoop } from './load.js';
+import type { ServerSpec } from './server-process.js';
 
 const simStateDir = defaultSimStateDir();
 const tiny = mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny');
@@ -24,7 +26,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function start(name: string, logLevel?: string): Promise<ServerChild> {
+async function start(name: string, logLevel?: string, more: Partial<ServerSpec> = {}): Promise<ServerChild> {
   return ServerChild.start(
     {
       simStateDir,
@@ -35,6 +37,7 @@ async function start(name: string, logLevel?: string): Promise<ServerChild> {
       intraOpThreads: 1,
       interOpThreads: 0,
       ...(logLevel ? { logLevel } : {}),
+      ...more,
     },
     path.join(dir, `${name}.spec.json`),
   );
@@ -64,6 +67,28 @@ describe('bench server processes', () => {
       expect(await callsAndLogLines(warn, 25)).toBe(0);
     } finally {
       await Promise.all([info.close(), warn.close()]);
+    }
+  });
+
+  it('admit as many calls at once as the harness asks, no tenant shedding below it', async () => {
+    // 64 outstanding calls of a ~12 ms model on the worker executor: the event loop admits
+    // them all while the model runs. The tenancy layer's default would shed the bench's one
+    // tenant from 48 in flight (3/4 of 64).
+    const cnn = cnnWorkload();
+    await writeFile(path.join(dir, 'cnn.onnx'), cnn.onnx);
+    const server = await start('admit', 'warn', {
+      models: [{ name: cnn.name, file: path.join(dir, 'cnn.onnx'), plaintext: true }],
+      executor: 'worker',
+      maxConcurrentInfers: 64,
+    });
+    const target = await grpcTarget({ mode: 'grpc', server, requestTimeoutMs: 60_000 });
+    try {
+      const r = await runClosedLoop({ invoke: target.invoker(cnn), concurrency: 64, warmupMs: 0, durationMs: 1500 });
+      expect(r.errors).toEqual({});
+      expect(r.completed).toBeGreaterThan(64);
+    } finally {
+      await target.close();
+      await server.close();
     }
   });
 
@@ -127,7 +152,7 @@ describe('runBench', () => {
       expect(os.tmpdir()).toBe(tmp);
       const e = (await runBench(o).catch((x: unknown) => x)) as Error & { code?: string };
       expect(e.code).toBe('ERR_CLI_BENCH_SERVER_FAILED');
-      expect(e.message).toMatch(/^a benchmark server process failed to start: grpc(-plain)?: /);
+      expect(e.message).toMatch(/^a benchmark server process failed to start or to answer: grpc(-plain)?: /);
       expect(await readdir(tmp)).toEqual([]);
     } finally {
       if (saved === undefined) delete process.env['TMPDIR'];

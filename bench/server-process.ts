@@ -309,6 +309,12 @@ async function main(specFile: string): Promise<void> {
         now: new Date(),
       })
     : undefined;
+  // The server admits `admit` calls at once (ERR_SRV_OVERLOADED above it). Its tenancy layer
+  // also sheds a tenant holding its fair share once 3/4 of that are in flight, and the bench
+  // is one tenant: shedding starts at `admit` instead, so a closed loop up to the harness's
+  // concurrency measures serving, not refusals (an explicit relaxation, like auth none).
+  const admit = spec.maxConcurrentInfers ?? DEFAULT_MAX_CONCURRENT_INFERS;
+  const shedding = { maxInflight: admit, shedAt: admit };
   const config = loadServerConfig({
     listen: { host: '127.0.0.1', port: 0 },
     models,
@@ -320,10 +326,11 @@ async function main(specFile: string): Promise<void> {
           limits: {
             perKey: { ratePerSec: 1e6, burst: 1e6, maxConcurrent: 1000, dailyRequests: 1e12 },
             perTenant: { ratePerSec: 1e6, maxConcurrent: 1000 },
+            shedding,
           },
         }
       : // Without --controls the bench measures bare serving (explicit relaxation).
-        { auth: { mode: 'none' } }),
+        { auth: { mode: 'none' }, limits: { shedding } }),
     allowPlaintextModels: models.some((m) => m.plaintext),
     intraOpThreads: spec.intraOpThreads,
     interOpThreads: spec.interOpThreads,

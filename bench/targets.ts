@@ -72,6 +72,9 @@ export function serverProcessEntry(): string {
     : path.join(here, 'server-process.js');
 }
 
+/** Server processes started and not yet exited (ServerChild.killAll). */
+const LIVE = new Set<ChildProcessWithoutNullStreams>();
+
 /**
  * A cir server running in a child process (bench/server-process.ts). `stats()` asks it for
  * its CPU time, peak RSS and server-side call times; `close()` ends its stdin, which stops it.
@@ -93,6 +96,11 @@ export class ServerChild {
     // CIR_BENCH_SERVER_NODE_ARGS: extra node flags for the server process (e.g. --cpu-prof).
     const nodeArgs = (process.env['CIR_BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
     const child = spawn(process.execPath, [...nodeArgs, serverProcessEntry(), specFile], { stdio: ['pipe', 'pipe', 'pipe'] });
+    LIVE.add(child);
+    child.once('exit', () => LIVE.delete(child));
+    // A write to a server that has just died fails with EPIPE, reported as an 'error' event:
+    // unhandled, it would end the bench before its cleanup. The 'exit' handlers report the death.
+    child.stdin.on('error', () => undefined);
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-4000);
@@ -107,6 +115,10 @@ export class ServerChild {
       child.once('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`server process exited with code ${code} before ready\n${stderr}`));
+      });
+      child.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new Error(`server process could not be started: ${e.message}`));
       });
       lines.on('line', (line) => {
         let msg: { type?: string; message?: string };
@@ -142,6 +154,14 @@ export class ServerChild {
 
   get port(): number {
     return this.ready.port;
+  }
+
+  /**
+   * SIGKILLs every server process this process has started and that is still running (the
+   * harness's interrupt path). Their broker processes exit when their parent does.
+   */
+  static killAll(): void {
+    for (const c of LIVE) c.kill('SIGKILL');
   }
 
   get pid(): number | undefined {

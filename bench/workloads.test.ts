@@ -207,10 +207,11 @@ describe('user models and key files', () => {
       await expectClientError(() => readDekFile(f('locked.key')), 'ERR_CLI_FILE_UNREADABLE', 'permission denied');
       return;
     }
-    // Root reads anything: a child process that drops to nobody meets the error a user would.
+    // Root reads anything: a child process that drops to nobody (after loading the code, which
+    // may sit where nobody cannot read) meets the error a user would.
     const entry = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'bench', 'workloads.js')).href;
-    const script = `process.setgid(65534); process.setuid(65534);
-const { readDekFile } = await import(${JSON.stringify(entry)});
+    const script = `const { readDekFile } = await import(${JSON.stringify(entry)});
+process.setgid(65534); process.setuid(65534);
 try { await readDekFile(${JSON.stringify(f('locked.key'))}); process.stdout.write('read'); }
 catch (e) { process.stdout.write(JSON.stringify({ code: e.code, message: e.message })); }`;
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script]);

@@ -23,7 +23,7 @@ import * as ort from '../common/ort.js';
 import { ClientError } from '../client/codes.js';
 import { openSealedModel, readSealedHeader, SEAL_MAGIC } from '../common/seal.js';
 import { seededRandom } from './load.js';
-import { CONVNET_SMALL, convNetModel, convNetWeightBytes, convStages, mlpForSize, mlpModel, mlpWeightBytes, type MlpShape } from './onnx-gen.js';
+import { CONVNET_SMALL, convNetModel, convNetWeightBytes, convStages, mlpForSize, mlpModel, mlpWeightBytes, reduceMeanModel, type MlpShape } from './onnx-gen.js';
 
 export const DATATYPES = {
   BOOL: { ort: 'bool', array: Uint8Array },
@@ -208,6 +208,36 @@ export function cnnWorkload(): Workload {
     inputs: [makeTensor('x', 'FP32', [1, 3, 32, 32], 5)],
     generated: { kind: 'convnet', batch: 1, layers: CNN_10MS.length, weightBytes },
   };
+}
+
+/** The largest `input-<size>` request: far past "megabytes", well inside the bench's 256 MiB message limit. */
+export const MAX_INPUT_WORKLOAD_BYTES = 64 * 2 ** 20;
+
+/**
+ * A request of exactly `bytes` bytes (f32[1, bytes / 4]) to a model that only averages it
+ * (`reduceMeanModel`, 4 B out): how the serving path scales with input size, from bytes
+ * to megabytes, with almost no compute in the way.
+ */
+export function inputSizeWorkload(bytes: number, name = `input-${bytes}b`): Workload {
+  if (!Number.isInteger(bytes) || bytes < 4 || bytes % 4 !== 0 || bytes > MAX_INPUT_WORKLOAD_BYTES) {
+    throw new ClientError('ERR_CLI_BAD_ARGUMENT', {
+      detail: `input size ${bytes} bytes: must be a multiple of 4 from 4 bytes to ${MAX_INPUT_WORKLOAD_BYTES / 2 ** 20} MiB`,
+    });
+  }
+  return {
+    name,
+    description: `generated ReduceMean over f32[1, ${bytes / 4}]: a ${bytes}-byte request, 4 B response, almost no compute`,
+    onnx: reduceMeanModel(),
+    inputs: [makeTensor('x', 'FP32', [1, bytes / 4], 11)],
+    generated: { kind: 'reduce-mean', inputBytes: bytes },
+  };
+}
+
+/** `--models input-<N>(b|kb|mb)`: N bytes, KiB or MiB; undefined when `name` is not of that form. */
+export function parseInputSizeName(name: string): number | undefined {
+  const m = /^input-(\d+)(b|kb|mb)$/.exec(name);
+  if (!m) return undefined;
+  return Number(m[1]) * (m[2] === 'b' ? 1 : m[2] === 'kb' ? 1024 : 2 ** 20);
 }
 
 export function convNetWorkload(batch = 1): Workload {

@@ -4,7 +4,7 @@
  * report (schema cir.bench.report/v1, bench/README.md), a Markdown summary (stdout, and
  * --markdown FILE) and an SVG chart (--svg FILE). Progress goes to stderr on a TTY.
  */
-import { access, constants, mkdir, stat } from 'node:fs/promises';
+import { access, constants, lstat, mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { ClientError } from '../client/codes.js';
@@ -16,10 +16,12 @@ import { DEFAULT_MODES, MODES, type Mode } from '../bench/targets.js';
 import {
   cnnWorkload,
   convNetWorkload,
+  inputSizeWorkload,
   MAX_MLP_MB,
   MLP_10MS,
   mlpSizeWorkload,
   mlpWorkload,
+  parseInputSizeName,
   parseInputSpec,
   userWorkload,
   vadWorkload,
@@ -75,6 +77,9 @@ function num(name: string, v: string, { min = 0, integer = false } = {}): number
 function list(name: string, v: string, opts: { min?: number; integer?: boolean } = {}): number[] {
   const xs = v.split(',').filter((s) => s.trim() !== '').map((s) => num(name, s.trim(), opts));
   if (xs.length === 0) throw bad(`${name} needs at least one value`);
+  // A repeated level would be merged into one result with twice the repetitions.
+  const twice = xs.find((x, i) => xs.indexOf(x) !== i);
+  if (twice !== undefined) throw bad(`${name}: ${twice} is given twice`);
   return xs;
 }
 
@@ -85,7 +90,9 @@ async function builtinWorkload(name: string): Promise<Workload> {
   if (name === 'convnet') return convNetWorkload(1);
   const m = /^mlp-(\d+)mb$/.exec(name);
   if (m) return mlpSizeWorkload(Number(m[1]));
-  throw bad(`unknown model ${JSON.stringify(name)} (vad, mlp, cnn, convnet, mlp-<N>mb; or --model FILE)`);
+  const bytes = parseInputSizeName(name);
+  if (bytes !== undefined) return inputSizeWorkload(bytes, name);
+  throw bad(`unknown model ${JSON.stringify(name)} (vad, mlp, cnn, convnet, mlp-<N>mb, input-<N>b|kb|mb; or --model FILE)`);
 }
 
 /**
@@ -101,6 +108,27 @@ async function checkWritable(flag: string, file: string): Promise<void> {
   }
   const st = await stat(file).catch(() => null);
   if (st?.isDirectory()) throw bad(`${flag} ${file}: is a directory`);
+}
+
+/** Report paths that mean this process's standard output. */
+const STDOUT_PATHS: ReadonlySet<string> = new Set(['-', '/dev/stdout']);
+
+/**
+ * A report file: a regular file (or a new one) is replaced atomically, so an interrupted
+ * run leaves the previous report or none, never half of one. `-` and /dev/stdout are this
+ * process's stdout, written directly (reopening it would fail on a socket, and truncate a
+ * file it is redirected to). Anything else that exists and is not a regular file (a pipe,
+ * /dev/fd/N from a shell's process substitution) is written in place: renaming over it
+ * would replace it.
+ */
+async function writeReport(file: string, text: string): Promise<void> {
+  if (STDOUT_PATHS.has(file)) {
+    await new Promise<void>((resolve, reject) => process.stdout.write(text, (e) => (e ? reject(e) : resolve())));
+    return;
+  }
+  const st = await lstat(file).catch(() => null);
+  if (st && !st.isFile()) await writeFile(file, text);
+  else await writeFileAtomic(file, text, 0o644, { syncDir: false });
 }
 
 function progressBar(): (p: Progress) => void {
@@ -124,12 +152,12 @@ export function registerBenchCommand(program: Command): void {
     .command('bench')
     .description('benchmark serving: in-process onnxruntime vs the cir server over gRPC, TLS and the attested path')
     .option('--quick', 'a short sweep (all modes, vad + cnn, concurrency 1 and 4, 2 s windows): about a minute')
-    .option('--json <file>', 'write the JSON report (schema cir.bench.report/v1)')
+    .option('--json <file>', 'write the JSON report (schema cir.bench.report/v1); - for stdout')
     .option('--markdown <file>', 'write the Markdown summary (also printed on stdout)')
     .option('--svg <file>', 'write the latency-vs-throughput chart')
     .option('--out-dir <dir>', 'write bench.json, bench.md and bench.svg into this directory')
     .option('--modes <list>', `comma-separated modes (${MODES.join(', ')}; default ${DEFAULT_MODES.join(',')}); grpc,grpc-controls measures what the multi-tenant controls cost; inproc,grpc-plain,grpc splits the gRPC overhead into the transport's share and cir's`)
-    .option('--models <list>', 'built-in models: vad, mlp (~7.5-9 ms, 128 KiB tensors), cnn (~11-12.5 ms, compute-bound), convnet, mlp-<N>mb (default vad,mlp,cnn,convnet)')
+    .option('--models <list>', 'built-in models: vad, mlp (~7.5-9 ms, 128 KiB tensors), cnn (~11-12.5 ms, compute-bound), convnet, mlp-<N>mb, input-<N>b|kb|mb (a request of that size, almost no compute; e.g. input-64b,input-16kb,input-1mb) (default vad,mlp,cnn,convnet)')
     .option('--model <file>', 'your own .onnx (or sealed file with --dek-file); needs --input')
     .option('--input <spec>', 'input of --model as name:dtype:dims[:value], e.g. x:fp32:1x3x224x224 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--dek-file <file>', '32-byte key of a sealed --model (raw, hex or base64)')
@@ -194,7 +222,7 @@ export function registerBenchCommand(program: Command): void {
         await mkdir(f.outDir, { recursive: true });
         await checkWritable('--out-dir', path.join(f.outDir, 'bench.json'));
       }
-      for (const [flag, file] of [['--json', f.json], ['--markdown', f.markdown], ['--svg', f.svg]] as const) if (file) await checkWritable(flag, file);
+      for (const [flag, file] of [['--json', f.json], ['--markdown', f.markdown], ['--svg', f.svg]] as const) if (file && !STDOUT_PATHS.has(file)) await checkWritable(flag, file);
       const showProgress = f.progress && process.stderr.isTTY === true;
       const note = (line: string): void => void process.stderr.write(`${showProgress ? '\r\x1b[K' : ''}cir bench: ${line}\n`);
 
@@ -248,9 +276,9 @@ export function registerBenchCommand(program: Command): void {
       if (f.outDir) {
         outputs.push([path.join(f.outDir, 'bench.json'), json], [path.join(f.outDir, 'bench.md'), md], [path.join(f.outDir, 'bench.svg'), svg]);
       }
-      // Atomic: an interrupted run leaves the previous report or none, never half of one.
-      for (const [file, text] of outputs) if (file) await writeFileAtomic(file, text, 0o644, { syncDir: false });
-      process.stdout.write(md);
+      for (const [file, text] of outputs) if (file) await writeReport(file, text);
+      // The summary goes to stdout too, unless a report already did (it would not parse).
+      if (!outputs.some(([file]) => file && STDOUT_PATHS.has(file))) process.stdout.write(md);
       const errors =
         report.results.reduce((a, x) => a + x.errors, 0) +
         (report.soak ?? []).reduce((a, x) => a + x.errors, 0) +

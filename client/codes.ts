@@ -43,7 +43,7 @@ export const CLIENT_CODES: CodeTable<ClientErrorCode> = {
     category: 'bad-input',
     message: 'evidence is not in a recognised format (a raw 1184-byte SEV-SNP report or an Intel TDX quote v4/v5)',
   },
-  ERR_CLI_BENCH_SERVER_FAILED: { category: 'unavailable', message: 'a benchmark server process failed to start' },
+  ERR_CLI_BENCH_SERVER_FAILED: { category: 'unavailable', message: 'a benchmark server process failed to start or to answer' },
   ERR_CLI_BENCH_PREFLIGHT: {
     category: 'bad-input',
     message: 'the trial request before the benchmark failed: the model rejects these inputs or cannot run',

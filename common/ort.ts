@@ -12,7 +12,10 @@
  * `ORT_DISABLE_TELEMETRY=1` before onnxruntime initialises turns all of it off (no uploader,
  * no device id, no store); onnxruntime latches the decision for the life of the process.
  * ES modules evaluate their imports in order, so the side-effect import below has run
- * before onnxruntime-node loads. Worker threads share the process's environment.
+ * before onnxruntime-node loads. Worker threads do not: their `process.env` is a copy the
+ * native library never sees, so the main thread must have loaded this module before it
+ * starts a worker that uses onnxruntime (server/worker-executor.ts does); a worker that
+ * finds the setting missing refuses to load onnxruntime (common/ort-telemetry-off.ts).
  */
 import './ort-telemetry-off.js';
 

@@ -4,12 +4,13 @@
  * that rejects its inputs stops at the trial request; a clean run writes its report
  * atomically and exits 0. `npm test` builds first.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultSimStateDir } from '../bench/harness.js';
 import { mlpWorkload } from '../bench/workloads.js';
 import { cir, CLI, REPO_ROOT, STACK_TRACE } from './helpers/cli.js';
 
@@ -39,6 +40,18 @@ function expectUsageError(r: { code: number | null; stderr: string }, code: stri
 describe('cir bench arguments', () => {
   it('refuses a mode given twice', async () => {
     expectUsageError(await cir(['bench', '--modes', 'inproc,grpc,grpc', ...FAST]), 'ERR_CLI_BAD_ARGUMENT', /mode "grpc" is given twice in --modes/);
+  });
+
+  it('refuses a level given twice', async () => {
+    expectUsageError(await cir(['bench', '--modes', 'inproc', ...FAST, '--concurrency', '1,4,1']), 'ERR_CLI_BAD_ARGUMENT', /--concurrency: 1 is given twice/);
+  });
+
+  it('writes the report to stdout for - or /dev/stdout, and nothing else there', async () => {
+    for (const target of ['-', '/dev/stdout']) {
+      const r = await cir(['bench', '--modes', 'inproc', '--model', model, '--input', 'x:fp32:1x32', '--json', target, ...FAST]);
+      expect(r.code, r.stderr).toBe(0);
+      expect((JSON.parse(r.stdout) as { schema: string }).schema).toBe('cir.bench.report/v1');
+    }
   });
 
   it('refuses a report path it could not write, before running anything', async () => {
@@ -74,6 +87,44 @@ describe('cir bench arguments', () => {
       expect(r.code, script).toBe(2);
       expect(r.stderr).toMatch(why);
       expect(r.stderr).not.toMatch(STACK_TRACE);
+    }
+  });
+
+  it('Ctrl-C stops the servers and removes the work directory', async () => {
+    const tmp = await mkdtemp(path.join(tmpdir(), 'cir-bench-sigint-'));
+    const child = spawn(process.execPath, [CLI, 'bench', '--modes', 'grpc', '--models', 'convnet', '--concurrency', '1', '--duration', '60', '--rates', 'none', '--boot-model-mb', '0', '--seal-mb', '0', '--no-progress', '--sim-state', defaultSimStateDir()], {
+      env: { ...process.env, TMPDIR: tmp },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      let stderr = '';
+      const pid = await new Promise<number>((resolve, reject) => {
+        child.stderr.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          const m = /server processes ready: grpc pid (\d+)/.exec(stderr);
+          if (m) resolve(Number(m[1]));
+        });
+        child.once('exit', () => reject(new Error(`exited before the servers were ready: ${stderr}`)));
+      });
+      expect((await readdir(tmp)).filter((f) => f.startsWith('cir-bench-'))).toHaveLength(1);
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGINT');
+      expect(await exited).toBe(130);
+      expect(stderr).toContain('SIGINT: server processes stopped, work directory removed');
+      expect(await readdir(tmp)).toEqual([]);
+      const alive = (): boolean => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      for (let i = 0; i < 50 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(alive(), `server pid ${pid}`).toBe(false);
+    } finally {
+      child.kill('SIGKILL');
+      await rm(tmp, { recursive: true, force: true });
     }
   });
 
