@@ -118,16 +118,41 @@ describe('parseInputSpec', () => {
     const alias = fc.constantFrom(...Object.keys(ALIASES)).chain((a) => fc.constantFrom(a, a.toUpperCase()));
     const shape = fc.array(fc.integer({ min: 0, max: 5 }), { maxLength: 4 });
     fc.assert(
-      fc.property(name, alias, shape, fc.constantFrom('x', ','), fc.constantFrom('', '-'), fc.option(fc.integer({ min: -9, max: 9 })), (n, a, dims, sep, scalar, value) => {
+      // 0 and 1 fit every datatype, bool included.
+      fc.property(name, alias, shape, fc.constantFrom('x', ','), fc.constantFrom('', '-'), fc.option(fc.integer({ min: 0, max: 1 })), (n, a, dims, sep, scalar, value) => {
         const spec = `${n}:${a}:${dims.length ? dims.join(sep) : scalar}${value === null ? '' : `:${value}`}`;
         const t = parseInputSpec(spec);
         expect(t.name).toBe(n);
         expect(t.datatype).toBe(ALIASES[a.toLowerCase()]);
         expect(t.shape).toEqual(dims);
-        if (value !== null && t.datatype === 'FP64') expect([...t.data].every((v) => v === value)).toBe(true);
+        if (value !== null) expect([...t.data].every((v) => Number(v) === value)).toBe(true);
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it.each([
+    ['x:uint8:1:300', 'UINT8: an integer from 0 to 255'],
+    ['x:uint8:1:-1', 'UINT8: an integer from 0 to 255'],
+    ['x:int8:1:-129', 'INT8: an integer from -128 to 127'],
+    ['x:int32:1:1.5', 'INT32: an integer from'],
+    ['x:bool:1:2', 'BOOL: an integer from 0 to 1'],
+    ['x:int64:1:9007199254740993', 'INT64: an integer from -9007199254740991 to 9007199254740991'],
+    ['x:fp32:1:1e39', 'FP32: a number from'],
+  ])('refuses a value that does not fit its datatype: %s', (spec, why) => {
+    expect(() => parseInputSpec(spec)).toThrow(`--input "${spec}": value`);
+    expect(() => parseInputSpec(spec)).toThrow(why);
+  });
+
+  it.each([
+    ['x:uint8:1:255', 255],
+    ['x:int8:2:-128', -128],
+    ['x:bool:1:1', 1],
+    ['x:int64:1:9007199254740991', 9007199254740991],
+    ['x:fp32:1:-2.5', -2.5],
+    ['x:uint32:1:4294967295', 4294967295],
+  ])('accepts the edge value %s', (spec, v) => {
+    expect([...parseInputSpec(spec).data].every((x) => Number(x) === v)).toBe(true);
   });
 });
 
@@ -177,6 +202,9 @@ describe('user models and key files', () => {
     await writeFile(f('long.raw'), Buffer.concat([dek, Buffer.from('\n')]));
     await writeFile(f('short.hex'), dek.subarray(0, 31).toString('hex'));
     await writeFile(f('text.key'), `secret-${dek.toString('hex').slice(0, 20)}`);
+    // Node's base64 decoder would skip the stray characters and read 32 bytes anyway.
+    const b64 = dek.toString('base64');
+    await writeFile(f('stray.b64'), `${b64.slice(0, 10)}!*${b64.slice(10)}`);
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -186,7 +214,7 @@ describe('user models and key files', () => {
     for (const k of ['key.raw', 'key.hex', 'key.b64', 'key.b64u']) expect((await readDekFile(f(k))).equals(dek)).toBe(true);
   });
 
-  it.each(['short.raw', 'long.raw', 'short.hex', 'text.key'])('a key file that is not 32 bytes (%s) is ERR_CLI_BAD_ARGUMENT, without its content', async (k) => {
+  it.each(['short.raw', 'long.raw', 'short.hex', 'text.key', 'stray.b64'])('a key file that is not 32 bytes (%s) is ERR_CLI_BAD_ARGUMENT, without its content', async (k) => {
     const e = await expectClientError(() => readDekFile(f(k)), 'ERR_CLI_BAD_ARGUMENT', `--dek-file ${f(k)}: `, 'not a 32-byte key');
     keyFree(e);
     expect(e.message).not.toContain('secret');
@@ -218,6 +246,11 @@ catch (e) { process.stdout.write(JSON.stringify({ code: e.code, message: e.messa
     const e = JSON.parse(stdout) as { code: string; message: string };
     expect(e.code).toBe('ERR_CLI_FILE_UNREADABLE');
     expect(e.message).toContain('permission denied');
+  });
+
+  it('refuses a --dek-file that is not a regular file (a pipe would be empty when the server reads it)', async () => {
+    await promisify(execFile)('mkfifo', [f('key.fifo')]);
+    await expectClientError(() => userWorkload(f('m.sealed'), inputs, f('key.fifo')), 'ERR_CLI_BAD_ARGUMENT', `--dek-file ${f('key.fifo')}: must be a regular file`);
   });
 
   it('needs at least one input', async () => {

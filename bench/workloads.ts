@@ -17,7 +17,7 @@
  * Bad arguments and unreadable files are ClientErrors, so the CLI prints what is wrong.
  */
 import { createRequire } from 'node:module';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import * as ort from '../common/ort.js';
 import { ClientError } from '../client/codes.js';
@@ -84,6 +84,25 @@ const INPUT_FORM =
   `name:dtype:dims[:value], read from the right so that the name may contain ':' (the datatype is the 2nd field from the right, ` +
   `or the 3rd when a value ends the spec); datatypes: ${DATATYPE_LIST}`;
 
+/**
+ * The constants `--input ...:value` may take: a typed array would silently wrap or round
+ * anything else (300 as UINT8 is 44). 64-bit integers are read as JavaScript numbers, so
+ * only the exactly representable ones (±2^53 − 1) are accepted.
+ */
+const VALUE_RANGE: Readonly<Record<Datatype, { readonly min: number; readonly max: number; readonly integer: boolean }>> = {
+  BOOL: { min: 0, max: 1, integer: true },
+  UINT8: { min: 0, max: 255, integer: true },
+  UINT16: { min: 0, max: 65535, integer: true },
+  UINT32: { min: 0, max: 2 ** 32 - 1, integer: true },
+  UINT64: { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
+  INT8: { min: -128, max: 127, integer: true },
+  INT16: { min: -32768, max: 32767, integer: true },
+  INT32: { min: -(2 ** 31), max: 2 ** 31 - 1, integer: true },
+  INT64: { min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, integer: true },
+  FP32: { min: -3.4028234663852886e38, max: 3.4028234663852886e38, integer: false },
+  FP64: { min: -Number.MAX_VALUE, max: Number.MAX_VALUE, integer: false },
+};
+
 /** Largest request tensor `--input` makes: the bench allocates it, and 1 GiB is far past any real request. */
 export const MAX_INPUT_BYTES = 2 ** 30;
 /** Past 2^31 - 1 a dimension is a typo; checked apart from the byte limit, which a 0 beside it would evade. */
@@ -143,6 +162,10 @@ export function parseInputSpec(spec: string, seed = 1): InputTensor {
   if (bytes > MAX_INPUT_BYTES) throw bad(`shape [${dims.join(', ')}] is ${count} ${datatype} elements, ${bytes} bytes: an input may hold at most 1 GiB`);
   const fill = valueText === undefined ? undefined : Number(valueText);
   if (fill !== undefined && (valueText!.trim() === '' || !Number.isFinite(fill))) throw bad(`value ${JSON.stringify(valueText)} is not a finite number`);
+  const range = VALUE_RANGE[datatype];
+  if (fill !== undefined && (fill < range.min || fill > range.max || (range.integer && !Number.isInteger(fill)))) {
+    throw bad(`value ${JSON.stringify(valueText)} does not fit ${datatype}: ${range.integer ? 'an integer' : 'a number'} from ${range.min} to ${range.max}`);
+  }
   return makeTensor(name, datatype, dims, seed, fill);
 }
 
@@ -267,6 +290,13 @@ async function readArgFile(flag: string, file: string): Promise<Buffer> {
   }
 }
 
+/** A 32-byte key as text: 64 hex digits, or 43 base64(url) characters (plus base64's one `=`). */
+const KEY_TEXT = {
+  hex: /^[0-9a-fA-F]{64}$/,
+  base64url: /^[A-Za-z0-9_-]{43}$/,
+  base64: /^[A-Za-z0-9+/]{43}=?$/,
+} as const;
+
 /**
  * Reads a 32-byte key: raw bytes, or text in hex, base64 or base64url. SECURITY: never
  * echoed (errors name the file and its length only); rejected candidates are zeroed.
@@ -276,9 +306,12 @@ export async function readDekFile(file: string): Promise<Buffer> {
   if (raw.length === 32) return raw;
   const text = raw.toString('utf8').trim();
   try {
+    // Node's decoders skip characters outside their alphabet, so the text is matched first:
+    // a file with stray characters is refused, not read as some other key.
     for (const enc of ['hex', 'base64url', 'base64'] as const) {
+      if (!KEY_TEXT[enc].test(text)) continue;
       const b = Buffer.from(text, enc);
-      if (b.length === 32 && (enc !== 'hex' || /^[0-9a-fA-F]{64}$/.test(text))) return b;
+      if (b.length === 32) return b;
       b.fill(0);
     }
   } finally {
@@ -314,6 +347,11 @@ export async function userWorkload(file: string, inputs: readonly InputTensor[],
     throw new ClientError('ERR_CLI_BAD_ARGUMENT', {
       detail: `--model ${file} is sealed under key version ${header.keyVersion}; the bench registers its key as version 1: re-seal with key version 1`,
     });
+  }
+  // Read here and again by every server process that serves the model: a pipe would be empty the second time.
+  const st = await stat(dekFile).catch(() => null);
+  if (st && !st.isFile()) {
+    throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--dek-file ${dekFile}: must be a regular file (the bench and each server process read it)` });
   }
   const dek = await readDekFile(dekFile);
   try {
