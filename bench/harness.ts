@@ -200,7 +200,7 @@ export function measureSealThroughput(mb: number, reps: number): SealThroughput 
 }
 
 /** Call outcomes that mean "this request is wrong for this model" (CallError statuses). */
-const REJECTS_INPUT: ReadonlySet<string> = new Set(['INVALID_ARGUMENT', 'NOT_FOUND', 'FAILED_PRECONDITION', 'OUT_OF_RANGE', 'ORT_ERROR', 'EMPTY_RESPONSE']);
+const REJECTS_INPUT: ReadonlySet<string> = new Set(['INVALID_ARGUMENT', 'FAILED_PRECONDITION', 'OUT_OF_RANGE', 'ORT_ERROR', 'EMPTY_RESPONSE']);
 
 /**
  * One request per mode and model before any window: a model that rejects the given inputs

@@ -13,7 +13,8 @@ import * as ort from '../common/ort.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { INFERENCE_SERVICE_NAME, loadServiceDefinitions } from '../server/proto.js';
 import { decodeInferResponse } from '../server/tensors.js';
-import { defaultSimStateDir, runBench } from './harness.js';
+import { runBench } from './harness.js';
+import { smallBenchOptions } from './test-options.js';
 import { asStatus, plainFeeds, plainResponse, startPlainServer, type PlainServer } from './plain-server.js';
 import { ServerChild, serverProcessEntry } from './targets.js';
 import { convNetWorkload, inferRequest, mlpWorkload, ortFeeds, vadWorkload, type Workload } from './workloads.js';
@@ -158,26 +159,9 @@ describe('grpc-plain in the harness', () => {
 
   it('skips grpc-plain, with its reason, when the workload is a sealed model', async () => {
     const w = mlpWorkload({ layers: 1, dim: 4, batch: 1 }, 'sealed-user-model');
-    const report = await runBench({
-      modes: ['grpc-plain'],
-      workloads: [{ ...w, sealedFile: { file: 'never-read.sealed', dekFile: 'never-read.dek' } }],
-      concurrency: [1],
-      rates: [],
-      warmupMs: 0,
-      durationMs: 100,
-      reps: 1,
-      seed: 1,
-      intraOpThreads: 1,
-      interOpThreads: 0,
-      executionProvider: 'cpu',
-      requestTimeoutMs: 1000,
-      maxInFlight: 1,
-      bootModelMb: 0,
-      warmBoots: 0,
-      sealMb: 0,
-      simStateDir: defaultSimStateDir(),
-      quick: false,
-    });
+    const report = await runBench(
+      smallBenchOptions({ modes: ['grpc-plain'], workloads: [{ ...w, sealedFile: { file: 'never-read.sealed', dekFile: 'never-read.dek' } }] }),
+    );
     expect(report.results).toEqual([]);
     expect(report.skipped).toEqual([{ what: 'grpc-plain', reason: 'sealed-user-model is sealed; the plain reference server serves plaintext models only' }]);
   });

@@ -8,7 +8,8 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BENCH_MEASUREMENT, defaultSimStateDir, preflight, runBench, type BenchOptions } from './harness.js';
+import { BENCH_MEASUREMENT, defaultSimStateDir, preflight, runBench } from './harness.js';
+import { smallBenchOptions } from './test-options.js';
 import { grpcTarget, ServerChild, type Mode, type Target } from './targets.js';
 import { cnnWorkload, makeTensor, mlpWorkload, type Workload } from './workloads.js';
 import { runClosedLoop } from './load.js';
@@ -128,26 +129,8 @@ describe('runBench', () => {
     const saved = process.env['TMPDIR'];
     process.env['TMPDIR'] = tmp;
     const broken: Workload = { ...tiny, name: 'broken', onnx: new Uint8Array(Buffer.from('not an onnx model')) };
-    const o: BenchOptions = {
-      modes: ['grpc', 'grpc-plain'],
-      workloads: [broken],
-      concurrency: [1],
-      rates: [],
-      warmupMs: 100,
-      durationMs: 100,
-      reps: 1,
-      seed: 1,
-      intraOpThreads: 1,
-      interOpThreads: 0,
-      executionProvider: 'cpu',
-      requestTimeoutMs: 5000,
-      maxInFlight: 8,
-      bootModelMb: 0,
-      warmBoots: 0,
-      sealMb: 0,
-      simStateDir,
-      quick: true,
-    };
+    // simStateDir was taken before TMPDIR changed: the shared state, not a fresh one.
+    const o = smallBenchOptions({ modes: ['grpc', 'grpc-plain'], workloads: [broken], simStateDir });
     try {
       expect(os.tmpdir()).toBe(tmp);
       const e = (await runBench(o).catch((x: unknown) => x)) as Error & { code?: string };

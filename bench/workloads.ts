@@ -20,6 +20,7 @@ import { createRequire } from 'node:module';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import * as ort from '../common/ort.js';
+import { readArgFile } from '../client/arg-file.js';
 import { ClientError } from '../client/codes.js';
 import { openSealedModel, readSealedHeader, SEAL_MAGIC } from '../common/seal.js';
 import { seededRandom } from './load.js';
@@ -271,23 +272,6 @@ export function convNetWorkload(batch = 1): Workload {
     inputs: [makeTensor('x', 'FP32', [batch, 3, 32, 32], 5)],
     generated: { kind: 'convnet', batch, layers: CONVNET_SMALL.length, weightBytes: convNetWeightBytes(CONVNET_SMALL) },
   };
-}
-
-/** Reads a file named by `flag`; an fs failure is ERR_CLI_FILE_UNREADABLE in words (the path is the user's own). */
-async function readArgFile(flag: string, file: string): Promise<Buffer> {
-  try {
-    return await readFile(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code !== 'string') throw e;
-    const why =
-      code === 'ENOENT' ? 'no such file'
-      : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-      : code === 'EISDIR' ? 'is a directory, not a file'
-      : code === 'ERR_FS_FILE_TOO_LARGE' ? 'larger than 2 GiB, more than can be read at once'
-      : `cannot be read (${code})`;
-    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${flag} ${file}: ${why}`, cause: e });
-  }
 }
 
 /** A 32-byte key as text: 64 hex digits, or 43 base64(url) characters (plus base64's one `=`). */

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { readArgText } from '../client/arg-file.js';
 import type { Command } from 'commander';
 import { verifyServer, type VerifyServerResult } from '../client/verify.js';
 import { inferVerified } from '../client/infer.js';
@@ -66,7 +67,7 @@ async function verifyOptions(f: VerifyFlags) {
           },
         }
       : {}),
-    ...(f.simulatedRoot ? { simulatedRootPem: await readFile(f.simulatedRoot, 'utf8') } : {}),
+    ...(f.simulatedRoot ? { simulatedRootPem: await readArgText('--simulated-root', f.simulatedRoot) } : {}),
     now,
     timeoutMs,
   };
@@ -81,13 +82,7 @@ async function readApiKey(file: string | undefined): Promise<string | undefined>
     const env = process.env.CIR_API_KEY?.trim();
     return env ? env : undefined;
   }
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (cause) {
-    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `--api-key-file ${file}`, cause });
-  }
-  const key = text.trim();
+  const key = (await readArgText('--api-key-file', file)).trim();
   if (key === '' || /\s/.test(key)) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--api-key-file ${file} must hold one key` });
   return key;
 }

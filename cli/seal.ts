@@ -1,4 +1,5 @@
-import { readFile, access } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
+import { readArgFile } from '../client/arg-file.js';
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { sealModel, DEFAULT_CHUNK_SIZE } from '../common/seal.js';
@@ -40,7 +41,7 @@ export function registerSealCommand(program: Command): void {
       }
       const policy = await readConfigFile(f.policy);
       const token = await readAdminToken(f.adminTokenFile);
-      const model = await readFile(f.in);
+      const model = await readArgFile('--in', f.in);
       const dek = randomBytes(32);
       try {
         let sealed: Buffer;

@@ -104,3 +104,26 @@ describe('cir command line', () => {
     expect(out.output.speechProbability).toBeLessThanOrEqual(1);
   });
 });
+
+describe('files named on the command line', () => {
+  it('a missing --in, --admin-token-file, --api-key-file or --simulated-root is ERR_CLI_FILE_UNREADABLE naming the flag, exit 2, no stack trace', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cir-cli-files-'));
+    const policy = path.join(dir, 'policy.json');
+    await writeFile(policy, JSON.stringify({ allowSimulated: true, measurements: ['a'.repeat(96)] }));
+    const token = path.join(dir, 'token');
+    await writeFile(token, 'tok\n');
+    const gone = path.join(dir, 'gone');
+    for (const [args, flag] of [
+      [['seal', '--in', gone, '--key-id', 'k', '--policy', policy, '--broker', 'http://127.0.0.1:1', '--admin-token-file', token], '--in'],
+      [['seal', '--in', policy, '--key-id', 'k', '--policy', policy, '--broker', 'http://127.0.0.1:1', '--admin-token-file', gone], '--admin-token-file'],
+      [['infer', '--server', '127.0.0.1:1', '--expect-measurement', 'a'.repeat(96), '--model', 'm', '--input', policy, '--api-key-file', gone], '--api-key-file'],
+      [['verify', '--server', '127.0.0.1:1', '--expect-measurement', 'a'.repeat(96), '--allow-simulated', '--simulated-root', gone], '--simulated-root'],
+    ] as const) {
+      const r = await cir([...args]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`error [ERR_CLI_FILE_UNREADABLE]: a file named on the command line cannot be read: ${flag} ${gone}: no such file`);
+      expect(r.stderr).not.toMatch(STACK_TRACE);
+    }
+  });
+});
+
