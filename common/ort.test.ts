@@ -48,6 +48,15 @@ function loadsOrt(source: string): boolean {
   return false;
 }
 
+/**
+ * The variables by which onnxruntime 1.30's telemetry decides it runs under CI and stays
+ * silent (the names are in libonnxruntime's strings, next to its telemetry fields). A CI
+ * machine sets one, which made the control below find nothing and every "writes nothing"
+ * test vacuous; each run here drops them, so both sides meet telemetry switched on.
+ */
+const CI_MARKERS = ['CI', 'TF_BUILD', 'GITHUB_ACTIONS', 'GITLAB_CI', 'CIRCLECI', 'TRAVIS', 'JENKINS_URL', 'CODEBUILD_BUILD_ID',
+  'BUILDKITE', 'TEAMCITY_VERSION', 'APPVEYOR', 'BITBUCKET_BUILD_NUMBER'];
+
 const ours = (): string => pathToFileURL(path.join(root, 'dist', 'common', 'ort.js')).href;
 
 /** Runs a script that creates a session with the VAD model, in a fresh HOME and TMPDIR; returns what it left in them. */
@@ -63,7 +72,7 @@ await s.run({ input: new ort.Tensor('float32', zeros(1536), [1, 1536]), sr: new 
   h: new ort.Tensor('float32', zeros(128), [2, 1, 64]), c: new ort.Tensor('float32', zeros(128), [2, 1, 64]) });
 process.stdout.write('ran');`;
   const base: Record<string, string | undefined> = { ...process.env, HOME: home, TMPDIR: tmp, XDG_CACHE_HOME: undefined, ...env };
-  if (!('ORT_DISABLE_TELEMETRY' in env)) delete base['ORT_DISABLE_TELEMETRY'];
+  for (const name of ['ORT_DISABLE_TELEMETRY', ...CI_MARKERS]) if (!(name in env)) delete base[name];
   try {
     // A file, not -e: a worker thread inherits the process's flags, and --input-type is refused there.
     const file = path.join(home, 'session.mjs');
@@ -149,5 +158,10 @@ w.on('exit', (code) => process.stdout.write(String(code)));`;
     const found = await leftBehind(pathToFileURL(createRequire(import.meta.url).resolve('onnxruntime-node')).href);
     expect(found).toContain('$HOME/.cache/Microsoft');
     expect(found.some((f) => /^\$TMPDIR\/mat-debug-\d+\.log$/.test(f))).toBe(true);
+  });
+
+  it('raw onnxruntime-node stays silent when it sees a CI marker, so the runs above must drop them', async () => {
+    const raw = pathToFileURL(createRequire(import.meta.url).resolve('onnxruntime-node')).href;
+    expect(await leftBehind(raw, { CI: 'true' })).toEqual([]);
   });
 });
