@@ -5,7 +5,8 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { defaultSimStateDir, runBench, slope, type Progress } from './harness.js';
+import { smallBenchOptions } from '../test/helpers/bench-options.js';
+import { runBench, slope, type Progress } from './harness.js';
 import { readMachineTuning, tuningLine } from './machine.js';
 import { chartPanels, markdownSummary, REPORT_SCHEMA } from './report.js';
 import { latencyThroughputSvg } from './svg.js';
@@ -16,29 +17,23 @@ describe('cir bench smoke run', () => {
   it('runs all modes side by side and reports every figure', async () => {
     expect(existsSync(serverProcessEntry()), 'run `npm run build` first').toBe(true);
     const progress: Progress[] = [];
-    const report = await runBench({
-      onProgress: (p) => progress.push(p),
-      modes: MODES,
-      workloads: [mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny')],
-      concurrency: [1],
-      rates: [20],
-      warmupMs: 200,
-      durationMs: 600,
-      reps: 1,
-      seed: 1,
-      intraOpThreads: 1,
-      interOpThreads: 0,
-      executionProvider: 'cpu',
-      requestTimeoutMs: 10_000,
-      maxInFlight: 64,
-      sloP99Ms: 1000,
-      targetRps: 1000,
-      bootModelMb: 1,
-      warmBoots: 1,
-      sealMb: 1,
-      simStateDir: defaultSimStateDir(),
-      quick: true,
-    });
+    const report = await runBench(
+      smallBenchOptions({
+        onProgress: (p) => progress.push(p),
+        modes: MODES,
+        workloads: [mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny')],
+        rates: [20],
+        warmupMs: 200,
+        durationMs: 600,
+        requestTimeoutMs: 10_000,
+        maxInFlight: 64,
+        sloP99Ms: 1000,
+        targetRps: 1000,
+        bootModelMb: 1,
+        warmBoots: 1,
+        sealMb: 1,
+      }),
+    );
     expect(report.schema).toBe(REPORT_SCHEMA);
     expect(report.results).toHaveLength(MODES.length * 2);
     for (const mode of MODES) {
@@ -142,27 +137,18 @@ describe('cir bench smoke run', () => {
 
 describe('cir bench --soak', () => {
   it('runs a closed loop per server mode, samples server memory and reports RSS start/end and errors', async () => {
-    const report = await runBench({
-      modes: ['inproc', 'grpc'],
-      workloads: [mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny')],
-      concurrency: [1],
-      rates: [],
-      warmupMs: 200,
-      durationMs: 0,
-      reps: 1,
-      seed: 1,
-      intraOpThreads: 1,
-      interOpThreads: 0,
-      executionProvider: 'cpu',
-      requestTimeoutMs: 10_000,
-      maxInFlight: 64,
-      bootModelMb: 0,
-      warmBoots: 0,
-      sealMb: 0,
-      simStateDir: defaultSimStateDir(),
-      quick: false,
-      soak: { durationMs: 1500, concurrency: 4, sampleMs: 300 },
-    });
+    const report = await runBench(
+      smallBenchOptions({
+        modes: ['inproc', 'grpc'],
+        workloads: [mlpWorkload({ layers: 2, dim: 32, batch: 1 }, 'tiny')],
+        warmupMs: 200,
+        durationMs: 0,
+        requestTimeoutMs: 10_000,
+        maxInFlight: 64,
+        quick: false,
+        soak: { durationMs: 1500, concurrency: 4, sampleMs: 300 },
+      }),
+    );
     expect(report.results).toEqual([]);
     expect(report.soak).toHaveLength(1);
     const s = report.soak![0]!;

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { INFERENCE_SERVICE_NAME, loadServiceDefinitions } from '../server/proto.js';
 import { decodeInferResponse } from '../server/tensors.js';
 import { runBench } from './harness.js';
-import { smallBenchOptions } from './test-options.js';
+import { smallBenchOptions } from '../test/helpers/bench-options.js';
 import { asStatus, plainFeeds, plainResponse, startPlainServer, type PlainServer } from './plain-server.js';
 import { ServerChild, serverProcessEntry } from './targets.js';
 import { convNetWorkload, inferRequest, mlpWorkload, ortFeeds, vadWorkload, type Workload } from './workloads.js';

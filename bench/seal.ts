@@ -16,10 +16,13 @@ const { sizeMb, reps } = scriptArgs('bench/seal', () => {
   const mb = Number(values.mb);
   const n = Number(values.reps);
   if (!(mb > 0) || !(n > 0)) throw new Error('--mb and --reps must be positive numbers');
+  // One buffer holds the model: Node's limit for a single allocation is just under 2 GiB.
+  if (mb * 2 ** 20 > 2 ** 31 - 1) throw new Error('--mb must be below 2048 (MiB)');
+  if (!Number.isInteger(n)) throw new Error('--reps must be a whole number');
   return { sizeMb: mb, reps: n };
 });
 
-const plaintext = randomBytes(sizeMb * 1024 * 1024);
+const plaintext = randomBytes(Math.ceil(sizeMb * 2 ** 20));
 const dek = randomBytes(32);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BENCH_MEASUREMENT, defaultSimStateDir, preflight, runBench } from './harness.js';
-import { smallBenchOptions } from './test-options.js';
+import { smallBenchOptions } from '../test/helpers/bench-options.js';
 import { grpcTarget, ServerChild, type Mode, type Target } from './targets.js';
 import { cnnWorkload, makeTensor, mlpWorkload, type Workload } from './workloads.js';
 import { runClosedLoop } from './load.js';

@@ -36,7 +36,7 @@ import { loadServiceDefinitions } from '../server/proto.js';
 import { DEFAULT_MAX_CONCURRENT_INFERS, loadServerConfig } from '../server/config.js';
 import type { BrokerChildReady } from './broker-child.js';
 import { firstJsonLine, runChild, send } from './child-entry.js';
-import { readDekFile } from './workloads.js';
+import { MAX_REQUEST_BYTES, readDekFile } from './workloads.js';
 import { issueKey } from '../server/tenancy/key-admin.js';
 import { startPlainServer } from './plain-server.js';
 import { createServerTiming, type ServerTiming } from './server-timing.js';
@@ -199,7 +199,7 @@ async function mainPlain(spec: ServerSpec): Promise<void> {
     interceptors: [timing.interceptor],
     models,
     execution: { intraOpThreads: spec.intraOpThreads, interOpThreads: spec.interOpThreads, executionMode: 'sequential', executor: spec.executor ?? 'inline' },
-    maxMessageBytes: 256 * 1024 * 1024,
+    maxMessageBytes: MAX_REQUEST_BYTES,
     maxConcurrentInfers: spec.maxConcurrentInfers ?? DEFAULT_MAX_CONCURRENT_INFERS,
   });
   const ready: ReadyMessage = {
@@ -336,7 +336,7 @@ async function main(specFile: string): Promise<void> {
     interOpThreads: spec.interOpThreads,
     ...(spec.executor ? { executor: spec.executor } : {}),
     ...(spec.maxConcurrentInfers ? { maxConcurrentInfers: spec.maxConcurrentInfers } : {}),
-    maxMessageBytes: 256 * 1024 * 1024,
+    maxMessageBytes: MAX_REQUEST_BYTES,
     retry: { initialMs: 50, maxMs: 500, maxAttempts: 5 },
   });
   const provider = sim.provider({ measurement: Buffer.from(spec.measurement, 'hex') });

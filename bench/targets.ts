@@ -40,7 +40,7 @@ import { INFER_CHANNEL_OPTIONS, PINNED_CHANNEL_OPTIONS } from '../client/pinned-
 import { sessionOptionsFor } from '../server/executor.js';
 import type { Invoke } from './load.js';
 import type { ReadyMessage, ServerSpec, StatsMessage } from './server-process.js';
-import { inferRequest, ortFeeds, type Workload } from './workloads.js';
+import { inferRequest, MAX_REQUEST_BYTES, ortFeeds, type Workload } from './workloads.js';
 
 export const MODES = ['inproc', 'grpc', 'grpc-tls', 'grpc-attested', 'grpc-controls', 'grpc-plain'] as const;
 export type Mode = (typeof MODES)[number];
@@ -82,12 +82,13 @@ const LIVE = new Set<ChildProcessWithoutNullStreams>();
 export class ServerChild {
   private readonly waiters: { resolve: (m: StatsMessage) => void; reject: (e: Error) => void }[] = [];
   private exited = false;
-  private stderrTail = '';
 
   private constructor(
     private readonly child: ChildProcessWithoutNullStreams,
     readonly ready: ReadyMessage,
     readonly spawnToReadyMs: number,
+    /** The last 4,000 characters of its stderr, for error messages. */
+    private readonly stderr: { text: string },
   ) {}
 
   static async start(spec: ServerSpec, specFile: string, timeoutMs = 120_000): Promise<ServerChild> {
@@ -101,21 +102,23 @@ export class ServerChild {
     // A write to a server that has just died fails with EPIPE, reported as an 'error' event:
     // unhandled, it would end the bench before its cleanup. The 'exit' handlers report the death.
     child.stdin.on('error', () => undefined);
-    let stderr = '';
+    const stderr = { text: '' };
     child.stderr.on('data', (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-4000);
+      stderr.text = (stderr.text + d.toString()).slice(-4000);
     });
     const lines = createInterface({ input: child.stdout });
     let self: ServerChild | undefined;
+    let exitBeforeReady: ((code: number | null) => void) | undefined;
     const ready = await new Promise<ReadyMessage>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new Error(`server process did not become ready within ${timeoutMs} ms\n${stderr}`));
+        reject(new Error(`server process did not become ready within ${timeoutMs} ms\n${stderr.text}`));
       }, timeoutMs);
-      child.once('exit', (code) => {
+      exitBeforeReady = (code) => {
         clearTimeout(timer);
-        reject(new Error(`server process exited with code ${code} before ready\n${stderr}`));
-      });
+        reject(new Error(`server process exited with code ${code} before ready\n${stderr.text}`));
+      };
+      child.once('exit', exitBeforeReady);
       child.once('error', (e) => {
         clearTimeout(timer);
         reject(new Error(`server process could not be started: ${e.message}`));
@@ -132,22 +135,19 @@ export class ServerChild {
           resolve(msg as ReadyMessage);
         } else if (msg.type === 'error') {
           clearTimeout(timer);
-          reject(new Error(`server process failed: ${msg.message}\n${stderr}`));
+          reject(new Error(`server process failed: ${msg.message}\n${stderr.text}`));
         } else if (msg.type === 'stats') {
           self?.waiters.shift()?.resolve(msg as unknown as StatsMessage);
         }
       });
     });
-    self = new ServerChild(child, ready, performance.now() - t0);
-    child.removeAllListeners('exit');
+    self = new ServerChild(child, ready, performance.now() - t0, stderr);
+    child.off('exit', exitBeforeReady!);
     // A stats() still waiting when the process dies gets an error, not a hang.
     child.once('exit', (code, signal) => {
       self!.exited = true;
-      const e = new Error(`server process exited (${signal ?? `code ${code}`})\n${self!.stderrTail}`);
+      const e = new Error(`server process exited (${signal ?? `code ${code}`})\n${stderr.text}`);
       for (const w of self!.waiters.splice(0)) w.reject(e);
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      self!.stderrTail = (self!.stderrTail + d.toString()).slice(-4000);
     });
     return self;
   }
@@ -169,7 +169,7 @@ export class ServerChild {
   }
 
   stats(): Promise<StatsMessage> {
-    if (this.exited) return Promise.reject(new Error(`server process exited\n${this.stderrTail}`));
+    if (this.exited) return Promise.reject(new Error(`server process exited\n${this.stderr.text}`));
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       this.child.stdin.write(`${JSON.stringify({ cmd: 'stats' })}\n`);
@@ -311,8 +311,8 @@ export async function grpcTarget(o: GrpcTargetOptions): Promise<GrpcTarget> {
   const client = new GRPCInferenceService(address, credentials, {
     ...options,
     ...LEAN_CLIENT_OPTIONS,
-    'grpc.max_receive_message_length': 256 * 1024 * 1024,
-    'grpc.max_send_message_length': 256 * 1024 * 1024,
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+    'grpc.max_send_message_length': MAX_REQUEST_BYTES,
   });
   const method = loadServiceDefinitions().inference['ModelInfer']!;
   const path = method.path;

@@ -11,7 +11,7 @@ import { ClientError } from '../client/codes.js';
 import { sealModel } from '../common/seal.js';
 import { SealError } from '../common/seal-codes.js';
 import { mlpForSize, mlpModel, mlpWeightBytes } from './onnx-gen.js';
-import { makeTensor, MAX_MLP_MB, mlpSizeWorkload, parseInputSpec, readDekFile, userWorkload, type Datatype } from './workloads.js';
+import { makeTensor, MAX_MLP_MB, MAX_REQUEST_BYTES, mlpSizeWorkload, parseInputSpec, parseInputSpecs, readDekFile, userWorkload, type Datatype } from './workloads.js';
 
 /** The error a call throws or rejects with (fails the test if it returns). */
 async function caught(f: () => unknown): Promise<unknown> {
@@ -94,6 +94,16 @@ describe('parseInputSpec', () => {
     await expectClientError(() => parseInputSpec(`x:int8:0x${'9'.repeat(400)}`), 'ERR_CLI_BAD_ARGUMENT', 'each dimension must be at most 2147483647');
     expect(parseInputSpec('x:bool:0x2147483647').data.length).toBe(0);
     expect(parseInputSpec('x:uint8:1024x1024').data.length).toBe(2 ** 20);
+  });
+
+  it('parseInputSpecs: the tensors parseInputSpec makes, seeded in turn, refused together past one request', async () => {
+    const specs = ['a:fp32:2x3', 'b:int64:4', 'c:uint8:-:7'];
+    const many = parseInputSpecs(specs, 5);
+    expect(many).toEqual(specs.map((s, i) => parseInputSpec(s, 5 + i)));
+    // Each is under the 1 GiB an input may hold; together they exceed the bench's 256 MiB message limit.
+    const big = ['a:uint8:200000000', 'b:uint8:200000000'];
+    await expectClientError(() => parseInputSpecs(big), 'ERR_CLI_BAD_ARGUMENT', 'the --input tensors total 400000000 bytes', `at most ${MAX_REQUEST_BYTES - 2 ** 20}`);
+    expect(parseInputSpecs([]).length).toBe(0);
   });
 
   it('returns a tensor or throws a ClientError for any string', () => {

@@ -20,7 +20,8 @@ import { createRequire } from 'node:module';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import * as ort from '../common/ort.js';
-import { readArgFile } from '../client/arg-file.js';
+import { MAX_SMALL_FILE_BYTES, readArgFile } from '../client/arg-file.js';
+import { fromBase64, fromBase64Url, fromHex } from '../common/bytes.js';
 import { ClientError } from '../client/codes.js';
 import { openSealedModel, readSealedHeader, SEAL_MAGIC } from '../common/seal.js';
 import { seededRandom } from './load.js';
@@ -106,6 +107,10 @@ const VALUE_RANGE: Readonly<Record<Datatype, { readonly min: number; readonly ma
 
 /** Largest request tensor `--input` makes: the bench allocates it, and 1 GiB is far past any real request. */
 export const MAX_INPUT_BYTES = 2 ** 30;
+/** The message limit of the bench's servers and client, each way. */
+export const MAX_REQUEST_BYTES = 256 * 2 ** 20;
+/** What a request's tensors may total: the message limit less 1 MiB for names, shapes and framing. */
+const MAX_REQUEST_TENSOR_BYTES = MAX_REQUEST_BYTES - 2 ** 20;
 /** Past 2^31 - 1 a dimension is a typo; checked apart from the byte limit, which a 0 beside it would evade. */
 const MAX_DIM = 2 ** 31 - 1;
 
@@ -143,6 +148,35 @@ export function makeTensor(name: string, datatype: Datatype, shape: readonly num
  * Example: `--input input:fp32:1x1536 --input sr:int64:-:16000 --input serving_default_x:0:fp32:1x4`.
  */
 export function parseInputSpec(spec: string, seed = 1): InputTensor {
+  const d = checkInputSpec(spec);
+  return makeTensor(d.name, d.datatype, d.dims, seed, d.fill);
+}
+
+/**
+ * Every `--input` of a request (the i-th seeded with seed + i), all checked before any is
+ * allocated, and refused together when their tensors exceed what one request may carry.
+ */
+export function parseInputSpecs(specs: readonly string[], seed = 1): InputTensor[] {
+  const checked = specs.map(checkInputSpec);
+  const total = checked.reduce((a, d) => a + d.bytes, 0);
+  if (total > MAX_REQUEST_TENSOR_BYTES) {
+    throw new ClientError('ERR_CLI_BAD_ARGUMENT', {
+      detail: `the --input tensors total ${total} bytes; a request may carry at most ${MAX_REQUEST_TENSOR_BYTES} (the bench's message limit is ${MAX_REQUEST_BYTES / 2 ** 20} MiB)`,
+    });
+  }
+  return checked.map((d, i) => makeTensor(d.name, d.datatype, d.dims, seed + i, d.fill));
+}
+
+interface CheckedInput {
+  readonly name: string;
+  readonly datatype: Datatype;
+  readonly dims: number[];
+  readonly fill: number | undefined;
+  readonly bytes: number;
+}
+
+/** parseInputSpec's checks, without allocating the tensor. */
+function checkInputSpec(spec: string): CheckedInput {
   const bad = (why: string): ClientError => new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--input ${JSON.stringify(spec)}: ${why}` });
   const f = spec.split(':');
   const at = f.length < 3 ? -1 : datatypeOf(f[f.length - 2]!) ? f.length - 2 : f.length >= 4 && datatypeOf(f[f.length - 3]!) ? f.length - 3 : -1;
@@ -167,7 +201,7 @@ export function parseInputSpec(spec: string, seed = 1): InputTensor {
   if (fill !== undefined && (fill < range.min || fill > range.max || (range.integer && !Number.isInteger(fill)))) {
     throw bad(`value ${JSON.stringify(valueText)} does not fit ${datatype}: ${range.integer ? 'an integer' : 'a number'} from ${range.min} to ${range.max}`);
   }
-  return makeTensor(name, datatype, dims, seed, fill);
+  return { name, datatype, dims, fill, bytes };
 }
 
 export function vadModelPath(): string {
@@ -216,7 +250,8 @@ export function mlpSizeWorkload(mb: number): Workload {
   }
   const shape = mlpForSize(mb);
   const w = mlpWorkload({ ...shape, batch: 1 }, `mlp-${mb}mb`);
-  return shape.layers * 4 === mb ? w : { ...w, description: `${w.description} (asked for ${mb} MiB: sizes are whole 4 MiB layers)` };
+  const layerMb = (4 * shape.dim * shape.dim) / 2 ** 20;
+  return shape.layers * layerMb === mb ? w : { ...w, description: `${w.description} (asked for ${mb} MiB: sizes are whole ${layerMb} MiB layers)` };
 }
 
 /** The `cnn` workload's layers: 9 + 9 + 8 convolutions at 64, 128 and 256 channels. */
@@ -274,29 +309,21 @@ export function convNetWorkload(batch = 1): Workload {
   };
 }
 
-/** A 32-byte key as text: 64 hex digits, or 43 base64(url) characters (plus base64's one `=`). */
-const KEY_TEXT = {
-  hex: /^[0-9a-fA-F]{64}$/,
-  base64url: /^[A-Za-z0-9_-]{43}$/,
-  base64: /^[A-Za-z0-9+/]{43}=?$/,
-} as const;
-
 /**
  * Reads a 32-byte key: raw bytes, or text in hex, base64 or base64url. SECURITY: never
  * echoed (errors name the file and its length only); rejected candidates are zeroed.
  */
 export async function readDekFile(file: string): Promise<Buffer> {
-  const raw = await readArgFile('--dek-file', file);
+  const raw = await readArgFile('--dek-file', file, { max: MAX_SMALL_FILE_BYTES });
   if (raw.length === 32) return raw;
   const text = raw.toString('utf8').trim();
   try {
-    // Node's decoders skip characters outside their alphabet, so the text is matched first:
-    // a file with stray characters is refused, not read as some other key.
-    for (const enc of ['hex', 'base64url', 'base64'] as const) {
-      if (!KEY_TEXT[enc].test(text)) continue;
-      const b = Buffer.from(text, enc);
-      if (b.length === 32) return b;
-      b.fill(0);
+    // The strict decoders: Node's own skip characters outside their alphabet, and would read
+    // a file with stray characters as some other key.
+    for (const decode of [fromHex, fromBase64Url, fromBase64]) {
+      const b = decode(text);
+      if (b?.length === 32) return b;
+      b?.fill(0);
     }
   } finally {
     raw.fill(0);

@@ -2,14 +2,14 @@
  * Minimal client for the broker's admin API, used by `cir seal` and `cir broker keys`.
  * The admin token travels only in the Authorization header and is never printed.
  */
-import { readArgText } from '../client/arg-file.js';
+import { MAX_SMALL_FILE_BYTES, readArgText } from '../client/arg-file.js';
 import { ADMIN_ROUTES, adminKeyRoute, ProblemSchema } from '../kms-broker/protocol.js';
 import { CirError } from '../common/errors.js';
 import { ClientError } from '../client/codes.js';
 
 export async function readAdminToken(file: string | undefined): Promise<string> {
   if (file) {
-    const t = (await readArgText('--admin-token-file', file)).trim();
+    const t = (await readArgText('--admin-token-file', file, { max: MAX_SMALL_FILE_BYTES })).trim();
     if (t) return t;
     throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `admin token file ${file} is empty` });
   }

@@ -51,7 +51,7 @@
  * holds exactly one JSON object in every case the command itself handles (commander's own
  * usage errors, such as an unknown option, are printed on stderr).
  */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import {
@@ -86,6 +86,7 @@ import { exitCodeFor, isCirError, type ErrorCategory } from '../common/errors.js
 import { sha256, toHex } from '../common/bytes.js';
 import { x509 } from '../common/x509.js';
 import { ClientError } from '../client/codes.js';
+import { MAX_SMALL_FILE_BYTES, readArgFile } from '../client/arg-file.js';
 import { mark } from './output.js';
 
 // --- inputs ----------------------------------------------------------------------------
@@ -547,30 +548,6 @@ export function evaluatePrepared(p: PreparedAttest): Promise<AttestResult> {
 // --- I/O: flags -> input ---------------------------------------------------------------
 
 const MAX_EVIDENCE_BYTES = 64 * 1024;
-const MAX_CERT_FILE_BYTES = 256 * 1024;
-
-/** Reads a regular file of at most `max` bytes; anything else is ERR_CLI_FILE_UNREADABLE. */
-export async function readBounded(file: string, max: number, what: string): Promise<Uint8Array> {
-  let fh;
-  try {
-    fh = await open(file, 'r');
-  } catch (cause) {
-    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`, cause });
-  }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: not a regular file` });
-    if (st.size > max) throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: larger than ${max} bytes` });
-    const buf = Buffer.alloc(st.size);
-    const { bytesRead } = await fh.read(buf, 0, st.size, 0);
-    return new Uint8Array(buf.subarray(0, bytesRead));
-  } catch (cause) {
-    if (isCirError(cause)) throw cause;
-    throw new ClientError('ERR_CLI_FILE_UNREADABLE', { detail: `${what} ${file}: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`, cause });
-  } finally {
-    await fh.close();
-  }
-}
 
 /** Flags that only one TEE understands: given for the other TEE's evidence they are usage errors. */
 const SNP_ONLY_FLAGS: readonly [string, (f: AttestVerifyFlags) => boolean][] = [
@@ -632,7 +609,7 @@ export async function prepareAttestInput(
   }
   const needCollateral = '--collateral DIR|FILE is required for TDX evidence (TCB Info, QE Identity, CRLs; this tool does no network I/O)';
   if (f.tee === 'tdx' && f.collateral === undefined) throw badArg(needCollateral);
-  const evidence = evidenceBytes ?? (await readBounded(f.evidence!, MAX_EVIDENCE_BYTES, '--evidence'));
+  const evidence = evidenceBytes ?? (await readArgFile('--evidence', f.evidence!, { max: MAX_EVIDENCE_BYTES, regularFile: true }));
   const tee = f.tee ?? detectTee(evidence);
   if (tee === undefined) throw unknownEvidence(evidence);
   const policyFile = f.policy ? await readConfigFile(f.policy) : undefined;
@@ -658,12 +635,12 @@ export async function prepareAttestInput(
   const policy = buildPolicy(policyFile, f);
   const certs: { der: Uint8Array; source: string }[] = [];
   for (const file of f.cert) {
-    for (const der of certificatesInFile(await readBounded(file, MAX_CERT_FILE_BYTES, '--cert'), file)) certs.push({ der, source: file });
+    for (const der of certificatesInFile(await readArgFile('--cert', file, { max: MAX_SMALL_FILE_BYTES, regularFile: true }), file)) certs.push({ der, source: file });
   }
   let simulatedRootFromEnv: Uint8Array | undefined;
   const envRoot = env['CIR_SIMULATED_ROOT'];
   if (f.allowSimulated && envRoot) {
-    const ders = certificatesInFile(await readBounded(envRoot, MAX_CERT_FILE_BYTES, 'CIR_SIMULATED_ROOT'), envRoot);
+    const ders = certificatesInFile(await readArgFile('CIR_SIMULATED_ROOT', envRoot, { max: MAX_SMALL_FILE_BYTES, regularFile: true }), envRoot);
     if (ders.length !== 1) throw new ClientError('ERR_CLI_BAD_CERT_FILE', { detail: `${envRoot}: expected exactly one certificate` });
     simulatedRootFromEnv = ders[0];
   }

@@ -22,7 +22,7 @@ import {
   mlpSizeWorkload,
   mlpWorkload,
   parseInputSizeName,
-  parseInputSpec,
+  parseInputSpecs,
   userWorkload,
   vadWorkload,
   type InputTensor,
@@ -68,6 +68,9 @@ interface BenchFlags {
 
 const bad = (detail: string): ClientError => new ClientError('ERR_CLI_BAD_ARGUMENT', { detail });
 
+/** The first value a list holds twice, if any. */
+const firstRepeat = <T>(xs: readonly T[]): T | undefined => xs.find((x, i) => xs.indexOf(x) !== i);
+
 function num(name: string, v: string, { min = 0, integer = false } = {}): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) throw bad(`${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}`);
@@ -78,7 +81,7 @@ function list(name: string, v: string, opts: { min?: number; integer?: boolean }
   const xs = v.split(',').filter((s) => s.trim() !== '').map((s) => num(name, s.trim(), opts));
   if (xs.length === 0) throw bad(`${name} needs at least one value`);
   // A repeated level would be merged into one result with twice the repetitions.
-  const twice = xs.find((x, i) => xs.indexOf(x) !== i);
+  const twice = firstRepeat(xs);
   if (twice !== undefined) throw bad(`${name}: ${twice} is given twice`);
   return xs;
 }
@@ -190,7 +193,7 @@ export function registerBenchCommand(program: Command): void {
       const soakS = f.soak !== undefined ? num('--soak', f.soak, { min: 1 }) : undefined;
       const modes = (f.modes ? f.modes.split(',').map((s) => s.trim()) : soakS !== undefined ? ['grpc'] : [...DEFAULT_MODES]) as Mode[];
       for (const m of modes) if (!MODES.includes(m)) throw bad(`unknown mode ${JSON.stringify(m)} (${MODES.join(', ')})`);
-      const twice = modes.find((m, i) => modes.indexOf(m) !== i);
+      const twice = firstRepeat(modes);
       if (twice) throw bad(`mode ${JSON.stringify(twice)} is given twice in --modes`);
       if (f.input.length > 0 && !f.model) throw bad('--input needs --model');
       const seed = num('--seed', f.seed, { integer: true });
@@ -207,7 +210,7 @@ export function registerBenchCommand(program: Command): void {
       for (const n of names) workloads.push(await builtinWorkload(n));
       if (f.model) {
         // Both throw typed errors (ERR_CLI_BAD_ARGUMENT, ERR_CLI_FILE_UNREADABLE) that name the flag.
-        const inputs: InputTensor[] = f.input.map((s, i) => parseInputSpec(s, seed + i));
+        const inputs: InputTensor[] = parseInputSpecs(f.input, seed);
         workloads.push(await userWorkload(f.model, inputs, f.dekFile));
       }
       if (new Set(workloads.map((w) => w.name)).size !== workloads.length) throw bad('two models have the same name');

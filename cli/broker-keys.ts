@@ -9,7 +9,7 @@
  * Identities and tenant settings are offline only: whoever holds the state directory and
  * master key is the platform operator.
  */
-import { readArgText } from '../client/arg-file.js';
+import { MAX_SMALL_FILE_BYTES, readArgText } from '../client/arg-file.js';
 import os from 'node:os';
 import type { Command } from 'commander';
 import { readConfigFile } from '../common/config.js';
@@ -88,7 +88,7 @@ async function withKeys<T>(
 
 async function readDek(file: string | undefined): Promise<Buffer> {
   if (!file) return generateDek();
-  const d = fromBase64Url((await readArgText('--dek-file', file)).trim());
+  const d = fromBase64Url((await readArgText('--dek-file', file, { max: MAX_SMALL_FILE_BYTES })).trim());
   if (!d || d.length !== 32) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: '--dek-file must hold 32 bytes, base64url' });
   return d;
 }

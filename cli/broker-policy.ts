@@ -32,12 +32,13 @@ import { readConfigFile } from '../common/config.js';
 import { fromBase64, sha256 } from '../common/bytes.js';
 import { exitCodeFor, isCirError } from '../common/errors.js';
 import { ClientError } from '../client/codes.js';
+import { readArgFile } from '../client/arg-file.js';
 import { KmsError } from '../kms-broker/codes.js';
 import { isProduction } from '../kms-broker/config.js';
 import { evaluatePolicy, isRulesPolicy, parseReleasePolicy, policyHash, type BrokerClaims, type ReleasePolicy, type RuleResult } from '../kms-broker/policy.js';
 import { TdxEvidenceSchema } from '../kms-broker/verifier.js';
 import { z } from 'zod';
-import { parseAt, prepareAttestInput, readBounded, verifySnpInput, type AttestVerifyFlags, type PreparedAttest } from './attest.js';
+import { parseAt, prepareAttestInput, verifySnpInput, type AttestVerifyFlags, type PreparedAttest } from './attest.js';
 
 /** Flags as commander hands them over. */
 export interface PolicyTestFlags {
@@ -205,7 +206,7 @@ export async function runPolicyTest(f: PolicyTestFlags, env: NodeJS.ProcessEnv =
     const now = parseAt(f.at);
     at = now.toISOString();
     policy = parseReleasePolicy(await readConfigFile(f.policy), { production });
-    const raw = await readBounded(f.evidence, MAX_POLICY_TEST_EVIDENCE_BYTES, '--evidence');
+    const raw = await readArgFile('--evidence', f.evidence, { max: MAX_POLICY_TEST_EVIDENCE_BYTES, regularFile: true });
     const { prepared, format } = await prepareEvidence(raw, { ...f, at }, env);
     evidence = { format, tee: prepared.tee, sha256: sha256(raw).toString('hex'), bytes: raw.length };
     stage = 'verify';

@@ -1,9 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { overlay, readConfigFile } from '../common/config.js';
-import { fromBase64Url } from '../common/bytes.js';
-import { loadBrokerConfig, isProduction, type BrokerConfig } from '../kms-broker/config.js';
+import { loadBrokerConfig, type BrokerConfig } from '../kms-broker/config.js';
 import { startBroker } from '../kms-broker/main.js';
 import { registerKeyCommands } from './broker-keys.js';
 import { registerBrokerAuditCommands } from './broker-audit.js';
@@ -46,10 +44,6 @@ function addBrokerConfigOptions(cmd: Command): Command {
     .option('--state-dir <dir>', 'state directory: keys, master key, token signing key (default .cir-state/broker)')
     .option('--master-key-file <file>', 'master key file (base64, 32 bytes; generated 0600 if absent); $CIR_KMS_MASTER_KEY wins')
     .option('--admin-token-file <file>', 'admin API bearer token file; $CIR_KMS_ADMIN_TOKEN wins; no token = admin API off');
-}
-
-function printJson(v: unknown): void {
-  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }
 
 export function registerBrokerCommands(program: Command): void {

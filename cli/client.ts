@@ -1,5 +1,4 @@
-import { readFile } from 'node:fs/promises';
-import { readArgText } from '../client/arg-file.js';
+import { MAX_SMALL_FILE_BYTES, readArgText } from '../client/arg-file.js';
 import type { Command } from 'commander';
 import { verifyServer, type VerifyServerResult } from '../client/verify.js';
 import { inferVerified } from '../client/infer.js';
@@ -67,7 +66,7 @@ async function verifyOptions(f: VerifyFlags) {
           },
         }
       : {}),
-    ...(f.simulatedRoot ? { simulatedRootPem: await readArgText('--simulated-root', f.simulatedRoot) } : {}),
+    ...(f.simulatedRoot ? { simulatedRootPem: await readArgText('--simulated-root', f.simulatedRoot, { max: MAX_SMALL_FILE_BYTES }) } : {}),
     now,
     timeoutMs,
   };
@@ -82,7 +81,7 @@ async function readApiKey(file: string | undefined): Promise<string | undefined>
     const env = process.env.CIR_API_KEY?.trim();
     return env ? env : undefined;
   }
-  const key = (await readArgText('--api-key-file', file)).trim();
+  const key = (await readArgText('--api-key-file', file, { max: MAX_SMALL_FILE_BYTES })).trim();
   if (key === '' || /\s/.test(key)) throw new ClientError('ERR_CLI_BAD_ARGUMENT', { detail: `--api-key-file ${file} must hold one key` });
   return key;
 }
@@ -116,11 +115,12 @@ export function registerClientCommands(program: Command): void {
     .requiredOption('--input <file.json>', 'input tensors: {"inputs":[{"name","datatype","shape","data"}]}')
     .option('--api-key-file <file>', 'file holding the API key (cir keys issue --out); default: env CIR_API_KEY')
     .action(async (f: VerifyFlags & { model: string; input: string; apiKeyFile?: string }) => {
+      const text = await readArgText('--input', f.input);
       let input: unknown;
       try {
-        input = JSON.parse(await readFile(f.input, 'utf8'));
+        input = JSON.parse(text);
       } catch (cause) {
-        throw new ClientError('ERR_CLI_BAD_INPUT_FILE', { detail: `${f.input}: not readable JSON`, cause });
+        throw new ClientError('ERR_CLI_BAD_INPUT_FILE', { detail: `--input ${f.input}: not valid JSON`, cause });
       }
       try {
         const apiKey = await readApiKey(f.apiKeyFile);

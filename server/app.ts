@@ -39,6 +39,12 @@ export const SERVER_NAME = 'cir';
 
 export interface ServerDeps {
   readonly provider: EvidenceProvider;
+  /**
+   * Build it with createLogger (common/logger.ts). The per-call access-log line goes through
+   * flatLogger, a child whose redaction is FLAT_REDACT_PATHS in place of the parent's: pino
+   * replaces a parent's redact settings in a child, so paths added to a logger built some
+   * other way do not apply to that line (it holds scalars only, none of them secret).
+   */
   readonly logger: Logger;
   /** Defaults to an HttpBrokerClient for `config.broker`. */
   readonly brokerClient?: BrokerClient;

@@ -12,7 +12,7 @@ import { loadServerConfig } from './config.js';
 import { createSessionFactory } from './executor.js';
 import { loadServiceClients } from './proto.js';
 import type { LoadedModel, InferenceSessionLike } from './registry.js';
-import { decodeInferResponse, toRawBytes } from './tensors.js';
+import { decodeInferResponse } from './tensors.js';
 import { RecordingEvidenceProvider, vadRequest } from './testing.js';
 import { createWorkerSession, OrtWorkerError, type WorkerExecutorOptions } from './worker-executor.js';
 

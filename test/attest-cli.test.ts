@@ -10,7 +10,6 @@ import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   evaluateAttestation,
   evaluateTdxAttestation,

@@ -2,16 +2,12 @@
  * The `cir` command line as a user runs it: the compiled entry point in a child process.
  * `npm test` builds first, so dist/ is current.
  */
-import { cir, CLI, REPO_ROOT, STACK_TRACE } from './helpers/cli.js';
+import { cir, CLI, STACK_TRACE } from './helpers/cli.js';
 import { describe, it, expect, beforeAll } from 'vitest';
 import { existsSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-
-const root = REPO_ROOT;
-
-
 
 beforeAll(() => {
   if (!existsSync(CLI)) throw new Error('dist/cli/main.js missing: run `npm run build` (npm test does)');
@@ -124,6 +120,27 @@ describe('files named on the command line', () => {
       expect(r.stderr).toContain(`error [ERR_CLI_FILE_UNREADABLE]: a file named on the command line cannot be read: ${flag} ${gone}: no such file`);
       expect(r.stderr).not.toMatch(STACK_TRACE);
     }
+  });
+
+  it('cir infer says a missing --input is missing, and an --input that is not JSON is not JSON; a key file is bounded', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cir-cli-files-'));
+    const gone = path.join(dir, 'gone.json');
+    const notJson = path.join(dir, 'in.json');
+    await writeFile(notJson, '{"inputs": [');
+    const infer = ['infer', '--server', '127.0.0.1:1', '--expect-measurement', 'a'.repeat(96), '--model', 'm', '--input'];
+    const missing = await cir([...infer, gone]);
+    expect(missing.code, missing.stderr).toBe(2);
+    expect(missing.stderr).toContain(`ERR_CLI_FILE_UNREADABLE]: a file named on the command line cannot be read: --input ${gone}: no such file`);
+    const bad = await cir([...infer, notJson]);
+    expect(bad.code, bad.stderr).toBe(2);
+    expect(bad.stderr).toContain(`ERR_CLI_BAD_INPUT_FILE]: invalid inference input file: --input ${notJson}: not valid JSON`);
+    // A device named by mistake is refused after its first 256 KiB, not read into memory.
+    const good = path.join(dir, 'good.json');
+    await writeFile(good, '{"inputs": []}');
+    const zero = await cir([...infer, good, '--api-key-file', '/dev/zero']);
+    expect(zero.code, zero.stderr).toBe(2);
+    expect(zero.stderr).toContain('--api-key-file /dev/zero: larger than 262144 bytes');
+    for (const r of [missing, bad, zero]) expect(r.stderr).not.toMatch(STACK_TRACE);
   });
 });
 

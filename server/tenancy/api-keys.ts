@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../common/atomic-file.js';
-import { constantTimeEqual, fromHex, sha256 } from '../../common/bytes.js';
+import { constantTimeEqual, fromHex } from '../../common/bytes.js';
 import { deepFreeze, issuesDetail } from '../../common/config.js';
 import { ServerError } from '../codes.js';
 import { TenantNameSchema } from './config.js';

@@ -2,7 +2,7 @@
  * For tests: the smallest runBench options (no open loop, boot or seal figures, 0.1 s
  * windows), with what a test cares about given and anything else overridable.
  */
-import { defaultSimStateDir, type BenchOptions } from './harness.js';
+import { defaultSimStateDir, type BenchOptions } from '../../bench/harness.js';
 
 export function smallBenchOptions(o: Pick<BenchOptions, 'modes' | 'workloads'> & Partial<BenchOptions>): BenchOptions {
   return {
