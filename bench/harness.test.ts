@@ -32,6 +32,8 @@ describe('cir bench smoke run', () => {
         bootModelMb: 1,
         warmBoots: 1,
         sealMb: 1,
+        // Every server polls when idle here; the other bench tests run them with it off.
+        idlePollUs: 300,
       }),
     );
     expect(report.schema).toBe(REPORT_SCHEMA);
@@ -102,6 +104,7 @@ describe('cir bench smoke run', () => {
     expect(report.skipped).toEqual([]);
     expect(report.failures).toEqual([]);
     expect(report.settings.serverLogLevel).toBe('info');
+    expect(report.settings.idlePollUs).toBe(300);
     // The progress counts the interleaved windows too (each as `reps` cells) and ends at its total.
     const total = progress[0]!.total;
     expect(total).toBe(MODES.length * 2 + 3);

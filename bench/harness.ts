@@ -71,6 +71,8 @@ export interface BenchOptions {
   readonly interOpThreads: number;
   /** The servers' executor (server/config.ts `executor`); default 'inline'. Not used by inproc. */
   readonly executor?: 'inline' | 'worker';
+  /** The servers' `idlePollUs` (server/idle-poll.ts), `grpc-plain`'s too; default 0, off. Not used by inproc. */
+  readonly idlePollUs?: number;
   readonly executionProvider: 'cpu' | 'cuda';
   /** Server modes run with the multi-tenant controls on (API key, limits); see ServerSpec.controls. */
   readonly controls?: boolean;
@@ -405,6 +407,7 @@ async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       ...(o.executor ? { executor: o.executor } : {}),
+      ...(o.idlePollUs ? { idlePollUs: o.idlePollUs } : {}),
       logLevel: o.serverLogLevel ?? 'info',
       // The server admits up to DEFAULT_MAX_CONCURRENT_INFERS calls at once and refuses the
       // rest; a closed loop or soak above that would measure refusals.
@@ -713,6 +716,7 @@ async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       executor: o.executor ?? 'inline',
+      idlePollUs: o.idlePollUs ?? 0,
       executionProvider: o.executionProvider,
       requestTimeoutMs: o.requestTimeoutMs,
       maxInFlight: o.maxInFlight,

@@ -10,7 +10,8 @@
  *   - onnxruntime-node sessions with the same options and executor
  *     (server/executor.ts createSessionFactory, graph optimisation 'all', CPU);
  *   - zero-copy input tensors when the bytes are aligned, output bytes handed to the
- *     response without a copy (server/tensors.ts isZeroCopy, rawView).
+ *     response without a copy (server/tensors.ts isZeroCopy, rawView);
+ *   - idle polling after each call when asked (server/idle-poll.ts, `idlePollUs`).
  * It has none of cir's controls: no attestation, no sealed models, no validation beyond
  * what keeps it from crashing, no authentication, limits, logging or metrics. It only
  * serves plaintext models, on loopback, inside `cir bench`; it is not a server to deploy.
@@ -21,6 +22,7 @@ import { loadServiceDefinitions } from '../server/proto.js';
 import { createSessionFactory, hotPathServerOptions, type ExecutionSettings } from '../server/executor.js';
 import { ARRAY_TYPES, DATATYPES, datatypeForOrtType, isDatatype, isZeroCopy, rawView } from '../server/tensors.js';
 import type { InferenceSessionLike } from '../server/registry.js';
+import { createIdlePoller } from '../server/idle-poll.js';
 
 export interface PlainModel {
   readonly name: string;
@@ -35,6 +37,8 @@ export interface PlainServerOptions {
   readonly maxConcurrentInfers: number;
   /** grpc-js server interceptors (the bench's server-side timing); none by default. */
   readonly interceptors?: readonly grpc.ServerInterceptor[];
+  /** As the cir server's `idlePollUs` (server/idle-poll.ts); default 0, off. */
+  readonly idlePollUs?: number;
 }
 
 export interface PlainServer {
@@ -114,6 +118,7 @@ export function plainResponse(modelName: string, id: unknown, outputNames: reado
 /** Starts the reference server on 127.0.0.1 (an ephemeral port), plaintext. */
 export async function startPlainServer(o: PlainServerOptions): Promise<PlainServer> {
   const create = createSessionFactory(o.execution);
+  const idlePoll = createIdlePoller(o.idlePollUs ?? 0);
   const sessions = new Map<string, InferenceSessionLike>();
   const release = async (): Promise<void> => {
     for (const s of sessions.values()) await s.release().catch(() => undefined);
@@ -139,7 +144,7 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
       callback(asStatus(e));
       return;
     }
-    session.run(feeds).then(
+    idlePoll.track((f: Record<string, Tensor>) => session.run(f))(feeds).then(
       (results) => {
         try {
           callback(null, plainResponse(req.model_name as string, req.id, session.outputNames, results));
@@ -165,6 +170,7 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
   return {
     port,
     async close() {
+      idlePoll.stop();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => server.forceShutdown(), CLOSE_GRACE_MS);
         server.tryShutdown(() => {

@@ -215,6 +215,8 @@ export interface BenchReport {
     readonly interOpThreads: number;
     /** `--executor`: where the servers ran onnxruntime (server/config.ts `executor`); absent in older reports = inline. */
     readonly executor?: 'inline' | 'worker';
+    /** `--server-idle-poll-us`: the servers' idle polling window, µs (server/idle-poll.ts); absent in older reports = 0, off. */
+    readonly idlePollUs?: number;
     readonly executionProvider: 'cpu' | 'cuda';
     readonly requestTimeoutMs: number;
     readonly maxInFlight: number;
@@ -389,7 +391,7 @@ export function markdownSummary(rep: BenchReport): string {
   if (m.tuning) L.push(tuningLine(m.tuning));
   const s = rep.settings;
   const mode = s.soak ? `soak: window ${s.soak.durationMs / 1000} s at concurrency ${s.soak.concurrency}, memory sampled every ${s.soak.sampleMs / 1000} s` : `window ${s.durationMs} ms, ${s.reps} rep(s) (median)`;
-  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level; srv p50 = the server process's own time per call (request arrived in grpc-js to response handed to HTTP/2); at concurrency 1, p50 − srv p50 approximates the round trip.`, '');
+  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}, server idle polling ${s.idlePollUs ? `${s.idlePollUs} µs` : 'off'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level; srv p50 = the server process's own time per call (request arrived in grpc-js to response handed to HTTP/2); at concurrency 1, p50 − srv p50 approximates the round trip.`, '');
   for (const w of rep.workloads) {
     L.push(`## ${w.name}`, '', `${w.description}; model ${(w.onnxBytes / 2 ** 20).toFixed(2)} MiB, request ${(w.requestBytes / 1024).toFixed(1)} KiB.`, '');
     for (const loop of ['closed', 'open'] as const) {

@@ -64,6 +64,8 @@ export interface ServerSpec {
   readonly interOpThreads: number;
   /** The server's `executor` (server/config.ts); the server's default when absent. */
   readonly executor?: 'inline' | 'worker';
+  /** The server's `idlePollUs` (server/idle-poll.ts); the server's default (0, off) when absent. */
+  readonly idlePollUs?: number;
   readonly maxConcurrentInfers?: number;
   /** Further boots of a second server with the same config after the first (warm figures). */
   readonly extraBoots?: number;
@@ -201,6 +203,7 @@ async function mainPlain(spec: ServerSpec): Promise<void> {
     execution: { intraOpThreads: spec.intraOpThreads, interOpThreads: spec.interOpThreads, executionMode: 'sequential', executor: spec.executor ?? 'inline' },
     maxMessageBytes: MAX_REQUEST_BYTES,
     maxConcurrentInfers: spec.maxConcurrentInfers ?? DEFAULT_MAX_CONCURRENT_INFERS,
+    ...(spec.idlePollUs ? { idlePollUs: spec.idlePollUs } : {}),
   });
   const ready: ReadyMessage = {
     type: 'ready',
@@ -335,6 +338,7 @@ async function main(specFile: string): Promise<void> {
     intraOpThreads: spec.intraOpThreads,
     interOpThreads: spec.interOpThreads,
     ...(spec.executor ? { executor: spec.executor } : {}),
+    ...(spec.idlePollUs ? { idlePollUs: spec.idlePollUs } : {}),
     ...(spec.maxConcurrentInfers ? { maxConcurrentInfers: spec.maxConcurrentInfers } : {}),
     maxMessageBytes: MAX_REQUEST_BYTES,
     retry: { initialMs: 50, maxMs: 500, maxAttempts: 5 },

@@ -8,6 +8,7 @@ import { access, constants, lstat, mkdir, stat, writeFile } from 'node:fs/promis
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { ClientError } from '../client/codes.js';
+import { MAX_IDLE_POLL_US } from '../server/idle-poll.js';
 import { writeFileAtomic } from '../common/atomic-file.js';
 import { DEFAULT_AUTO_RATE_FRACTIONS, defaultSimStateDir, runBench, type Progress } from '../bench/harness.js';
 import { chartPanels, markdownSummary } from '../bench/report.js';
@@ -48,6 +49,7 @@ interface BenchFlags {
   seed: string;
   ep: 'cpu' | 'cuda';
   executor: 'inline' | 'worker';
+  serverIdlePollUs: string;
   controls?: boolean;
   intraOpThreads: string;
   interOpThreads: string;
@@ -71,9 +73,11 @@ const bad = (detail: string): ClientError => new ClientError('ERR_CLI_BAD_ARGUME
 /** The first value a list holds twice, if any. */
 const firstRepeat = <T>(xs: readonly T[]): T | undefined => xs.find((x, i) => xs.indexOf(x) !== i);
 
-function num(name: string, v: string, { min = 0, integer = false } = {}): number {
+function num(name: string, v: string, { min = 0, max = Infinity, integer = false } = {}): number {
   const n = Number(v);
-  if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) throw bad(`${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}`);
+  if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+    throw bad(`${name} must be ${integer ? 'an integer' : 'a number'} ${max === Infinity ? `>= ${min}` : `from ${min} to ${max}`}`);
+  }
   return n;
 }
 
@@ -174,6 +178,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--intra-op-threads <n>', 'onnxruntime intra-op threads, in-process and server (0 = max(1, cores - 1), as the server default)', '1')
     .option('--inter-op-threads <n>', 'onnxruntime inter-op threads (0 = onnxruntime decides)', '0')
     .addOption(new Option('--executor <kind>', "the servers' executor: inline (onnxruntime on the event loop) or worker (a worker thread per model, gRPC I/O overlapping compute)").choices(['inline', 'worker']).default('inline'))
+    .option('--server-idle-poll-us <us>', `the servers' idlePollUs: keep the event loop polling this long after each call that leaves a server idle, 0 to ${MAX_IDLE_POLL_US} (0 = off, the server default)`, '0')
     .option('--controls', 'run the server modes with the multi-tenant controls on (API key on every call, per-key and per-tenant limits set never to refuse): compare with a run without it for their cost')
     .option('--request-timeout-ms <ms>', 'gRPC deadline per request', '30000')
     .option('--max-in-flight <n>', 'open loop: most outstanding requests', '1024')
@@ -241,6 +246,7 @@ export function registerBenchCommand(program: Command): void {
         intraOpThreads: num('--intra-op-threads', f.intraOpThreads, { integer: true }),
         interOpThreads: num('--inter-op-threads', f.interOpThreads, { integer: true }),
         executor: f.executor,
+        idlePollUs: num('--server-idle-poll-us', f.serverIdlePollUs, { min: 0, max: MAX_IDLE_POLL_US, integer: true }),
         executionProvider: f.ep,
         ...(f.controls ? { controls: true } : {}),
         serverLogLevel: (program.opts() as { logLevel?: string }).logLevel ?? 'info',

@@ -385,6 +385,35 @@ describe('robustness', () => {
     ]);
   });
 
+  it('with idlePollUs, polls after each inference call that leaves it idle, and not after stop()', async () => {
+    let clock = 0;
+    let scheduled = 0;
+    const turns: (() => void)[] = [];
+    const idlePoll = {
+      now: () => clock,
+      schedule: (t: () => void) => {
+        scheduled++;
+        turns.push(t);
+      },
+    };
+    const s = await start({ insecure: true, idlePollUs: 500 }, { idlePoll });
+    await s.server.whenReady();
+    expect(scheduled).toBe(0);
+    await ok(s.infer, 'ServerLive', {});
+    expect(scheduled).toBe(1);
+    turns.shift()!();
+    expect(scheduled).toBe(2); // inside the window: polling on
+    clock = 0.6;
+    turns.shift()!();
+    expect(turns).toHaveLength(0); // the 0.5 ms window has passed
+    await ok(s.infer, 'ModelInfer', vadRequest().req);
+    expect(scheduled).toBe(3); // a fresh window after the inference call
+    await s.server.stop();
+    turns.shift()!();
+    expect(turns).toHaveLength(0);
+    expect(scheduled).toBe(3);
+  });
+
   it('insecure mode serves plaintext gRPC and binds an all-zero SPKI hash', async () => {
     const s = await start({ insecure: true });
     await s.server.whenReady();

@@ -28,6 +28,7 @@ import { jwksReleaseVerifier, readPinnedJwks, UNSIGNED_RELEASES_ALLOWED, type Re
 import { ServerError } from './codes.js';
 import type { ServerConfig } from './config.js';
 import { createInferenceHandlers } from './inference-service.js';
+import { createIdlePoller, type IdlePollDeps } from './idle-poll.js';
 import { createSessionFactory, hotPathServerOptions } from './executor.js';
 import type { SecurityEventSink } from './tenancy/events.js';
 import { startTenancyRuntime, type TenancyRuntime } from './tenancy/runtime.js';
@@ -69,6 +70,8 @@ export interface ServerDeps {
    * (the bench times calls with one, bench/server-timing.ts). None by default.
    */
   readonly grpcInterceptors?: readonly grpc.ServerInterceptor[];
+  /** Clock and scheduler of the idle poller (`idlePollUs`, server/idle-poll.ts), for tests. */
+  readonly idlePoll?: IdlePollDeps;
 }
 
 export interface ServerEvents {
@@ -137,6 +140,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
   let stopped = false;
   let bootPromise: Promise<readonly LoadedModel[]> | undefined;
   let tenancy: TenancyRuntime | undefined;
+  const idlePoll = createIdlePoller(config.idlePollUs, deps.idlePoll);
 
   let brokerClient = deps.brokerClient;
   let releaseVerifier = deps.releaseVerifier;
@@ -252,7 +256,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
     });
     const impl: grpc.UntypedServiceImplementation = {};
     for (const [method, fn] of Object.entries(inference) as [string, (r: unknown) => Promise<unknown>][]) {
-      impl[method] = guard.wrap(method, fn) as grpc.UntypedHandleCall;
+      impl[method] = guard.wrap(method, idlePoll.track(fn)) as grpc.UntypedHandleCall;
     }
     server.addService(defs.inference, impl);
     server.addService(defs.attestation, {
@@ -329,6 +333,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
   async function stop(): Promise<void> {
     if (stopped) return;
     stopped = true;
+    idlePoll.stop();
     abort.abort();
     await bootPromise?.catch(() => undefined);
     await leaseKeeper?.close();

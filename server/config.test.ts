@@ -50,6 +50,9 @@ describe('loadServerConfig', () => {
     [{ ...base, retry: { initialMs: 1000, maxMs: 10 } }, 'retry.maxMs'],
     [{ ...base, simulated: { stateDir: '/s', measurement: 'ab' } }, 'simulated.measurement'],
     [{ ...base, executor: 'threads' }, 'executor'],
+    [{ ...base, idlePollUs: 5001 }, 'idlePollUs'],
+    [{ ...base, idlePollUs: 2.5 }, 'idlePollUs'],
+    [{ ...base, idlePollUs: -1 }, 'idlePollUs'],
     ['nope', '(root)'],
   ])('rejects %j naming %s', (obj, field) => {
     expect(problems(obj)).toContain(field);
@@ -68,6 +71,11 @@ describe('loadServerConfig', () => {
   it('runs onnxruntime inline unless the worker executor is chosen', () => {
     expect(loadServerConfig(base).executor).toBe('inline');
     expect(loadServerConfig({ ...base, executor: 'worker' }).executor).toBe('worker');
+  });
+
+  it('polls the event loop when idle only when asked, for at most 5 ms', () => {
+    expect(loadServerConfig(base).idlePollUs).toBe(0);
+    expect(loadServerConfig({ ...base, idlePollUs: 5000 }).idlePollUs).toBe(5000);
   });
 
   it('accepts a simulated TEE measurement of 96 hex characters', () => {

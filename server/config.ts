@@ -8,6 +8,7 @@ import { TenantIdSchema } from '../kms-broker/protocol.js';
 import { deepFreeze, issuesDetail } from '../common/config.js';
 import { TSM_REPORT_ROOT } from '../attestation/tsm/configfs.js';
 import { ServerError } from './codes.js';
+import { MAX_IDLE_POLL_US } from './idle-poll.js';
 import {
   AuthConfigSchema,
   LimitsConfigSchema,
@@ -119,6 +120,12 @@ export const ServerConfigSchema = z
      * that take milliseconds per run, at one input copy and a message round trip per run.
      */
     executor: z.enum(['inline', 'worker']).default('inline'),
+    /**
+     * Microseconds the event loop keeps polling after the last call in flight ends, so the
+     * next request is read without waking a sleeping thread and vCPU (server/idle-poll.ts).
+     * 0 (default): off. Costs up to that much CPU per call that leaves the server idle.
+     */
+    idlePollUs: z.number().int().min(0).max(MAX_IDLE_POLL_US).default(0),
     /** Dev/bench only: plaintext gRPC without TLS. */
     insecure: z.boolean().default(false),
     /** Dev only: allow models marked `plaintext: true`. */

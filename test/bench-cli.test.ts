@@ -42,6 +42,12 @@ describe('cir bench arguments', () => {
     expectUsageError(await cir(['bench', '--modes', 'inproc,grpc,grpc', ...FAST]), 'ERR_CLI_BAD_ARGUMENT', /mode "grpc" is given twice in --modes/);
   });
 
+  it('refuses a server idle-poll window outside 0 to 5000 µs', async () => {
+    for (const v of ['5001', '-1', '2.5', 'x']) {
+      expectUsageError(await cir(['bench', '--modes', 'inproc', ...FAST, '--server-idle-poll-us', v]), 'ERR_CLI_BAD_ARGUMENT', /--server-idle-poll-us must be an integer from 0 to 5000/);
+    }
+  });
+
   it('refuses a level given twice', async () => {
     expectUsageError(await cir(['bench', '--modes', 'inproc', ...FAST, '--concurrency', '1,4,1']), 'ERR_CLI_BAD_ARGUMENT', /--concurrency: 1 is given twice/);
   });
