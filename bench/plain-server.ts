@@ -120,6 +120,8 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
   const create = createSessionFactory(o.execution);
   const idlePoll = createIdlePoller(o.idlePollUs ?? 0);
   const sessions = new Map<string, InferenceSessionLike>();
+  /** Each model's run, counted as in flight by the idle poller (the run itself when it is off). */
+  const runs = new Map<string, (feeds: Record<string, Tensor>) => Promise<Readonly<Record<string, Tensor>>>>();
   const release = async (): Promise<void> => {
     for (const s of sessions.values()) await s.release().catch(() => undefined);
   };
@@ -144,7 +146,7 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
       callback(asStatus(e));
       return;
     }
-    idlePoll.track((f: Record<string, Tensor>) => session.run(f))(feeds).then(
+    runs.get(req.model_name as string)!(feeds).then(
       (results) => {
         try {
           callback(null, plainResponse(req.model_name as string, req.id, session.outputNames, results));
@@ -157,7 +159,11 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
   };
   let port: number;
   try {
-    for (const m of o.models) sessions.set(m.name, await create(m.onnx, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' }));
+    for (const m of o.models) {
+      const s = await create(m.onnx, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' });
+      sessions.set(m.name, s);
+      runs.set(m.name, idlePoll.track((feeds: Record<string, Tensor>) => s.run(feeds)));
+    }
     server.addService({ ModelInfer: method }, { ModelInfer: modelInfer as grpc.UntypedHandleCall });
     port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),

@@ -29,10 +29,8 @@ export const MAX_IDLE_POLL_US = 5000;
 export interface IdlePoller {
   /** Wraps a handler so that its calls count as in flight (identity when polling is off). */
   track<A, R>(fn: (arg: A) => Promise<R>): (arg: A) => Promise<R>;
-  /** Whether the poll chain is scheduled now (tests, metrics). */
+  /** Whether the poll chain is scheduled now. */
   readonly polling: boolean;
-  /** Turns the loop has polled since creation. */
-  readonly turns: number;
   /** Stops polling for good (server shutdown). */
   stop(): void;
 }
@@ -47,7 +45,6 @@ export interface IdlePollDeps {
 const OFF: IdlePoller = Object.freeze({
   track: <A, R>(fn: (arg: A) => Promise<R>) => fn,
   polling: false,
-  turns: 0,
   stop() {},
 });
 
@@ -64,14 +61,12 @@ export function createIdlePoller(windowUs: number, deps: IdlePollDeps = {}): Idl
   let until = 0;
   let polling = false;
   let stopped = false;
-  let turns = 0;
 
   const turn = (): void => {
     if (stopped || inFlight > 0 || now() >= until) {
       polling = false;
       return;
     }
-    turns++;
     schedule(turn);
   };
   const leave = (): void => {
@@ -96,9 +91,6 @@ export function createIdlePoller(windowUs: number, deps: IdlePollDeps = {}): Idl
     },
     get polling() {
       return polling;
-    },
-    get turns() {
-      return turns;
     },
     stop() {
       stopped = true;
