@@ -28,6 +28,8 @@ const { values, concurrency, seconds } = scriptArgs('bench/audit', () => {
   const c = Number(values.concurrency);
   const s = Number(values.seconds);
   if (!(c > 0) || !(s > 0)) throw new Error('--concurrency and --seconds must be positive numbers');
+  // Appenders are counted in whole ones: 0.5 would start none and leave nothing to report.
+  if (!Number.isInteger(c)) throw new Error('--concurrency must be a whole number of appenders');
   return { values, concurrency: c, seconds: s };
 });
 

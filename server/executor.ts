@@ -17,11 +17,12 @@
  * onnxruntime the rest: intra-op threads = max(1, cores - 1), counting the caller. On a
  * 2-core machine that is 1. It is a trade-off, not a rule (measured, bench/README.md "Hot
  * path", Threads): a second thread competes with the event loop for the other core, which
- * costs small models (VAD throughput -8 to -20 % over gRPC, -30 % in process), but halves the run of a compute-bound
- * one (a 12 ms CNN: 13.7-14.0 ms at p50 over gRPC becomes 7.2-7.6 ms, and its throughput at
- * concurrency 4 rises from 73-78 to 118-132 req/s). Servers of heavy models on small
- * machines should measure `intraOpThreads: 2`. With workers, sessions of different models run at the same
- * time, each with its own pool: with several busy models, lower `intraOpThreads`.
+ * costs small models (VAD throughput -8 to -20 % over gRPC, -30 % in process), but halves
+ * the run of a compute-bound one (a 12 ms CNN: 13.7-14.0 ms at p50 over gRPC becomes
+ * 7.2-7.6 ms, and its throughput at concurrency 4 rises from 73-78 to 118-132 req/s).
+ * Servers of heavy models on small machines should measure `intraOpThreads: 2`. With
+ * workers, sessions of different models run at the same time, each with its own pool: with
+ * several busy models, lower `intraOpThreads`.
  * `executionMode: 'parallel'` only helps graphs with independent branches; the default is
  * onnxruntime's `sequential`, where inter-op threads are unused.
  *

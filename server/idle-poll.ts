@@ -6,9 +6,9 @@
  * Why. An idle Node event loop blocks in epoll_wait, and its thread sleeps. The next
  * request must wake it, and on a VM the vCPU under it has halted too: waking it goes
  * through the host, and on a confidential VM each exit to the host and back costs more
- * than on a plain one. At concurrency 1 every request pays that. While a `setImmediate` is pending, libuv polls
- * with a zero timeout instead, so the thread never sleeps and the request is read as soon
- * as it lands. This is the process-level form of the guest kernel's halt-polling
+ * than on a plain one. At concurrency 1 every request pays that. While a `setImmediate` is
+ * pending, libuv polls with a zero timeout instead, so the thread never sleeps and the
+ * request is read as soon as it lands. This is the process-level form of the guest kernel's halt-polling
  * (`guest_halt_poll_ns`) and of onnxruntime's thread-pool spinning, and it has their price:
  * the thread spins for up to the window after every call that leaves the server idle, CPU
  * time nothing else on that core can use. Under load the loop rarely goes idle and the

@@ -83,6 +83,7 @@ describe('cir bench arguments', () => {
       ['seal', ['--mb', 'abc'], /^bench\/seal: --mb and --reps must be positive numbers\n$/],
       ['verify', ['--bogus'], /^bench\/verify: Unknown option '--bogus'/],
       ['audit', ['--seconds', '0'], /^bench\/audit: --concurrency and --seconds must be positive numbers\n$/],
+      ['audit', ['--concurrency', '0.5'], /^bench\/audit: --concurrency must be a whole number of appenders\n$/],
     ] as const) {
       const r = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
         execFile(process.execPath, [path.join(REPO_ROOT, 'dist', 'bench', `${script}.js`), ...args], (e, _out, stderr) => {
