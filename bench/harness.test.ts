@@ -65,12 +65,12 @@ describe('cir bench smoke run', () => {
     }
     expect(report.results.filter((x) => x.loop === 'closed').map((x) => x.concurrency)).toEqual(MODES.map(() => 1));
     expect(report.results.filter((x) => x.loop === 'open').map((x) => x.rate)).toEqual(MODES.map(() => 20));
-    expect(report.servers.map((s) => [s.mode, s.tls, s.sealedModels])).toEqual([
-      ['grpc', false, false],
-      ['grpc-tls', true, false],
-      ['grpc-attested', true, true],
-      ['grpc-controls', false, false],
-      ['grpc-plain', false, false],
+    expect(report.servers.map((s) => [s.mode, s.tls, s.sealedModels, s.sessionsPerModel])).toEqual([
+      ['grpc', false, false, 1],
+      ['grpc-tls', true, false, 1],
+      ['grpc-attested', true, true, 1],
+      ['grpc-controls', false, false, 1],
+      ['grpc-plain', false, false, 1],
     ]);
     // grpc-plain ran the reference server (no boot steps), every other mode booted cir.
     for (const s of report.servers) expect(s.boot?.steps.length === 0, s.mode).toBe(s.mode === 'grpc-plain');

@@ -73,6 +73,8 @@ export interface BenchOptions {
   readonly executor?: 'inline' | 'worker';
   /** The servers' `idlePollUs` (server/idle-poll.ts), `grpc-plain`'s too; default 0, off. Not used by inproc. */
   readonly idlePollUs?: number;
+  /** The servers' `workers` (sessions per model, worker executor only), `grpc-plain`'s too; default 1. Not used by inproc. */
+  readonly workers?: number;
   readonly executionProvider: 'cpu' | 'cuda';
   /** Server modes run with the multi-tenant controls on (API key, limits); see ServerSpec.controls. */
   readonly controls?: boolean;
@@ -407,6 +409,7 @@ async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       ...(o.executor ? { executor: o.executor } : {}),
+      ...(o.workers && o.workers > 1 ? { workers: o.workers } : {}),
       ...(o.idlePollUs ? { idlePollUs: o.idlePollUs } : {}),
       logLevel: o.serverLogLevel ?? 'info',
       // The server admits up to DEFAULT_MAX_CONCURRENT_INFERS calls at once and refuses the
@@ -430,6 +433,7 @@ async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
           sealedModels: child.ready.models.every((m) => m.sealed),
           spawnToReadyMs: child.spawnToReadyMs,
           processToReadyMs: child.ready.processToReadyMs,
+          sessionsPerModel: Math.min(...child.ready.models.map((m) => m.sessions)),
           boot: child.ready.boots[0] ?? null,
         });
       }),
@@ -716,6 +720,7 @@ async function benchIn(o: BenchOptions, workDir: string): Promise<BenchReport> {
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       executor: o.executor ?? 'inline',
+      workers: o.workers ?? 1,
       idlePollUs: o.idlePollUs ?? 0,
       executionProvider: o.executionProvider,
       requestTimeoutMs: o.requestTimeoutMs,
@@ -850,6 +855,7 @@ async function measureBoot(o: BenchOptions, workDir: string): Promise<BootReport
       intraOpThreads: o.intraOpThreads,
       interOpThreads: o.interOpThreads,
       ...(o.executor ? { executor: o.executor } : {}),
+      ...(o.workers && o.workers > 1 ? { workers: o.workers } : {}),
       logLevel: o.serverLogLevel ?? 'info',
       models: [{ name: w.name, file }],
       extraBoots: o.warmBoots,

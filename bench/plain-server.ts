@@ -23,6 +23,7 @@ import { createSessionFactory, hotPathServerOptions, type ExecutionSettings } fr
 import { ARRAY_TYPES, DATATYPES, datatypeForOrtType, isDatatype, isZeroCopy, rawView } from '../server/tensors.js';
 import type { InferenceSessionLike } from '../server/registry.js';
 import { createIdlePoller } from '../server/idle-poll.js';
+import { sessionsIn } from '../server/session-pool.js';
 
 export interface PlainModel {
   readonly name: string;
@@ -43,6 +44,8 @@ export interface PlainServerOptions {
 
 export interface PlainServer {
   readonly port: number;
+  /** Sessions serving each model (`execution.workers` when the pool was built), by name. */
+  readonly sessions: ReadonlyMap<string, number>;
   close(): Promise<void>;
 }
 
@@ -175,6 +178,7 @@ export async function startPlainServer(o: PlainServerOptions): Promise<PlainServ
   }
   return {
     port,
+    sessions: new Map([...sessions].map(([name, s]) => [name, sessionsIn(s)])),
     async close() {
       idlePoll.stop();
       await new Promise<void>((resolve) => {

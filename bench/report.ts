@@ -96,6 +96,8 @@ export interface ServerInfo {
   /** Harness spawn to the child's ready line (node start, broker, sealing, boot). */
   readonly spawnToReadyMs: number;
   readonly processToReadyMs: number;
+  /** Sessions per model in this server, as its ready message reported them (fewest over its models; `--workers`); absent in older reports = 1. */
+  readonly sessionsPerModel?: number;
   readonly boot: BootFigure | null;
 }
 
@@ -217,6 +219,8 @@ export interface BenchReport {
     readonly executor?: 'inline' | 'worker';
     /** `--server-idle-poll-us`: the servers' idle polling window, µs (server/idle-poll.ts); absent in older reports = 0, off. */
     readonly idlePollUs?: number;
+    /** `--workers`: sessions (worker threads) per model in each server (server/config.ts `workers`); absent in older reports = 1. */
+    readonly workers?: number;
     readonly executionProvider: 'cpu' | 'cuda';
     readonly requestTimeoutMs: number;
     readonly maxInFlight: number;
@@ -391,7 +395,7 @@ export function markdownSummary(rep: BenchReport): string {
   if (m.tuning) L.push(tuningLine(m.tuning));
   const s = rep.settings;
   const mode = s.soak ? `soak: window ${s.soak.durationMs / 1000} s at concurrency ${s.soak.concurrency}, memory sampled every ${s.soak.sampleMs / 1000} s` : `window ${s.durationMs} ms, ${s.reps} rep(s) (median)`;
-  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}, server idle polling ${s.idlePollUs ? `${s.idlePollUs} µs` : 'off'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level; srv p50 = the server process's own time per call (request arrived in grpc-js to response handed to HTTP/2); at concurrency 1, p50 − srv p50 approximates the round trip.`, '');
+  L.push(`Settings: ${s.quick ? 'quick, ' : ''}warm-up ${s.warmupMs} ms, ${mode}, intra-op threads ${s.intraOpThreads || 'auto'}, server executor ${s.executor ?? 'inline'}${(s.workers ?? 1) > 1 ? ` × ${s.workers} sessions per model` : ''}, server idle polling ${s.idlePollUs ? `${s.idlePollUs} µs` : 'off'}, EP ${s.executionProvider}, seed ${s.seed}. Latency in ms; throughput in req/s; overhead = mode / inproc at the same level; srv p50 = the server process's own time per call (request arrived in grpc-js to response handed to HTTP/2); at concurrency 1, p50 − srv p50 approximates the round trip.`, '');
   for (const w of rep.workloads) {
     L.push(`## ${w.name}`, '', `${w.description}; model ${(w.onnxBytes / 2 ** 20).toFixed(2)} MiB, request ${(w.requestBytes / 1024).toFixed(1)} KiB.`, '');
     for (const loop of ['closed', 'open'] as const) {

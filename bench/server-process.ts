@@ -34,6 +34,7 @@ import { ROUTES, BROKER_JWKS_FILE } from '../kms-broker/protocol.js';
 import { buildServer, type CirServer } from '../server/app.js';
 import { loadServiceDefinitions } from '../server/proto.js';
 import { DEFAULT_MAX_CONCURRENT_INFERS, loadServerConfig } from '../server/config.js';
+import { sessionsIn } from '../server/session-pool.js';
 import type { BrokerChildReady } from './broker-child.js';
 import { firstJsonLine, runChild, send } from './child-entry.js';
 import { MAX_REQUEST_BYTES, readDekFile } from './workloads.js';
@@ -66,6 +67,8 @@ export interface ServerSpec {
   readonly executor?: 'inline' | 'worker';
   /** The server's `idlePollUs` (server/idle-poll.ts); the server's default (0, off) when absent. */
   readonly idlePollUs?: number;
+  /** The server's `workers` (sessions per model, worker executor only); the server's default (1) when absent. */
+  readonly workers?: number;
   readonly maxConcurrentInfers?: number;
   /** Further boots of a second server with the same config after the first (warm figures). */
   readonly extraBoots?: number;
@@ -100,7 +103,8 @@ export interface ReadyMessage {
   readonly certPem: string | null;
   readonly arkPem: string;
   readonly measurement: string;
-  readonly models: readonly { readonly name: string; readonly sealed: boolean; readonly bytes: number }[];
+  /** `sessions`: how many sessions serve the model, as the server built them (server/config.ts `workers`). */
+  readonly models: readonly { readonly name: string; readonly sealed: boolean; readonly bytes: number; readonly sessions: number }[];
   /** boots[0] is the cold boot (first in a fresh process); the rest are warm. */
   readonly boots: readonly BootFigure[];
   /** With `controls`: the bearer token of the bench's API key (a throwaway key for this process). */
@@ -200,7 +204,13 @@ async function mainPlain(spec: ServerSpec): Promise<void> {
   const server = await startPlainServer({
     interceptors: [timing.interceptor],
     models,
-    execution: { intraOpThreads: spec.intraOpThreads, interOpThreads: spec.interOpThreads, executionMode: 'sequential', executor: spec.executor ?? 'inline' },
+    execution: {
+      intraOpThreads: spec.intraOpThreads,
+      interOpThreads: spec.interOpThreads,
+      executionMode: 'sequential',
+      executor: spec.executor ?? 'inline',
+      ...(spec.workers ? { workers: spec.workers } : {}),
+    },
     maxMessageBytes: MAX_REQUEST_BYTES,
     maxConcurrentInfers: spec.maxConcurrentInfers ?? DEFAULT_MAX_CONCURRENT_INFERS,
     ...(spec.idlePollUs ? { idlePollUs: spec.idlePollUs } : {}),
@@ -211,7 +221,7 @@ async function mainPlain(spec: ServerSpec): Promise<void> {
     certPem: null,
     arkPem: '',
     measurement: spec.measurement,
-    models: models.map((m) => ({ name: m.name, sealed: false, bytes: m.onnx.length })),
+    models: models.map((m) => ({ name: m.name, sealed: false, bytes: m.onnx.length, sessions: server.sessions.get(m.name) ?? 0 })),
     boots: [{ startToReadyMs: performance.now() - t0, steps: [] }],
     processToReadyMs: process.uptime() * 1000,
   };
@@ -338,6 +348,7 @@ async function main(specFile: string): Promise<void> {
     intraOpThreads: spec.intraOpThreads,
     interOpThreads: spec.interOpThreads,
     ...(spec.executor ? { executor: spec.executor } : {}),
+    ...(spec.workers ? { workers: spec.workers } : {}),
     ...(spec.idlePollUs ? { idlePollUs: spec.idlePollUs } : {}),
     ...(spec.maxConcurrentInfers ? { maxConcurrentInfers: spec.maxConcurrentInfers } : {}),
     maxMessageBytes: MAX_REQUEST_BYTES,
@@ -346,7 +357,7 @@ async function main(specFile: string): Promise<void> {
   const provider = sim.provider({ measurement: Buffer.from(spec.measurement, 'hex') });
 
   const timing = inferTiming();
-  const bootOnce = async (): Promise<{ server: CirServer; port: number; figure: BootFigure }> => {
+  const bootOnce = async (): Promise<{ server: CirServer; port: number; figure: BootFigure; sessions: ReadonlyMap<string, number> }> => {
     const steps: { name: string; ms: number; ok: boolean }[] = [];
     const server = buildServer(config, {
       provider,
@@ -354,10 +365,12 @@ async function main(specFile: string): Promise<void> {
       onStep: (s) => steps.push({ name: s.name, ms: s.ms, ok: s.ok }),
       grpcInterceptors: [timing.interceptor],
     });
+    let sessions: ReadonlyMap<string, number> = new Map();
+    server.events.on('ready', (loaded) => (sessions = new Map(loaded.map((m) => [m.name, sessionsIn(m.session)]))));
     const t0 = performance.now();
     const { port } = await server.start();
     await server.whenReady();
-    return { server, port, figure: { startToReadyMs: performance.now() - t0, steps } };
+    return { server, port, figure: { startToReadyMs: performance.now() - t0, steps }, sessions };
   };
 
   const first = await bootOnce();
@@ -376,7 +389,7 @@ async function main(specFile: string): Promise<void> {
     certPem: first.server.certPem ?? null,
     arkPem: sim.arkPem,
     measurement: spec.measurement,
-    models: modelInfo,
+    models: modelInfo.map((m) => ({ ...m, sessions: first.sessions.get(m.name) ?? 0 })),
     boots,
     ...(benchKey ? { apiKey: benchKey.token } : {}),
     processToReadyMs,

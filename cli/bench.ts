@@ -8,6 +8,7 @@ import { access, constants, lstat, mkdir, stat, writeFile } from 'node:fs/promis
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { ClientError } from '../client/codes.js';
+import { MAX_WORKERS_PER_MODEL } from '../server/config.js';
 import { MAX_IDLE_POLL_US } from '../server/idle-poll.js';
 import { writeFileAtomic } from '../common/atomic-file.js';
 import { DEFAULT_AUTO_RATE_FRACTIONS, defaultSimStateDir, runBench, type Progress } from '../bench/harness.js';
@@ -50,6 +51,7 @@ interface BenchFlags {
   ep: 'cpu' | 'cuda';
   executor: 'inline' | 'worker';
   serverIdlePollUs: string;
+  workers: string;
   controls?: boolean;
   intraOpThreads: string;
   interOpThreads: string;
@@ -178,6 +180,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--intra-op-threads <n>', 'onnxruntime intra-op threads, in-process and server (0 = max(1, cores - 1), as the server default)', '1')
     .option('--inter-op-threads <n>', 'onnxruntime inter-op threads (0 = onnxruntime decides)', '0')
     .addOption(new Option('--executor <kind>', "the servers' executor: inline (onnxruntime on the event loop) or worker (a worker thread per model, gRPC I/O overlapping compute)").choices(['inline', 'worker']).default('inline'))
+    .option('--workers <n>', `the servers' workers: sessions per model, each in its own worker thread, so n requests of a model run at once (1 to ${MAX_WORKERS_PER_MODEL}; more than 1 needs --executor worker)`, '1')
     .option('--server-idle-poll-us <us>', `the servers' idlePollUs: keep the event loop polling this long after each call that leaves a server idle, 0 to ${MAX_IDLE_POLL_US} (0 = off, the server default)`, '0')
     .option('--controls', 'run the server modes with the multi-tenant controls on (API key on every call, per-key and per-tenant limits set never to refuse): compare with a run without it for their cost')
     .option('--request-timeout-ms <ms>', 'gRPC deadline per request', '30000')
@@ -223,6 +226,8 @@ export function registerBenchCommand(program: Command): void {
       const sloP99Ms = f.sloP99Ms !== undefined ? num('--slo-p99-ms', f.sloP99Ms, { min: 0.001 }) : undefined;
       const targetRps = f.targetRps !== undefined ? num('--target-rps', f.targetRps, { min: 0 }) : undefined;
       if (targetRps !== undefined && sloP99Ms === undefined) throw bad('--target-rps needs --slo-p99-ms');
+      const workers = num('--workers', f.workers, { min: 1, max: MAX_WORKERS_PER_MODEL, integer: true });
+      if (workers > 1 && f.executor !== 'worker') throw bad('--workers above 1 needs --executor worker (inline sessions all run on the event loop)');
       const bootModelMb = num('--boot-model-mb', f.bootModelMb ?? (soakS !== undefined ? '0' : '100'), { integer: true });
       // Checked now: the boot figures come after the sweep.
       if (bootModelMb > MAX_MLP_MB) throw bad(`--boot-model-mb must be at most ${MAX_MLP_MB} (onnxruntime reads models below 2 GiB)`);
@@ -246,6 +251,7 @@ export function registerBenchCommand(program: Command): void {
         intraOpThreads: num('--intra-op-threads', f.intraOpThreads, { integer: true }),
         interOpThreads: num('--inter-op-threads', f.interOpThreads, { integer: true }),
         executor: f.executor,
+        ...(workers > 1 ? { workers } : {}),
         idlePollUs: num('--server-idle-poll-us', f.serverIdlePollUs, { min: 0, max: MAX_IDLE_POLL_US, integer: true }),
         executionProvider: f.ep,
         ...(f.controls ? { controls: true } : {}),

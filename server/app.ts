@@ -30,6 +30,7 @@ import type { ServerConfig } from './config.js';
 import { createInferenceHandlers } from './inference-service.js';
 import { createIdlePoller, type IdlePollDeps } from './idle-poll.js';
 import { createSessionFactory, hotPathServerOptions } from './executor.js';
+import { sessionsIn } from './session-pool.js';
 import type { SecurityEventSink } from './tenancy/events.js';
 import { startTenancyRuntime, type TenancyRuntime } from './tenancy/runtime.js';
 import { loadServiceDefinitions } from './proto.js';
@@ -318,7 +319,7 @@ export function buildServer(config: ServerConfig, deps: ServerDeps): CirServer {
     bootPromise = boot(bootOptions);
     bootPromise.then(
       (models) => {
-        logger.info({ models: models.map((m) => ({ name: m.name, version: m.version, sha256: m.sha256 })) }, 'ready');
+        logger.info({ models: models.map((m) => ({ name: m.name, version: m.version, sha256: m.sha256, sessions: sessionsIn(m.session) })) }, 'ready');
         events.emit('ready', models);
       },
       (e: unknown) => {

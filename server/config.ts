@@ -21,6 +21,8 @@ const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const MiB = 1 << 20;
 /** Concurrent ModelInfer calls a server admits unless `maxConcurrentInfers` says otherwise. */
 export const DEFAULT_MAX_CONCURRENT_INFERS = 64;
+/** The most sessions (worker threads) per model: `workers`. */
+export const MAX_WORKERS_PER_MODEL = 64;
 
 export const ModelEntrySchema = z.strictObject({
   name: z.string().regex(MODEL_NAME_RE, 'must be 1-128 chars of [A-Za-z0-9._-], starting alphanumeric'),
@@ -121,6 +123,13 @@ export const ServerConfigSchema = z
      */
     executor: z.enum(['inline', 'worker']).default('inline'),
     /**
+     * Sessions per model, each in its own worker thread (executor 'worker' only): N
+     * requests of one model run at once, at N copies of its weights in memory. 1
+     * (default): one request of a model at a time. The default intra-op threads are divided
+     * between them (server/executor.ts).
+     */
+    workers: z.number().int().min(1).max(MAX_WORKERS_PER_MODEL).default(1),
+    /**
      * Microseconds the event loop keeps polling after the last call in flight ends, so the
      * next request is read without waking a sleeping thread and vCPU (server/idle-poll.ts).
      * 0 (default): off. Costs up to that much CPU per call that leaves the server idle.
@@ -176,6 +185,9 @@ export const ServerConfigSchema = z
         });
       }
     });
+    if (c.workers > 1 && c.executor !== 'worker') {
+      ctx.addIssue({ code: 'custom', path: ['workers'], message: "more than 1 needs executor: 'worker' (inline sessions all run on the event loop)" });
+    }
     if (c.models.some((m) => !m.plaintext) && !c.broker) {
       ctx.addIssue({ code: 'custom', path: ['broker'], message: 'required when any model is sealed' });
     }

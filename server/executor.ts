@@ -26,13 +26,22 @@
  * `executionMode: 'parallel'` only helps graphs with independent branches; the default is
  * onnxruntime's `sequential`, where inter-op threads are unused.
  *
+ * Workers. One session serves one request at a time (onnxruntime-node runs it
+ * synchronously on one thread), so on a machine of many cores one model's throughput is
+ * that of one run at a time, however the intra-op threads speed it up. With the worker
+ * executor, `workers: N` gives each model N sessions in N worker threads
+ * (server/session-pool.ts): N requests of the model run at once, at the cost of N copies
+ * of its weights. The default intra-op count is then divided between them:
+ * max(1, floor((cores - 1) / N)) each.
+ *
  * What this module does NOT do: it does not choose an execution provider (the server
- * creates CPU sessions), and it does not pool sessions: one session (one worker) per model.
+ * creates CPU sessions).
  */
 import { availableParallelism } from 'node:os';
 import * as ort from '../common/ort.js';
 import type { InferenceSession } from 'onnxruntime-node';
 import type { InferenceSessionLike } from './registry.js';
+import { createSessionPool } from './session-pool.js';
 import { createWorkerSession } from './worker-executor.js';
 
 export type ExecutionMode = 'sequential' | 'parallel';
@@ -49,6 +58,8 @@ export interface ExecutionSettings {
   readonly spinning?: boolean;
   /** Where sessions run; default 'inline' (see the header). */
   readonly executor?: ExecutorKind;
+  /** Sessions (worker threads) per model, worker executor only; default 1 (see the header). */
+  readonly workers?: number;
 }
 
 /** Resolved thread counts, as passed to onnxruntime. */
@@ -60,11 +71,15 @@ export interface ResolvedThreads {
 
 /**
  * Thread counts for `cores` CPU cores: intra-op = the configured value, or
- * max(1, cores - 1) when 0; inter-op = the configured value, or onnxruntime's default
- * when 0. Does not check that `cores` matches the machine (tests pass their own).
+ * max(1, floor((cores - 1) / workers)) when 0 (workers defaults to 1); inter-op = the
+ * configured value, or onnxruntime's default when 0. Does not check that `cores` matches
+ * the machine (tests pass their own).
  */
-export function resolveThreads(s: Pick<ExecutionSettings, 'intraOpThreads' | 'interOpThreads'>, cores = availableParallelism()): ResolvedThreads {
-  const intra = s.intraOpThreads > 0 ? s.intraOpThreads : Math.max(1, Math.floor(cores) - 1);
+export function resolveThreads(
+  s: Pick<ExecutionSettings, 'intraOpThreads' | 'interOpThreads' | 'workers'>,
+  cores = availableParallelism(),
+): ResolvedThreads {
+  const intra = s.intraOpThreads > 0 ? s.intraOpThreads : Math.max(1, Math.floor((Math.floor(cores) - 1) / (s.workers ?? 1)));
   return s.interOpThreads > 0 ? { intraOpNumThreads: intra, interOpNumThreads: s.interOpThreads } : { intraOpNumThreads: intra };
 }
 
@@ -92,12 +107,21 @@ const createInline: CreateSession = (model, options) => ort.InferenceSession.cre
  * A session factory for boot.ts that applies `settings` (threads, execution mode) on top
  * of boot's options. `create` defaults to onnxruntime-node's InferenceSession.create, or
  * to a worker-thread session with `settings.executor: 'worker'`; tests inject a fake to
- * see the options.
+ * see the options. With `workers` > 1 each model gets a pool of that many sessions, each
+ * made by `create`; that needs the worker executor (a RangeError otherwise: inline
+ * sessions all run on the one event loop, so a pool of them would run no faster).
  */
 export function createSessionFactory(settings: ExecutionSettings, create?: CreateSession, cores?: number): CreateSession {
+  const workers = settings.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1) throw new RangeError(`workers must be a positive whole number, got ${workers}`);
+  if (workers > 1 && settings.executor !== 'worker') throw new RangeError(`workers: ${workers} needs the worker executor`);
   const c = create ?? (settings.executor === 'worker' ? (m, o) => createWorkerSession(m, o) : createInline);
-  return (model, options) => c(model, sessionOptionsFor(options, settings, cores));
+  return (model, options) => {
+    const o = sessionOptionsFor(options, settings, cores);
+    return createSessionPool(workers, () => c(model, o));
+  };
 }
+
 
 /**
  * grpc-js server options for the hot path, merged into the server's own options (message

