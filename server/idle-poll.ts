@@ -8,10 +8,10 @@
  * through the host, and on a confidential VM each exit to the host and back costs more
  * than on a plain one. At concurrency 1 every request pays that. While a `setImmediate` is
  * pending, libuv polls with a zero timeout instead, so the thread never sleeps and the
- * request is read as soon as it lands. This is the process-level form of the guest kernel's halt-polling
- * (`guest_halt_poll_ns`) and of onnxruntime's thread-pool spinning, and it has their price:
- * the thread spins for up to the window after every call that leaves the server idle, CPU
- * time nothing else on that core can use. Under load the loop rarely goes idle and the
+ * request is read as soon as it lands. This is the process-level form of the guest
+ * kernel's halt-polling (`guest_halt_poll_ns`) and of onnxruntime's thread-pool spinning,
+ * and it has their price: the thread spins for up to the window after every call that
+ * leaves the server idle, CPU time nothing else on that core can use. Under load the loop rarely goes idle and the
  * window costs nothing; at a low request rate it costs up to the window per call.
  * Figures: bench/README.md "Hot path", Idle polling: on the 2-core bench VM it took
  * 0.1-0.3 ms off most small calls made one at a time and slowed a 12 ms model by ~0.2 ms.

@@ -11,16 +11,16 @@
  * 'worker-failed') is retired when one of its runs fails so: its runs in flight reject as
  * they would without a pool (and so does a run sent to it between its death and the
  * pool's noticing), later runs go to the others, and once every member is retired every
- * run rejects with the last member's error. Nothing is restarted: a worker that died did so inside
- * onnxruntime or the worker protocol, and the process's operator should see the errors
- * and restart it.
+ * run rejects with the last member's error. Nothing is restarted: a worker that died did
+ * so inside onnxruntime or the worker protocol, and the process's operator should see the
+ * errors and restart it.
  *
  * Costs: N copies of the model's weights in memory, and N onnxruntime thread pools (the
  * server divides its default intra-op threads between them, server/executor.ts).
  *
- * What this module does NOT do: it does not create the members (the caller does, and
- * releases the ones it made if another fails: `createSessionPool`), and it does not queue:
- * every run is handed to a member at once, whose worker runs its own runs in order.
+ * What this module does NOT do: it does not build sessions itself (the caller's `create`
+ * does; `createSessionPool` releases the ones made if another fails), and it does not
+ * queue: every run is handed to a member at once, whose worker runs its own runs in order.
  */
 import type { InferenceSession } from 'onnxruntime-node';
 import type { InferenceSessionLike } from './registry.js';
